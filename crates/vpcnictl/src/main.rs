@@ -1,1 +1,45 @@
-fn main() {}
+//! `vpcnictl`: the operator's tool for vpcni.
+//!
+//! Each subcommand lives in `commands/`, parses its own flags (clap derive; doc comments are the help)
+//! and returns an exit code. Exit codes: 0 success, 1 the operation failed, 2 bad usage or unknown input.
+
+#![forbid(unsafe_code)]
+
+mod commands;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// vpcni operator's tool: size nodes, forecast the warm pool, run the VPC-in-a-box lab.
+#[derive(Debug, Parser)]
+#[command(name = "vpcnictl", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The number to give kubelet `--max-pods` for an instance type.
+    MaxPods(commands::max_pods::MaxPodsArgs),
+    /// Show or refresh the built-in table of instance-type network limits.
+    #[command(subcommand)]
+    Limits(commands::limits::LimitsCommand),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::MaxPods(args) => commands::max_pods::run(&args),
+        Command::Limits(command) => commands::limits::run(&command),
+    };
+    match result {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("vpcnictl: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! One module per subcommand.
+
+pub mod limits;
+pub mod max_pods;

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Runs vpcni's whole test suite. Installs what the tests need first (idempotent), so it works on a fresh
+# Debian 12 machine as root. Exits non-zero on any failure.
+#
+#   CARGO_TARGET_DIR  build directory; set it outside the clone to reuse builds across clones (CI does).
+#   VPCNI_VENV        Python virtualenv for moto_server, boto3 and pytest (default: $CARGO_TARGET_DIR/venv).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+# --- system packages -------------------------------------------------------------------------------
+apt_packages=(iproute2 iptables python3-venv)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    if [[ $(id -u) -ne 0 ]]; then
+        log "missing packages: ${missing[*]} (run as root, or install them first)"
+        exit 1
+    fi
+    log "installing ${missing[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- Python tools: moto_server (a stand-in EC2 endpoint), boto3 and pytest ----------------------------
+venv="${VPCNI_VENV:-$CARGO_TARGET_DIR/venv}"
+python_requirements=(moto[server]==5.2.5 boto3 pytest)
+stamp="$venv/.vpcni-requirements"
+if [[ ! -x $venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "${python_requirements[*]}" ]]; then
+    log "creating Python venv in $venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check "${python_requirements[@]}"
+    echo "${python_requirements[*]}" >"$stamp"
+fi
+export VPCNI_PYTHON="$venv/bin/python"
+export VPCNI_MOTO_SERVER="$venv/bin/moto_server"
+
+# --- Rust tests ----------------------------------------------------------------------------------------
+log "building"
+cargo build --workspace --all-targets --locked
+if cargo nextest --version >/dev/null 2>&1; then
+    log "cargo nextest run"
+    cargo nextest run --workspace --locked --no-fail-fast
+    log "doc tests"
+    cargo test --workspace --locked --doc
+else
+    log "cargo test"
+    cargo test --workspace --locked --no-fail-fast
+fi
+
+# --- Python tests of the EC2-compatible endpoint (boto3 as the client) ---------------------------------
+if compgen -G "tests/python/test_*.py" >/dev/null; then
+    log "pytest tests/python"
+    VPCNICTL="$CARGO_TARGET_DIR/debug/vpcnictl" "$venv/bin/python" -m pytest -q tests/python
+fi
+log "all tests passed"
