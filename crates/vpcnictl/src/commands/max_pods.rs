@@ -17,7 +17,12 @@ use crate::output::{OutputFormat, print_json, usage_error};
 )]
 pub struct MaxPodsArgs {
     /// EC2 instance type, e.g. m5.xlarge.
-    #[arg(long, value_name = "TYPE", required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        long,
+        value_name = "TYPE",
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     instance_type: Option<String>,
     /// Every known type, one `TYPE N` line each, sorted (the eni-max-pods.txt format).
     #[arg(long)]
@@ -81,7 +86,7 @@ pub fn run(args: &MaxPodsArgs) -> anyhow::Result<ExitCode> {
     match args.output {
         OutputFormat::Text => {
             println!("{}", result.max_pods);
-            println!("{} ({})", result.derivation(), result.instance_type);
+            println!("{}: {}", result.instance_type, result.derivation());
             for note in &result.notes {
                 println!("note: {note}");
             }

@@ -1,0 +1,296 @@
+//! Runs the real `vpcnictl` binary for `max-pods` and `limits`, as a user would.
+
+use std::process::{Command, Output};
+
+fn vpcnictl(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vpcnictl"))
+        .args(args)
+        .output()
+        .expect("vpcnictl runs")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8(output.stdout.clone()).expect("utf-8 stdout")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8(output.stderr.clone()).expect("utf-8 stderr")
+}
+
+fn json(args: &[&str]) -> serde_json::Value {
+    let output = vpcnictl(args);
+    assert!(output.status.success(), "{args:?}: {}", stderr(&output));
+    serde_json::from_slice(&output.stdout).expect("JSON on stdout")
+}
+
+#[test]
+fn text_gives_the_number_first_then_how() {
+    let output = vpcnictl(&["max-pods", "--instance-type", "m5.xlarge"]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("58"));
+    assert_eq!(
+        lines.next(),
+        Some(
+            "m5.xlarge: secondary-ip: 4 ENIs × (15 − 1) IPs + 2 host-network pods = 58 (under the cap of 110)"
+        )
+    );
+}
+
+#[test]
+fn all_with_show_max_allowed_is_the_published_table() {
+    let output = vpcnictl(&["max-pods", "--all", "--show-max-allowed"]);
+    assert!(output.status.success());
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1391);
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(lines, sorted, "sorted by type");
+    // Every line is `TYPE N` and N follows the published formula from the table's own columns.
+    for line in &lines {
+        let (name, value) = line.split_once(' ').expect("TYPE N");
+        let limits = vpcni_limits::builtin().get(name).expect("known type");
+        assert_eq!(
+            value.parse::<u32>().unwrap(),
+            limits.max_enis * (limits.ipv4_per_eni - 1) + 2,
+            "{line}"
+        );
+    }
+    for published in [
+        "m5.xlarge 58",
+        "t3.medium 17",
+        "m5.24xlarge 737",
+        "p5.48xlarge 100",
+        "t2.micro 4",
+    ] {
+        assert!(lines.contains(&published), "{published}");
+    }
+}
+
+#[test]
+fn all_applies_caps_by_default() {
+    let text = stdout(&vpcnictl(&["max-pods", "--all"]));
+    assert!(text.lines().any(|l| l == "m5.24xlarge 250"));
+    assert!(text.lines().any(|l| l == "m5.4xlarge 110"));
+    assert!(text.lines().any(|l| l == "m5.xlarge 58"));
+}
+
+#[test]
+fn json_has_the_documented_shape() {
+    let value = json(&["max-pods", "--instance-type", "m5.24xlarge", "--output", "json"]);
+    assert_eq!(value["instance_type"], "m5.24xlarge");
+    assert_eq!(value["max_pods"], 250);
+    assert_eq!(value["ip_limited_max_pods"], 737);
+    assert_eq!(value["cap"], 250);
+    assert_eq!(value["mode"], "secondary-ip");
+    assert_eq!(value["enis_used"], 15);
+    assert_eq!(value["ips_per_eni"], 49);
+    assert!(value["notes"].as_array().unwrap().is_empty());
+
+    let uncapped = json(&[
+        "max-pods",
+        "--instance-type",
+        "m5.24xlarge",
+        "--output",
+        "json",
+        "--show-max-allowed",
+    ]);
+    assert_eq!(uncapped["max_pods"], 737);
+    assert!(uncapped["cap"].is_null());
+}
+
+#[test]
+fn prefix_delegation_counts_bare_metal_and_falls_back_on_xen() {
+    let metal = json(&[
+        "max-pods",
+        "--instance-type",
+        "m5.metal",
+        "--prefix-delegation",
+        "--show-max-allowed",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(metal["mode"], "prefix-delegation");
+    assert_eq!(metal["max_pods"], 15 * 49 * 16 + 2);
+    let xen = json(&[
+        "max-pods",
+        "--instance-type",
+        "m4.xlarge",
+        "--prefix-delegation",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(xen["mode"], "secondary-ip");
+    assert_eq!(xen["max_pods"], 4 * 14 + 2);
+    let notes = xen["notes"].to_string();
+    assert!(notes.contains("falls back to secondary IPs"), "{notes}");
+    // Text says why too.
+    let text = stdout(&vpcnictl(&[
+        "max-pods",
+        "--instance-type",
+        "m4.xlarge",
+        "--prefix-delegation",
+    ]));
+    assert!(
+        text.contains("note: prefix delegation needs a Nitro or bare-metal type"),
+        "{text}"
+    );
+}
+
+#[test]
+fn custom_networking_max_eni_and_trunk_reservation() {
+    let custom = json(&[
+        "max-pods",
+        "--instance-type",
+        "m5.xlarge",
+        "--custom-networking",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(
+        (custom["enis_used"].as_u64(), custom["max_pods"].as_u64()),
+        (Some(3), Some(44))
+    );
+    let max_eni = json(&[
+        "max-pods",
+        "--instance-type",
+        "m5.xlarge",
+        "--max-eni",
+        "2",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(max_eni["max_pods"], 30);
+    let sgp = json(&[
+        "max-pods",
+        "--instance-type",
+        "m5.xlarge",
+        "--security-groups-for-pods",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(sgp["max_pods"], 44);
+    let sgp_t3 = json(&[
+        "max-pods",
+        "--instance-type",
+        "t3.medium",
+        "--security-groups-for-pods",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(sgp_t3["max_pods"], 17);
+}
+
+#[test]
+fn unknown_type_exits_2_with_suggestions() {
+    let output = vpcnictl(&["max-pods", "--instance-type", "m5.xlargee"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stdout(&output).is_empty());
+    assert!(
+        stderr(&output).starts_with("vpcnictl: unknown instance type 'm5.xlargee'; closest known: m5.xlarge"),
+        "{}",
+        stderr(&output)
+    );
+    let output = vpcnictl(&["limits", "show", "nope.huge"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("unknown instance type 'nope.huge'"));
+}
+
+#[test]
+fn conflicting_or_invalid_flags_are_usage_errors() {
+    for args in [
+        vec!["max-pods"],
+        vec!["max-pods", "--all", "--instance-type", "m5.xlarge"],
+        vec!["max-pods", "--instance-type", "m5.xlarge", "--max-eni", "0"],
+        vec!["max-pods", "--instance-type", "m5.xlarge", "--max-eni", "-3"],
+        vec!["max-pods", "--instance-type", "m5.xlarge", "--output", "yaml"],
+        vec!["max-pods", "--instance-type", "m5.xlarge", "--bogus"],
+    ] {
+        let output = vpcnictl(&args);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        assert!(
+            stderr(&output).contains("error:"),
+            "{args:?}: {}",
+            stderr(&output)
+        );
+    }
+}
+
+#[test]
+fn help_explains_every_subcommand() {
+    let top = stdout(&vpcnictl(&["--help"]));
+    assert!(top.contains("max-pods") && top.contains("limits"), "{top}");
+    let help = stdout(&vpcnictl(&["max-pods", "--help"]));
+    for flag in [
+        "--instance-type",
+        "--all",
+        "--prefix-delegation",
+        "--custom-networking",
+        "--max-eni",
+        "--security-groups-for-pods",
+        "--show-max-allowed",
+        "--output",
+    ] {
+        assert!(help.contains(flag), "max-pods --help lacks {flag}");
+    }
+    assert!(stdout(&vpcnictl(&["limits", "--help"])).contains("import"));
+    assert!(stdout(&vpcnictl(&["limits", "import", "--help"])).contains("describe-instance-types"));
+}
+
+#[test]
+fn limits_show_is_readable() {
+    let text = stdout(&vpcnictl(&["limits", "show", "m5.xlarge"]));
+    assert!(text.contains("ENIs (default card):     4"), "{text}");
+    assert!(text.contains("18 branch ENIs"));
+    let value = json(&["limits", "show", "t2.micro", "--output", "json"]);
+    assert_eq!(value["hypervisor"], "xen");
+    assert_eq!(value["branch_interfaces"], 0);
+}
+
+#[test]
+fn limits_import_merges_describe_instance_types_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("types.json");
+    std::fs::write(
+        &input,
+        r#"{"InstanceTypes": [{"InstanceType": "q9.large", "Hypervisor": "nitro", "BareMetal": false,
+            "VCpuInfo": {"DefaultVCpus": 2},
+            "NetworkInfo": {"MaximumNetworkInterfaces": 3, "Ipv4AddressesPerInterface": 12,
+              "DefaultNetworkCardIndex": 0,
+              "NetworkCards": [{"NetworkCardIndex": 0, "MaximumNetworkInterfaces": 3}]}}]}"#,
+    )
+    .unwrap();
+    let out = dir.path().join("limits.csv");
+    let output = vpcnictl(&[
+        "limits",
+        "import",
+        input.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(stderr(&output).contains("1 added, 0 changed, 0 unchanged, 1392 types in all (new: q9.large)"));
+    let table = vpcni_limits::LimitsTable::from_csv(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(table.len(), 1392);
+    assert_eq!(table.get("q9.large").unwrap().max_enis, 3);
+
+    // Garbage input: a clear error, nothing written.
+    std::fs::write(&input, "not json").unwrap();
+    let fresh = dir.path().join("fresh.csv");
+    let output = vpcnictl(&[
+        "limits",
+        "import",
+        input.to_str().unwrap(),
+        "--out",
+        fresh.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("not DescribeInstanceTypes output"),
+        "{}",
+        stderr(&output)
+    );
+    assert!(!fresh.exists());
+}
