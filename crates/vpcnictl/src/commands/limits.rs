@@ -46,7 +46,10 @@ pub enum LimitsCommand {
 /// Runs the subcommand.
 pub fn run(command: &LimitsCommand) -> anyhow::Result<ExitCode> {
     match command {
-        LimitsCommand::Show { instance_type, output } => {
+        LimitsCommand::Show {
+            instance_type,
+            output,
+        } => {
             let limits = match vpcni_limits::builtin().get(instance_type) {
                 Ok(limits) => limits,
                 Err(unknown) => return Ok(usage_error(unknown)),
@@ -60,12 +63,14 @@ pub fn run(command: &LimitsCommand) -> anyhow::Result<ExitCode> {
         LimitsCommand::Import { file, out, base } => {
             let mut table = match base {
                 Some(path) => {
-                    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+                    let text = std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?;
                     LimitsTable::from_csv(&text).with_context(|| format!("parsing {}", path.display()))?
                 }
                 None => vpcni_limits::builtin().clone(),
             };
-            let json = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let json =
+                std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
             let summary = match merge_describe_instance_types(&mut table, &json) {
                 Ok(summary) => summary,
                 Err(error) => return Ok(usage_error(format_args!("{}: {error}", file.display()))),
@@ -83,7 +88,11 @@ pub fn run(command: &LimitsCommand) -> anyhow::Result<ExitCode> {
                 summary.changed.len(),
                 summary.unchanged,
                 table.len(),
-                if summary.added.is_empty() { String::new() } else { format!(" (new: {})", summary.added.join(", ")) }
+                if summary.added.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (new: {})", summary.added.join(", "))
+                }
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -123,8 +132,16 @@ fn describe(limits: &InstanceLimits) -> String {
         limits.default_vcpus.map_or_else(unknown, |n| n.to_string()),
         limits.hypervisor,
         if limits.bare_metal { " (bare metal)" } else { "" },
-        if limits.supports_prefix_delegation() { "supported" } else { "not supported" },
-        limits.efa_supported.map_or_else(unknown, |b| if b { "supported".to_owned() } else { "not supported".to_owned() }),
+        if limits.supports_prefix_delegation() {
+            "supported"
+        } else {
+            "not supported"
+        },
+        limits.efa_supported.map_or_else(unknown, |b| if b {
+            "supported".to_owned()
+        } else {
+            "not supported".to_owned()
+        }),
         cards,
         limits.total_enis(),
         limits.default_network_card_index,
