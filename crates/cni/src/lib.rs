@@ -1,0 +1,10 @@
+//! The vpcni CNI plugin (`type: vpcni`): the container runtime runs it for each pod; it asks ipamd for a VPC
+//! address and wires the pod.
+//!
+//! [`spec`] is the CNI protocol (1.1.0, also 0.3.x, 0.4.0 and 1.0.0 configurations): everything read from
+//! the runtime is validated there before anything touches the node.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod spec;

@@ -1,0 +1,177 @@
+//! CNI results: what ADD prints, what DEL and CHECK get back as `prevResult`.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde_json::{Map, Value, json};
+
+use super::version::Version;
+
+/// An interface in a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interface {
+    /// Interface name.
+    pub name: String,
+    /// MAC address.
+    pub mac: String,
+    /// Netns path for container interfaces; `None` for host interfaces.
+    pub sandbox: Option<String>,
+}
+
+/// An address in a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpConfig {
+    /// Address with prefix length (`/32` for pods).
+    pub address: Ipv4Net,
+    /// Gateway.
+    pub gateway: Option<Ipv4Addr>,
+    /// Index into `interfaces`.
+    pub interface: Option<usize>,
+}
+
+/// A route in a result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Route {
+    /// Destination.
+    pub dst: Ipv4Net,
+    /// Next hop.
+    pub gw: Option<Ipv4Addr>,
+}
+
+/// A CNI result (IPv4 only; other families in a prevResult are kept raw by the caller).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CniResult {
+    /// Interfaces.
+    pub interfaces: Vec<Interface>,
+    /// Addresses.
+    pub ips: Vec<IpConfig>,
+    /// Routes.
+    pub routes: Vec<Route>,
+}
+
+impl CniResult {
+    /// The result JSON in the shape of `version` (`"version": "4"` on IPs before 1.0.0).
+    pub fn to_json(&self, cni_version: &str, version: Version) -> Value {
+        let interfaces: Vec<Value> = self
+            .interfaces
+            .iter()
+            .map(|interface| {
+                let mut object = Map::new();
+                object.insert("name".into(), json!(interface.name));
+                object.insert("mac".into(), json!(interface.mac));
+                if let Some(sandbox) = &interface.sandbox {
+                    object.insert("sandbox".into(), json!(sandbox));
+                }
+                Value::Object(object)
+            })
+            .collect();
+        let ips: Vec<Value> = self
+            .ips
+            .iter()
+            .map(|ip| {
+                let mut object = Map::new();
+                if version.ips_have_version_field() {
+                    object.insert("version".into(), json!("4"));
+                }
+                object.insert("address".into(), json!(ip.address.to_string()));
+                if let Some(gateway) = ip.gateway {
+                    object.insert("gateway".into(), json!(gateway.to_string()));
+                }
+                if let Some(index) = ip.interface {
+                    object.insert("interface".into(), json!(index));
+                }
+                Value::Object(object)
+            })
+            .collect();
+        let routes: Vec<Value> = self
+            .routes
+            .iter()
+            .map(|route| match route.gw {
+                Some(gw) => json!({ "dst": route.dst.to_string(), "gw": gw.to_string() }),
+                None => json!({ "dst": route.dst.to_string() }),
+            })
+            .collect();
+        json!({
+            "cniVersion": cni_version,
+            "interfaces": interfaces,
+            "ips": ips,
+            "routes": routes,
+            "dns": {},
+        })
+    }
+
+    /// Reads a result of any supported version. IPv6 entries are skipped (vpcni is IPv4 only for now).
+    pub fn from_value(value: &Value) -> Result<Self, String> {
+        let object = value.as_object().ok_or("not a JSON object")?;
+        let mut result = Self::default();
+        for (index, interface) in array(object, "interfaces")?.iter().enumerate() {
+            let text = |key: &str| interface.get(key).and_then(Value::as_str).map(str::to_owned);
+            result.interfaces.push(Interface {
+                name: text("name").ok_or(format!("interfaces[{index}] has no name"))?,
+                mac: text("mac").unwrap_or_default(),
+                sandbox: text("sandbox").filter(|s| !s.is_empty()),
+            });
+        }
+        for (index, ip) in array(object, "ips")?.iter().enumerate() {
+            let address = ip
+                .get("address")
+                .and_then(Value::as_str)
+                .ok_or(format!("ips[{index}] has no address"))?;
+            if address.contains(':') {
+                continue;
+            }
+            let address: Ipv4Net = address
+                .parse()
+                .map_err(|_| format!("ips[{index}].address {address:?} is not an IPv4 CIDR"))?;
+            let gateway = match ip.get("gateway").and_then(Value::as_str) {
+                None => None,
+                Some(text) => Some(
+                    text.parse()
+                        .map_err(|_| format!("ips[{index}].gateway {text:?} is not IPv4"))?,
+                ),
+            };
+            let interface = match ip.get("interface") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .ok_or(format!("ips[{index}].interface is not an index"))?
+                        as usize,
+                ),
+            };
+            result.ips.push(IpConfig {
+                address,
+                gateway,
+                interface,
+            });
+        }
+        for (index, route) in array(object, "routes")?.iter().enumerate() {
+            let dst = route
+                .get("dst")
+                .and_then(Value::as_str)
+                .ok_or(format!("routes[{index}] has no dst"))?;
+            if dst.contains(':') {
+                continue;
+            }
+            let dst: Ipv4Net = dst
+                .parse()
+                .map_err(|_| format!("routes[{index}].dst {dst:?} is not an IPv4 CIDR"))?;
+            let gw = match route.get("gw").and_then(Value::as_str) {
+                None => None,
+                Some(text) => Some(
+                    text.parse()
+                        .map_err(|_| format!("routes[{index}].gw {text:?} is not IPv4"))?,
+                ),
+            };
+            result.routes.push(Route { dst, gw });
+        }
+        Ok(result)
+    }
+}
+
+fn array<'a>(object: &'a Map<String, Value>, key: &str) -> Result<&'a [Value], String> {
+    match object.get(key) {
+        None | Some(Value::Null) => Ok(&[]),
+        Some(Value::Array(items)) => Ok(items),
+        Some(_) => Err(format!("{key} is not an array")),
+    }
+}
