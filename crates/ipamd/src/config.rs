@@ -1,0 +1,511 @@
+//! ipamd's configuration, read from the environment.
+//!
+//! Variable names and defaults are the Amazon VPC CNI's (v1.23), so the same DaemonSet values work. Every
+//! variable is parsed before the first error is reported, and each bad one gets one line:
+//! `WARM_IP_TARGET="ten" is not valid: expected a whole number (0 or more)`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+/// One invalid variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidVariable {
+    /// Variable name.
+    pub variable: &'static str,
+    /// Value found.
+    pub value: String,
+    /// What is accepted.
+    pub accepted: String,
+}
+
+impl fmt::Display for InvalidVariable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}={:?} is not valid: expected {}",
+            self.variable, self.value, self.accepted
+        )
+    }
+}
+
+/// Every invalid variable found, one per line.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError(pub Vec<InvalidVariable>);
+
+/// How SNAT picks source ports (AWS_VPC_K8S_CNI_RANDOMIZESNAT).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RandomizeSnat {
+    /// `--random-fully`.
+    Prng,
+    /// `--random`.
+    Hashrandom,
+    /// Neither.
+    None,
+}
+
+/// Where the daemon listens for introspection or metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum ListenAddress {
+    /// A TCP address.
+    Tcp(SocketAddr),
+    /// A unix socket (`unix:/path`).
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Tcp(address) => write!(f, "{address}"),
+            Self::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// The warm-pool knobs (see the engine for their meaning).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolSettings {
+    /// WARM_ENI_TARGET (default 1).
+    pub warm_eni_target: u32,
+    /// WARM_IP_TARGET (0 = unset).
+    pub warm_ip_target: u32,
+    /// MINIMUM_IP_TARGET (0 = unset).
+    pub minimum_ip_target: u32,
+    /// WARM_PREFIX_TARGET (default 1 with prefix delegation, as the manifest sets it).
+    pub warm_prefix_target: u32,
+    /// ENABLE_PREFIX_DELEGATION.
+    pub prefix_delegation: bool,
+    /// MAX_ENI (`None` = the instance limit).
+    pub max_eni: Option<u32>,
+    /// IP_COOLDOWN_PERIOD (default 30 s).
+    pub ip_cooldown: Duration,
+    /// AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG: no pod addresses on the primary ENI.
+    pub custom_networking: bool,
+    /// ENABLE_POD_ENI: keep an ENI slot for the trunk ENI.
+    pub pod_eni: bool,
+    /// AWS_MANAGE_ENIS_NON_SCHEDULABLE.
+    pub manage_enis_non_schedulable: bool,
+    /// DISABLE_NETWORK_RESOURCE_PROVISIONING.
+    pub disable_provisioning: bool,
+    /// ENABLE_IMDS_ONLY_MODE.
+    pub imds_only: bool,
+    /// DISABLE_LEAKED_ENI_CLEANUP.
+    pub disable_leaked_eni_cleanup: bool,
+    /// ENABLE_SUBNET_DISCOVERY (default true).
+    pub subnet_discovery: bool,
+    /// MANAGE_UNTAGGED_ENI (default true).
+    pub manage_untagged_eni: bool,
+}
+
+/// Node data-plane settings (`/v1/networkutils-env-settings`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkSettings {
+    /// AWS_VPC_K8S_CNI_EXTERNALSNAT.
+    pub external_snat: bool,
+    /// AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS.
+    pub exclude_snat_cidrs: Vec<Ipv4Net>,
+    /// AWS_VPC_K8S_CNI_RANDOMIZESNAT.
+    pub randomize_snat: RandomizeSnat,
+    /// AWS_VPC_K8S_CNI_CONNMARK (default 0x80).
+    pub connmark: u32,
+    /// AWS_VPC_CNI_NODE_PORT_SUPPORT (default true).
+    pub node_port_support: bool,
+    /// AWS_EXTERNAL_SERVICE_CIDRS.
+    pub external_service_cidrs: Vec<Ipv4Net>,
+    /// AWS_VPC_ENI_MTU (default 9001).
+    pub eni_mtu: u32,
+    /// POD_MTU (default = ENI MTU).
+    pub pod_mtu: u32,
+    /// AWS_VPC_K8S_CNI_VETHPREFIX (default `eni`).
+    pub veth_prefix: String,
+}
+
+/// Everything ipamd reads from its environment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Config {
+    /// Pool policy.
+    pub pool: PoolSettings,
+    /// Node data plane.
+    pub network: NetworkSettings,
+    /// CLUSTER_NAME.
+    pub cluster_name: String,
+    /// ADDITIONAL_ENI_TAGS (JSON object of strings; keys containing `k8s.amazonaws.com` are refused).
+    pub additional_eni_tags: Vec<(String, String)>,
+    /// POD_SECURITY_GROUP_ENFORCING_MODE.
+    pub pod_sg_enforcing_mode: String,
+    /// AWS_VPC_K8S_CNI_BACKING_STORE (default `/var/run/vpcni/ipam.json`).
+    pub backing_store: PathBuf,
+    /// VPCNI_IPAMD_SOCKET (default `/var/run/vpcni/ipamd.sock`).
+    pub socket_path: PathBuf,
+    /// Introspection address; `None` when DISABLE_INTROSPECTION.
+    pub introspection: Option<ListenAddress>,
+    /// Metrics address; `None` when DISABLE_METRICS.
+    pub metrics: Option<ListenAddress>,
+    /// AWS_VPC_K8S_CNI_LOGLEVEL.
+    pub log_level: String,
+    /// AWS_VPC_K8S_CNI_LOG_FILE (`stdout`, `stderr` or a path).
+    pub log_file: String,
+    /// AWS_EC2_ENDPOINT.
+    pub ec2_endpoint: Option<String>,
+}
+
+/// Reads variables through a lookup function (tests pass a map) and collects every problem.
+struct Reader<F> {
+    lookup: F,
+    errors: Vec<InvalidVariable>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    fn raw(&self, variable: &str) -> Option<String> {
+        (self.lookup)(variable)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn invalid(&mut self, variable: &'static str, value: &str, accepted: impl Into<String>) {
+        self.errors.push(InvalidVariable {
+            variable,
+            value: value.to_owned(),
+            accepted: accepted.into(),
+        });
+    }
+
+    /// Go's strconv.ParseBool spellings, which the original's manifests use.
+    fn bool(&mut self, variable: &'static str, default: bool) -> bool {
+        let Some(value) = self.raw(variable) else {
+            return default;
+        };
+        match value.as_str() {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+            _ => {
+                self.invalid(variable, &value, "true or false");
+                default
+            }
+        }
+    }
+
+    fn number(&mut self, variable: &'static str, default: u32, min: u32, max: u32) -> u32 {
+        let Some(value) = self.raw(variable) else {
+            return default;
+        };
+        match value.parse::<u32>() {
+            Ok(n) if (min..=max).contains(&n) => n,
+            _ => {
+                let accepted = if max == u32::MAX {
+                    format!("a whole number ({min} or more)")
+                } else {
+                    format!("a whole number from {min} to {max}")
+                };
+                self.invalid(variable, &value, accepted);
+                default
+            }
+        }
+    }
+
+    fn optional_number(&mut self, variable: &'static str, min: u32) -> Option<u32> {
+        let value = self.raw(variable)?;
+        match value.parse::<u32>() {
+            Ok(n) if n >= min => Some(n),
+            // The original's manifests write MAX_ENI=-1 for "no limit".
+            _ if value == "-1" => None,
+            _ => {
+                self.invalid(
+                    variable,
+                    &value,
+                    format!("a whole number ({min} or more), or -1 for no limit"),
+                );
+                None
+            }
+        }
+    }
+
+    fn choice(&mut self, variable: &'static str, default: &'static str, accepted: &[&'static str]) -> String {
+        let Some(value) = self.raw(variable) else {
+            return default.to_owned();
+        };
+        let lower = value.to_ascii_lowercase();
+        if accepted.contains(&lower.as_str()) {
+            lower
+        } else {
+            self.invalid(variable, &value, format!("one of {}", accepted.join(", ")));
+            default.to_owned()
+        }
+    }
+
+    fn cidrs(&mut self, variable: &'static str) -> Vec<Ipv4Net> {
+        let Some(value) = self.raw(variable) else {
+            return Vec::new();
+        };
+        let mut cidrs = Vec::new();
+        for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            match part.parse::<Ipv4Net>() {
+                Ok(cidr) => cidrs.push(cidr.trunc()),
+                Err(_) => {
+                    self.invalid(
+                        variable,
+                        &value,
+                        format!("comma-separated IPv4 CIDRs such as 10.1.0.0/16 ({part:?} is not one)"),
+                    );
+                    return Vec::new();
+                }
+            }
+        }
+        cidrs
+    }
+
+    fn listen(&mut self, variable: &'static str, default: &str) -> ListenAddress {
+        let value = self.raw(variable).unwrap_or_else(|| default.to_owned());
+        if let Some(path) = value.strip_prefix("unix:") {
+            if path.starts_with('/') {
+                return ListenAddress::Unix(PathBuf::from(path));
+            }
+        } else if let Ok(address) = value.parse::<SocketAddr>() {
+            return ListenAddress::Tcp(address);
+        } else if let Some(port) = value.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()) {
+            // Go's ":61678" means every interface.
+            return ListenAddress::Tcp(SocketAddr::from(([0, 0, 0, 0], port)));
+        }
+        self.invalid(
+            variable,
+            &value,
+            "HOST:PORT such as 127.0.0.1:61679, :PORT, or unix:/absolute/path",
+        );
+        ListenAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    fn absolute_path(&mut self, variable: &'static str, default: &str) -> PathBuf {
+        let value = self.raw(variable).unwrap_or_else(|| default.to_owned());
+        if value.starts_with('/') && !value.split('/').any(|p| p == "..") {
+            PathBuf::from(value)
+        } else {
+            self.invalid(variable, &value, "an absolute path without '..'");
+            PathBuf::from(default)
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_process_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let mut env = Reader {
+            lookup,
+            errors: Vec::new(),
+        };
+
+        let prefix_delegation = env.bool("ENABLE_PREFIX_DELEGATION", false);
+        let warm_eni_target = env.number("WARM_ENI_TARGET", 1, 0, u32::MAX);
+        let warm_ip_target = env.number("WARM_IP_TARGET", 0, 0, u32::MAX);
+        let minimum_ip_target = env.number("MINIMUM_IP_TARGET", 0, 0, u32::MAX);
+        let warm_prefix_target = env.number("WARM_PREFIX_TARGET", u32::from(prefix_delegation), 0, u32::MAX);
+        if prefix_delegation && warm_ip_target == 0 && minimum_ip_target == 0 && warm_prefix_target == 0 {
+            // The original's entry point refuses this too: nothing would ever be allocated.
+            env.invalid(
+                "WARM_PREFIX_TARGET",
+                "0",
+                "at least 1 with ENABLE_PREFIX_DELEGATION=true, unless WARM_IP_TARGET or MINIMUM_IP_TARGET is set",
+            );
+        }
+        let max_eni = env.optional_number("MAX_ENI", 1);
+        let ip_cooldown = Duration::from_secs(u64::from(env.number("IP_COOLDOWN_PERIOD", 30, 0, 86_400)));
+
+        let enable_ipv4 = env.bool("ENABLE_IPv4", true);
+        let enable_ipv6 = env.bool("ENABLE_IPv6", false);
+        if enable_ipv6 {
+            env.invalid(
+                "ENABLE_IPv6",
+                "true",
+                "false: vpcni serves IPv4 clusters only, for now",
+            );
+        }
+        if !enable_ipv4 {
+            env.invalid("ENABLE_IPv4", "false", "true: vpcni serves IPv4 clusters");
+        }
+
+        let pool = PoolSettings {
+            warm_eni_target,
+            warm_ip_target,
+            minimum_ip_target,
+            warm_prefix_target,
+            prefix_delegation,
+            max_eni,
+            ip_cooldown,
+            custom_networking: env.bool("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", false),
+            pod_eni: env.bool("ENABLE_POD_ENI", false),
+            manage_enis_non_schedulable: env.bool("AWS_MANAGE_ENIS_NON_SCHEDULABLE", false),
+            disable_provisioning: env.bool("DISABLE_NETWORK_RESOURCE_PROVISIONING", false),
+            imds_only: env.bool("ENABLE_IMDS_ONLY_MODE", false),
+            disable_leaked_eni_cleanup: env.bool("DISABLE_LEAKED_ENI_CLEANUP", false),
+            subnet_discovery: env.bool("ENABLE_SUBNET_DISCOVERY", true),
+            manage_untagged_eni: env.bool("MANAGE_UNTAGGED_ENI", true),
+        };
+
+        let eni_mtu = env.number("AWS_VPC_ENI_MTU", 9001, 576, 9001);
+        let pod_mtu = env.number("POD_MTU", eni_mtu, 576, 9001);
+        let connmark = match env.raw("AWS_VPC_K8S_CNI_CONNMARK") {
+            None => 0x80,
+            Some(value) => match parse_with_base_prefix(&value) {
+                Some(mark) if mark != 0 => mark,
+                _ => {
+                    env.invalid(
+                        "AWS_VPC_K8S_CNI_CONNMARK",
+                        &value,
+                        "a non-zero 32-bit mark such as 0x80 or 128",
+                    );
+                    0x80
+                }
+            },
+        };
+        let randomize_snat = match env
+            .choice(
+                "AWS_VPC_K8S_CNI_RANDOMIZESNAT",
+                "prng",
+                &["prng", "hashrandom", "none"],
+            )
+            .as_str()
+        {
+            "hashrandom" => RandomizeSnat::Hashrandom,
+            "none" => RandomizeSnat::None,
+            _ => RandomizeSnat::Prng,
+        };
+        let veth_prefix = env
+            .raw("AWS_VPC_K8S_CNI_VETHPREFIX")
+            .unwrap_or_else(|| "eni".to_owned());
+        let prefix_ok = !veth_prefix.is_empty()
+            && veth_prefix.len() <= 4
+            && veth_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
+            && !matches!(veth_prefix.as_str(), "eth" | "lo" | "vlan");
+        if !prefix_ok {
+            env.invalid(
+                "AWS_VPC_K8S_CNI_VETHPREFIX",
+                &veth_prefix,
+                "1 to 4 letters, digits, '_' or '-', and not eth, lo or vlan",
+            );
+        }
+        let network = NetworkSettings {
+            external_snat: env.bool("AWS_VPC_K8S_CNI_EXTERNALSNAT", false),
+            exclude_snat_cidrs: env.cidrs("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS"),
+            randomize_snat,
+            connmark,
+            node_port_support: env.bool("AWS_VPC_CNI_NODE_PORT_SUPPORT", true),
+            external_service_cidrs: env.cidrs("AWS_EXTERNAL_SERVICE_CIDRS"),
+            eni_mtu,
+            pod_mtu,
+            veth_prefix,
+        };
+
+        let additional_eni_tags = match env.raw("ADDITIONAL_ENI_TAGS") {
+            None => Vec::new(),
+            Some(value) => match serde_json::from_str::<std::collections::BTreeMap<String, String>>(&value) {
+                Ok(tags)
+                    if tags
+                        .keys()
+                        .all(|k| !k.contains("k8s.amazonaws.com") && !k.is_empty() && k.len() <= 128) =>
+                {
+                    tags.into_iter().collect()
+                }
+                _ => {
+                    env.invalid(
+                        "ADDITIONAL_ENI_TAGS",
+                        &value,
+                        "a JSON object of string tags, e.g. {\"team\":\"net\"}, with no key containing k8s.amazonaws.com",
+                    );
+                    Vec::new()
+                }
+            },
+        };
+        let cluster_name = env.raw("CLUSTER_NAME").unwrap_or_default();
+        if cluster_name.len() > 100 || cluster_name.bytes().any(|b| b.is_ascii_control()) {
+            env.invalid(
+                "CLUSTER_NAME",
+                &cluster_name,
+                "a cluster name of at most 100 printable characters",
+            );
+        }
+        let pod_sg_enforcing_mode = env.choice(
+            "POD_SECURITY_GROUP_ENFORCING_MODE",
+            "strict",
+            &["strict", "standard"],
+        );
+
+        let introspection_address = env.listen("INTROSPECTION_BIND_ADDRESS", "127.0.0.1:61679");
+        let introspection = (!env.bool("DISABLE_INTROSPECTION", false)).then_some(introspection_address);
+        let metrics_address = env.listen("METRICS_BIND_ADDRESS", ":61678");
+        let metrics = (!env.bool("DISABLE_METRICS", false)).then_some(metrics_address);
+
+        let log_level = env.choice(
+            "AWS_VPC_K8S_CNI_LOGLEVEL",
+            "debug",
+            &["trace", "debug", "info", "warn", "error"],
+        );
+        let log_file = env
+            .raw("AWS_VPC_K8S_CNI_LOG_FILE")
+            .unwrap_or_else(|| "stderr".to_owned());
+        if !matches!(log_file.as_str(), "stdout" | "stderr") && !log_file.starts_with('/') {
+            env.invalid(
+                "AWS_VPC_K8S_CNI_LOG_FILE",
+                &log_file,
+                "stdout, stderr or an absolute path",
+            );
+        }
+        let ec2_endpoint = env.raw("AWS_EC2_ENDPOINT");
+        if let Some(endpoint) = &ec2_endpoint {
+            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
+                let endpoint = endpoint.clone();
+                env.invalid("AWS_EC2_ENDPOINT", &endpoint, "an http:// or https:// URL");
+            }
+        }
+
+        let config = Self {
+            pool,
+            network,
+            cluster_name,
+            additional_eni_tags,
+            pod_sg_enforcing_mode,
+            backing_store: env.absolute_path("AWS_VPC_K8S_CNI_BACKING_STORE", "/var/run/vpcni/ipam.json"),
+            socket_path: env.absolute_path("VPCNI_IPAMD_SOCKET", "/var/run/vpcni/ipamd.sock"),
+            introspection,
+            metrics,
+            log_level,
+            log_file,
+            ec2_endpoint,
+        };
+        if env.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(env.errors))
+        }
+    }
+}
+
+/// Go's `strconv.ParseInt(s, 0, 64)`: `0x` hex, `0o`/leading-0 octal, `0b` binary, else decimal.
+fn parse_with_base_prefix(text: &str) -> Option<u32> {
+    let lower = text.to_ascii_lowercase();
+    if let Some(hex) = lower.strip_prefix("0x") {
+        u32::from_str_radix(hex, 16).ok()
+    } else if let Some(binary) = lower.strip_prefix("0b") {
+        u32::from_str_radix(binary, 2).ok()
+    } else if let Some(octal) = lower.strip_prefix("0o") {
+        u32::from_str_radix(octal, 8).ok()
+    } else if lower.len() > 1 && lower.starts_with('0') {
+        u32::from_str_radix(&lower[1..], 8).ok()
+    } else {
+        lower.parse().ok()
+    }
+}
+
+#[cfg(test)]
+mod tests;

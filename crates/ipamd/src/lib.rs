@@ -1,0 +1,11 @@
+//! vpcni's node daemon, `vpcni-ipamd`: keeps the node's pool of VPC addresses, serves the CNI plugin over
+//! gRPC on a unix socket, checkpoints its state and programs the node.
+//!
+//! Configuration comes from the environment with the Amazon VPC CNI's variable names and defaults
+//! ([`config`]), so a manifest moves over unchanged; unlike the original, a bad value stops the daemon with a
+//! line naming the variable instead of falling back silently.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
