@@ -462,11 +462,10 @@ impl Config {
             );
         }
         let ec2_endpoint = env.raw("AWS_EC2_ENDPOINT");
-        if let Some(endpoint) = &ec2_endpoint {
-            if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                let endpoint = endpoint.clone();
-                env.invalid("AWS_EC2_ENDPOINT", &endpoint, "an http:// or https:// URL");
-            }
+        if let Some(endpoint) = ec2_endpoint.as_deref()
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            env.invalid("AWS_EC2_ENDPOINT", endpoint, "an http:// or https:// URL");
         }
 
         let config = Self {
