@@ -1,0 +1,309 @@
+//! The gRPC server the CNI plugin calls, on a unix socket only root can open.
+//!
+//! `rpc.CNIBackend` (AddNetwork / DelNetwork) keeps the original's semantics: ADD is idempotent per
+//! (network name, container id, interface name); DEL of an unknown key succeeds. vpcni's `VpcniBackend`
+//! serves the CNI STATUS and GC verbs, and the standard health service answers probes.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+use tokio::net::UnixListener;
+use tokio_stream::wrappers::UnixListenerStream;
+use tonic::{Request, Response, Status};
+use vpcni_rpc::cni_backend_server::{CniBackend, CniBackendServer};
+use vpcni_rpc::vpcni_backend_server::{VpcniBackend, VpcniBackendServer};
+use vpcni_rpc::{
+    AddNetworkReply, AddNetworkRequest, Attachment, DelNetworkReply, DelNetworkRequest, FailureReason,
+    GarbageCollectReply, GarbageCollectRequest, IpAllocationMetadata, StatusReply, StatusRequest,
+};
+
+/// The key of one allocation, as the CNI spec defines an attachment.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PodKey {
+    /// CNI network name.
+    pub network_name: String,
+    /// Container (sandbox) id.
+    pub container_id: String,
+    /// Interface name in the pod.
+    pub if_name: String,
+}
+
+/// An ADD as ipamd sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRequest {
+    /// Allocation key.
+    pub key: PodKey,
+    /// Kubernetes namespace.
+    pub pod_namespace: String,
+    /// Kubernetes pod name.
+    pub pod_name: String,
+}
+
+/// An address given to a pod.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    /// The pod's address.
+    pub ipv4: Ipv4Addr,
+    /// Device number of the ENI that holds it.
+    pub device_number: u32,
+    /// Route table of that ENI (254 = main, for the primary ENI).
+    pub route_table_id: u32,
+    /// The ENI.
+    pub eni_id: String,
+}
+
+/// Why no address was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Stable code.
+    pub reason: FailureReason,
+    /// One sentence for the pod's events.
+    pub message: String,
+}
+
+/// What CNI STATUS reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Start-up done.
+    pub ready: bool,
+    /// Addresses a new pod could get now.
+    pub available: u32,
+    /// Pods the node can still take.
+    pub remaining_pods: u32,
+    /// Why nothing is available, when nothing is.
+    pub refusal: Option<Refusal>,
+}
+
+/// What the server needs from the daemon: the address book and the node's SNAT facts.
+pub trait AddressBook: Send + Sync + 'static {
+    /// Gives the pod an address (the same one again for a repeated key).
+    fn add(&self, request: &PodRequest) -> Result<Assigned, Refusal>;
+    /// Releases the key's address into cooldown; `None` if the key held none.
+    fn del(&self, key: &PodKey) -> Option<Assigned>;
+    /// Pool status.
+    fn status(&self) -> PoolStatus;
+    /// Releases every allocation of `network_name` whose key is not in `valid`; returns the released keys.
+    fn garbage_collect(&self, network_name: &str, valid: &[PodKey]) -> Vec<PodKey>;
+    /// VPC CIDRs plus SNAT exclusions (the plugin keeps these off SNAT), and whether SNAT is external.
+    fn snat_info(&self) -> (Vec<Ipv4Net>, bool);
+}
+
+#[derive(Debug)]
+struct Service<B: ?Sized> {
+    book: Arc<B>,
+}
+
+fn check_version(version: i32) -> Result<(), Status> {
+    if version == vpcni_rpc::CLIENT_VERSION {
+        Ok(())
+    } else {
+        Err(Status::failed_precondition(format!(
+            "plugin speaks protocol version {version}, ipamd speaks {}: install the plugin from the same vpcni release",
+            vpcni_rpc::CLIENT_VERSION
+        )))
+    }
+}
+
+fn check_key(network_name: &str, container_id: &str, if_name: &str) -> Result<PodKey, Status> {
+    let token = |text: &str, max: usize| {
+        !text.is_empty()
+            && text.len() <= max
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    };
+    if !token(network_name, 253) {
+        return Err(Status::invalid_argument(format!(
+            "invalid network name {network_name:?}"
+        )));
+    }
+    if !token(container_id, 256) {
+        return Err(Status::invalid_argument(format!(
+            "invalid container id {container_id:?}"
+        )));
+    }
+    if if_name.is_empty()
+        || if_name.len() > 15
+        || if_name.bytes().any(|b| b == b'/' || b.is_ascii_whitespace())
+    {
+        return Err(Status::invalid_argument(format!(
+            "invalid interface name {if_name:?}"
+        )));
+    }
+    Ok(PodKey {
+        network_name: network_name.to_owned(),
+        container_id: container_id.to_owned(),
+        if_name: if_name.to_owned(),
+    })
+}
+
+fn metadata(assigned: &Assigned) -> IpAllocationMetadata {
+    IpAllocationMetadata {
+        i_pv4_addr: assigned.ipv4.to_string(),
+        i_pv6_addr: String::new(),
+        device_number: assigned.device_number as i32,
+        route_table_id: assigned.route_table_id as i32,
+    }
+}
+
+#[tonic::async_trait]
+impl<B: AddressBook + ?Sized> CniBackend for Service<B> {
+    async fn add_network(
+        &self,
+        request: Request<AddNetworkRequest>,
+    ) -> Result<Response<AddNetworkReply>, Status> {
+        let request = request.into_inner();
+        check_version(request.client_version)?;
+        let key = check_key(&request.network_name, &request.container_id, &request.if_name)?;
+        let pod = PodRequest {
+            key,
+            pod_namespace: request.k8s_pod_namespace,
+            pod_name: request.k8s_pod_name,
+        };
+        let (cidrs, external_snat) = self.book.snat_info();
+        let reply = match self.book.add(&pod) {
+            Ok(assigned) => {
+                tracing::info!(
+                    pod = %format!("{}/{}", pod.pod_namespace, pod.pod_name),
+                    container = %pod.key.container_id, ip = %assigned.ipv4, eni = %assigned.eni_id,
+                    "assigned"
+                );
+                AddNetworkReply {
+                    success: true,
+                    ip_allocation_metadata: vec![metadata(&assigned)],
+                    use_external_snat: external_snat,
+                    vp_cv4_cid_rs: cidrs.iter().map(ToString::to_string).collect(),
+                    eniid: assigned.eni_id,
+                    ..Default::default()
+                }
+            }
+            Err(refusal) => {
+                tracing::warn!(
+                    pod = %format!("{}/{}", pod.pod_namespace, pod.pod_name),
+                    reason = refusal.reason.as_str_name(), "no address: {}", refusal.message
+                );
+                AddNetworkReply {
+                    success: false,
+                    reason: refusal.reason as i32,
+                    message: refusal.message,
+                    ..Default::default()
+                }
+            }
+        };
+        Ok(Response::new(reply))
+    }
+
+    async fn del_network(
+        &self,
+        request: Request<DelNetworkRequest>,
+    ) -> Result<Response<DelNetworkReply>, Status> {
+        let request = request.into_inner();
+        check_version(request.client_version)?;
+        let key = check_key(&request.network_name, &request.container_id, &request.if_name)?;
+        let released = self.book.del(&key);
+        if let Some(assigned) = &released {
+            tracing::info!(container = %key.container_id, ip = %assigned.ipv4, reason = %request.reason, "released");
+        }
+        Ok(Response::new(DelNetworkReply {
+            success: true,
+            ip_allocation_metadata: released.iter().map(metadata).collect(),
+            found: released.is_some(),
+            ..Default::default()
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl<B: AddressBook + ?Sized> VpcniBackend for Service<B> {
+    async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        check_version(request.into_inner().client_version)?;
+        let status = self.book.status();
+        let (reason, message) = status
+            .refusal
+            .map_or((FailureReason::Unspecified, String::new()), |r| {
+                (r.reason, r.message)
+            });
+        Ok(Response::new(StatusReply {
+            ready: status.ready,
+            available_addresses: status.available as i32,
+            remaining_pods: status.remaining_pods as i32,
+            reason: reason as i32,
+            message,
+        }))
+    }
+
+    async fn garbage_collect(
+        &self,
+        request: Request<GarbageCollectRequest>,
+    ) -> Result<Response<GarbageCollectReply>, Status> {
+        let request = request.into_inner();
+        check_version(request.client_version)?;
+        let valid = request
+            .valid_attachments
+            .iter()
+            .map(|a| check_key(&request.network_name, &a.container_id, &a.if_name))
+            .collect::<Result<Vec<_>, _>>()?;
+        let released = self.book.garbage_collect(&request.network_name, &valid);
+        for key in &released {
+            tracing::info!(container = %key.container_id, "released by GC");
+        }
+        Ok(Response::new(GarbageCollectReply {
+            released: released
+                .into_iter()
+                .map(|key| Attachment {
+                    network_name: key.network_name,
+                    container_id: key.container_id,
+                    if_name: key.if_name,
+                })
+                .collect(),
+        }))
+    }
+}
+
+/// Binds the socket: parent directory created 0700 if missing, a stale socket removed, the new one 0600.
+pub fn bind_socket(path: &Path) -> io::Result<UnixListener> {
+    if let Some(parent) = path.parent()
+        && !parent.exists()
+    {
+        std::fs::create_dir_all(parent)?;
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700))?;
+    }
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves until `shutdown` completes; in-flight calls finish first.
+pub async fn serve<B: AddressBook + ?Sized>(
+    listener: UnixListener,
+    book: Arc<B>,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status(
+            vpcni_rpc::HEALTH_SERVICE_NAME,
+            tonic_health::ServingStatus::Serving,
+        )
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    let service = Service { book };
+    let shared = Arc::new(service);
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(CniBackendServer::from_arc(shared.clone()))
+        .add_service(VpcniBackendServer::from_arc(shared))
+        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .await
+}
