@@ -9,5 +9,6 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod introspection;
 pub mod metrics;
 pub mod server;
