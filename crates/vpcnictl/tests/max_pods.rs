@@ -1,5 +1,7 @@
 //! Runs the real `vpcnictl` binary for `max-pods` and `limits`, as a user would.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test or benchmark is its failure report
+
 use std::process::{Command, Output};
 
 fn vpcnictl(args: &[&str]) -> Output {
