@@ -71,6 +71,16 @@ impl ForecastNode {
         &self.pool
     }
 
+    /// The pool, to assign and release addresses for keys of the caller's choosing.
+    pub fn pool_mut(&mut self) -> &mut Pool {
+        &mut self.pool
+    }
+
+    /// Moves the virtual clock forward.
+    pub fn advance(&mut self, ms: Millis) {
+        self.now += ms;
+    }
+
     /// Virtual time.
     pub fn now(&self) -> Millis {
         self.now
