@@ -158,8 +158,13 @@ pub struct Eni {
     pub primary_ip: Ipv4Addr,
     /// When it was attached (or first seen).
     pub created_at: Millis,
-    /// CIDRs by network address.
+    /// CIDRs by network address. Change holders only through the [`Pool`](crate::Pool), which keeps the
+    /// ENI's assigned count in step.
     pub cidrs: BTreeMap<Ipv4Net, Cidr>,
+    /// Addresses held by pods, kept by the pool so assignment need not count them.
+    pub(crate) assigned_count: usize,
+    /// Addresses in all its CIDRs, kept likewise.
+    pub(crate) address_count: usize,
 }
 
 impl Eni {
@@ -182,6 +187,8 @@ impl Eni {
             primary_ip,
             created_at,
             cidrs: BTreeMap::new(),
+            assigned_count: 0,
+            address_count: 0,
         }
     }
 
@@ -213,7 +220,17 @@ impl Eni {
 
     /// Addresses held by pods.
     pub fn assigned(&self) -> usize {
-        self.cidrs.values().map(Cidr::assigned).sum()
+        self.assigned_count
+    }
+
+    pub(crate) fn recount(&mut self) {
+        self.assigned_count = self.cidrs.values().map(Cidr::assigned).sum();
+        self.address_count = self.cidrs.values().map(|c| c.slots.len()).sum();
+    }
+
+    /// Whether every address it has is held by a pod.
+    pub(crate) fn is_full(&self) -> bool {
+        self.assigned_count >= self.address_count
     }
 
     /// Route table of the ENI: main for the primary, device number + 1 on card 0, as the original.

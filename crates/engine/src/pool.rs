@@ -9,8 +9,8 @@ use serde::Serialize;
 use crate::model::{Cidr, Eni, Millis, PodInfo, PodKey};
 use crate::policy::{NodeLimits, PoolConfig};
 
-/// How much an address is preferred: fuller ENI, fuller CIDR, reused before fresh, lower address.
-type Preference = (usize, usize, bool, std::cmp::Reverse<u32>);
+/// How much an address is preferred within an ENI: fuller CIDR, reused before fresh, lower address.
+type Preference = (usize, bool, std::cmp::Reverse<u32>);
 
 /// Route table id of the main table, used by pods on the primary ENI.
 pub const MAIN_ROUTE_TABLE: u32 = 254;
@@ -287,9 +287,14 @@ impl Pool {
             return Ok(existing);
         }
         let cooldown = self.config.ip_cooldown_ms;
+        let mut order: Vec<&Eni> = self
+            .enis
+            .values()
+            .filter(|e| e.carries_pods() && !e.is_full())
+            .collect();
+        order.sort_by_key(|e| (std::cmp::Reverse(e.assigned()), e.network_card, e.device_number));
         let mut best: Option<(Preference, String, Ipv4Net, Ipv4Addr)> = None;
-        for eni in self.enis.values().filter(|e| e.carries_pods()) {
-            let eni_assigned = eni.assigned();
+        for eni in order {
             for cidr in eni.cidrs.values().filter(|c| self.in_current_mode(c)) {
                 // Within a CIDR, an address used before and past its cooldown first (the original's choice),
                 // then the lowest never-used one.
@@ -300,7 +305,6 @@ impl Pool {
                     .min_by_key(|s| (s.unassigned_at.is_none(), s.ip));
                 let Some(slot) = pick else { continue };
                 let rank = (
-                    eni_assigned,
                     cidr.assigned(),
                     slot.unassigned_at.is_some(),
                     std::cmp::Reverse(u32::from(slot.ip)),
@@ -308,6 +312,10 @@ impl Pool {
                 if best.as_ref().is_none_or(|(r, ..)| rank > *r) {
                     best = Some((rank, eni.id.clone(), cidr.net, slot.ip));
                 }
+            }
+            // The fullest ENI with a usable address wins; emptier ones are left to drain.
+            if best.is_some() {
+                break;
             }
         }
         let Some((_, eni_id, net, ip)) = best else {
@@ -320,6 +328,7 @@ impl Pool {
             .and_then(|c| c.slots.iter_mut().find(|s| s.ip == ip))
             .expect("candidate slot exists");
         slot.holder = Some((key.clone(), pod.clone(), now));
+        eni.assigned_count += 1;
         self.index.insert(key.clone(), (eni_id.clone(), net, ip));
         Ok(assignment(&self.enis[&eni_id], ip, now))
     }
@@ -331,6 +340,7 @@ impl Pool {
         let slot = eni.cidrs.get_mut(&net)?.slots.iter_mut().find(|s| s.ip == ip)?;
         let (_, _, at) = slot.holder.take()?;
         slot.unassigned_at = Some(now);
+        eni.assigned_count -= 1;
         Some(assignment(eni, ip, at))
     }
 
@@ -440,13 +450,34 @@ impl Pool {
     }
 
     /// Adds an ENI (just attached, or found at start-up).
-    pub fn add_eni(&mut self, eni: Eni) -> Result<(), PoolError> {
+    pub fn add_eni(&mut self, mut eni: Eni) -> Result<(), PoolError> {
         if self.enis.contains_key(&eni.id) {
             return Err(PoolError::DuplicateEni(eni.id));
         }
         for net in eni.cidrs.keys() {
             self.check_new_cidr(*net)?;
         }
+        // An ENI may arrive with holders (a copy of another pool's): index them like restored ones.
+        let held: Vec<(PodKey, Ipv4Net, Ipv4Addr)> = eni
+            .cidrs
+            .values()
+            .flat_map(|c| {
+                c.slots
+                    .iter()
+                    .filter_map(move |s| s.holder.as_ref().map(|(k, _, _)| (k.clone(), c.net, s.ip)))
+            })
+            .collect();
+        if let Some((key, _, ip)) = held.iter().find(|(key, ..)| self.index.contains_key(key)) {
+            return Err(PoolError::DoubleAssignment {
+                ip: *ip,
+                first: self.index[key].2.to_string(),
+                second: key.container_id.clone(),
+            });
+        }
+        for (key, net, ip) in held {
+            self.index.insert(key, (eni.id.clone(), net, ip));
+        }
+        eni.recount();
         self.enis.insert(eni.id.clone(), eni);
         Ok(())
     }
@@ -473,6 +504,7 @@ impl Pool {
             self.check_new_cidr(net.trunc())?;
             let eni = self.enis.get_mut(eni_id).expect("checked above");
             eni.cidrs.insert(net.trunc(), Cidr::new(*net));
+            eni.recount();
         }
         Ok(())
     }
@@ -491,6 +523,7 @@ impl Pool {
         for net in nets {
             eni.cidrs.remove(net);
         }
+        eni.recount();
         Ok(())
     }
 
@@ -534,6 +567,7 @@ impl Pool {
                 keys.extend(cidr.slots.into_iter().filter_map(|s| s.holder.map(|(k, _, _)| k)));
             }
         }
+        eni.recount();
         for key in &keys {
             self.index.remove(key);
         }
@@ -575,7 +609,11 @@ impl Pool {
                 second: key.container_id.clone(),
             });
         }
+        let newly_held = slot.holder.is_none();
         slot.holder = Some((key.clone(), pod.clone(), assigned_at));
+        if newly_held && let Some(eni) = self.enis.get_mut(&eni_id) {
+            eni.assigned_count += 1;
+        }
         self.index.insert(key.clone(), (eni_id.clone(), net, ip));
         Ok(assignment(&self.enis[&eni_id], ip, assigned_at))
     }
