@@ -235,8 +235,9 @@ impl Pool {
     /// Counts per ENI (every CIDR, whatever its mode).
     pub fn eni_stats(&self, now: Millis) -> Vec<EniStats> {
         let cooldown = self.config.ip_cooldown_ms;
-        self.enis
-            .values()
+        let mut enis: Vec<&Eni> = self.enis.values().collect();
+        enis.sort_by_key(|e| (e.network_card, e.device_number));
+        enis.into_iter()
             .map(|eni| EniStats {
                 eni_id: eni.id.clone(),
                 device_number: eni.device_number,

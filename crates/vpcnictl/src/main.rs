@@ -24,6 +24,8 @@ struct Cli {
 enum Command {
     /// The number to give kubelet `--max-pods` for an instance type.
     MaxPods(commands::max_pods::MaxPodsArgs),
+    /// Forecast the addresses a node holds for a pod count and warm-pool settings.
+    Pool(commands::pool::PoolArgs),
     /// Show or refresh the built-in table of instance-type network limits.
     #[command(subcommand)]
     Limits(commands::limits::LimitsCommand),
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::MaxPods(args) => commands::max_pods::run(&args),
         Command::Limits(command) => commands::limits::run(&command),
+        Command::Pool(args) => commands::pool::run(&args),
     };
     match result {
         Ok(code) => code,

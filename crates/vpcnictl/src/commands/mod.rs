@@ -2,3 +2,4 @@
 
 pub mod limits;
 pub mod max_pods;
+pub mod pool;
