@@ -11,6 +11,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod sim;
 mod types;
 
 pub use error::{Ec2Error, Ec2ErrorKind};

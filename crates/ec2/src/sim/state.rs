@@ -1,0 +1,922 @@
+//! The simulated account: VPCs, subnets, instances and ENIs, and every EC2 rule vpcni depends on.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use vpcni_limits::InstanceLimits;
+
+use super::addressing::SubnetAddresses;
+use super::rng::SplitMix64;
+use crate::{
+    AddressRequest, Attachment, AttachmentStatus, CreateNetworkInterfaceRequest, Ec2Error, Filter, Instance,
+    InterfaceStatus, NetworkInterface, Subnet, Tags,
+};
+
+/// A VPC.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VpcRecord {
+    /// `vpc-…`.
+    pub id: String,
+    /// Primary CIDR first, then secondary ones.
+    pub cidrs: Vec<Ipv4Net>,
+    /// Tags.
+    pub tags: Tags,
+}
+
+/// A subnet.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubnetRecord {
+    /// `subnet-…`.
+    pub id: String,
+    /// VPC.
+    pub vpc_id: String,
+    /// Availability zone.
+    pub availability_zone: String,
+    /// Addresses.
+    pub addresses: SubnetAddresses,
+    /// Tags.
+    pub tags: Tags,
+}
+
+/// An instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceRecord {
+    /// `i-…`.
+    pub id: String,
+    /// Type.
+    pub instance_type: String,
+    /// Subnet of the primary ENI.
+    pub subnet_id: String,
+    /// `running` or `terminated`.
+    pub state: String,
+    /// Primary ENI.
+    pub primary_eni: String,
+    /// Tags.
+    pub tags: Tags,
+}
+
+/// An ENI attachment.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttachmentRecord {
+    /// `eni-attach-…`.
+    pub id: String,
+    /// Instance.
+    pub instance_id: String,
+    /// Device index.
+    pub device_index: u32,
+    /// Network card.
+    pub network_card: u32,
+    /// DeleteOnTermination.
+    pub delete_on_termination: bool,
+    /// When AttachNetworkInterface was called.
+    pub requested_ms: u64,
+    /// When the attachment completes.
+    pub attached_ms: u64,
+}
+
+/// An ENI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EniRecord {
+    /// `eni-…`.
+    pub id: String,
+    /// MAC.
+    pub mac: String,
+    /// Subnet.
+    pub subnet_id: String,
+    /// Description.
+    pub description: String,
+    /// Its own primary address.
+    pub primary_ip: Ipv4Addr,
+    /// Secondary addresses, with when each was assigned.
+    pub secondary: BTreeMap<Ipv4Addr, u64>,
+    /// Prefixes, with when each was assigned.
+    pub prefixes: BTreeMap<Ipv4Net, u64>,
+    /// Addresses and prefixes removed recently, with when: instance metadata still shows them for a while.
+    pub removed: Vec<(Ipv4Net, u64)>,
+    /// Security groups.
+    pub security_groups: Vec<String>,
+    /// Tags.
+    pub tags: Tags,
+    /// `interface`, `trunk`, `efa`.
+    pub interface_type: String,
+    /// Attachment.
+    pub attachment: Option<AttachmentRecord>,
+}
+
+impl EniRecord {
+    /// Address slots in use: the primary, each secondary address and each prefix.
+    pub fn slots_used(&self) -> u32 {
+        1 + self.secondary.len() as u32 + self.prefixes.len() as u32
+    }
+}
+
+/// Everything in the account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AccountState {
+    /// Deterministic ids and fault rolls.
+    pub rng: SplitMix64,
+    /// Id counter.
+    pub next_id: u64,
+    /// Region.
+    pub region: String,
+    /// VPCs.
+    pub vpcs: BTreeMap<String, VpcRecord>,
+    /// Subnets.
+    pub subnets: BTreeMap<String, SubnetRecord>,
+    /// Instances.
+    pub instances: BTreeMap<String, InstanceRecord>,
+    /// ENIs.
+    pub enis: BTreeMap<String, EniRecord>,
+}
+
+fn not_found(kind: &str, id: &str) -> Ec2Error {
+    let noun = match kind {
+        "NetworkInterface" => "network interface",
+        "Subnet" => "subnet",
+        "Instance" => "instance",
+        "Vpc" => "vpc",
+        _ => "resource",
+    };
+    let code = match kind {
+        "NetworkInterface" => "InvalidNetworkInterfaceID.NotFound",
+        "Subnet" => "InvalidSubnetID.NotFound",
+        "Instance" => "InvalidInstanceID.NotFound",
+        "Vpc" => "InvalidVpcID.NotFound",
+        "Attachment" => "InvalidAttachmentID.NotFound",
+        _ => "InvalidID.NotFound",
+    };
+    Ec2Error::new(code, format!("The {noun} ID '{id}' does not exist"))
+}
+
+fn invalid(message: impl Into<String>) -> Ec2Error {
+    Ec2Error::new("InvalidParameterValue", message)
+}
+
+/// The instance type's limits, or EC2's error for an unknown type.
+pub fn type_limits(instance_type: &str) -> Result<&'static InstanceLimits, Ec2Error> {
+    vpcni_limits::builtin()
+        .get(instance_type)
+        .map_err(|_| invalid(format!("Invalid value '{instance_type}' for InstanceType.")))
+}
+
+impl AccountState {
+    /// An empty account.
+    pub fn new(seed: u64, region: &str) -> Self {
+        Self {
+            rng: SplitMix64::new(seed),
+            next_id: 1,
+            region: region.to_owned(),
+            vpcs: BTreeMap::new(),
+            subnets: BTreeMap::new(),
+            instances: BTreeMap::new(),
+            enis: BTreeMap::new(),
+        }
+    }
+
+    /// A new id: the prefix and 17 hex digits, deterministic from the seed.
+    pub fn new_id(&mut self, prefix: &str) -> String {
+        self.next_id += 1;
+        let bits = self.rng.next_u64();
+        format!("{prefix}-{:017x}", bits ^ self.next_id)
+    }
+
+    fn new_mac(&mut self) -> String {
+        let bits = self.rng.next_u64();
+        let b = bits.to_be_bytes();
+        format!(
+            "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4]
+        )
+    }
+
+    /// CreateVpc.
+    pub fn create_vpc(&mut self, cidr: Ipv4Net, tags: Tags) -> Result<String, Ec2Error> {
+        if !(16..=28).contains(&cidr.prefix_len()) {
+            return Err(invalid(format!(
+                "Value ({cidr}) for parameter cidrBlock is invalid. The block size must be between /16 and /28."
+            )));
+        }
+        let id = self.new_id("vpc");
+        self.vpcs.insert(
+            id.clone(),
+            VpcRecord {
+                id: id.clone(),
+                cidrs: vec![cidr.trunc()],
+                tags,
+            },
+        );
+        Ok(id)
+    }
+
+    /// AssociateVpcCidrBlock.
+    pub fn add_vpc_cidr(&mut self, vpc_id: &str, cidr: Ipv4Net) -> Result<(), Ec2Error> {
+        let vpc = self
+            .vpcs
+            .get_mut(vpc_id)
+            .ok_or_else(|| not_found("Vpc", vpc_id))?;
+        if vpc.cidrs.iter().any(|c| c.contains(&cidr) || cidr.contains(c)) {
+            return Err(invalid(format!(
+                "The CIDR '{cidr}' conflicts with another CIDR of the VPC"
+            )));
+        }
+        vpc.cidrs.push(cidr.trunc());
+        Ok(())
+    }
+
+    /// CreateSubnet.
+    pub fn create_subnet(
+        &mut self,
+        vpc_id: &str,
+        cidr: Ipv4Net,
+        az: &str,
+        tags: Tags,
+    ) -> Result<String, Ec2Error> {
+        let vpc = self.vpcs.get(vpc_id).ok_or_else(|| not_found("Vpc", vpc_id))?;
+        if !vpc.cidrs.iter().any(|c| c.contains(&cidr)) {
+            return Err(invalid(format!("The CIDR '{cidr}' is invalid for the VPC.")));
+        }
+        if !(16..=28).contains(&cidr.prefix_len()) {
+            return Err(invalid(format!(
+                "The CIDR '{cidr}' is invalid: subnets are /16 to /28."
+            )));
+        }
+        let overlapping = self.subnets.values().any(|s| {
+            s.vpc_id == vpc_id && (s.addresses.cidr().contains(&cidr) || cidr.contains(&s.addresses.cidr()))
+        });
+        if overlapping {
+            return Err(Ec2Error::new(
+                "InvalidSubnet.Conflict",
+                format!("The CIDR '{cidr}' conflicts with another subnet"),
+            ));
+        }
+        let id = self.new_id("subnet");
+        self.subnets.insert(
+            id.clone(),
+            SubnetRecord {
+                id: id.clone(),
+                vpc_id: vpc_id.to_owned(),
+                availability_zone: az.to_owned(),
+                addresses: SubnetAddresses::new(cidr),
+                tags,
+            },
+        );
+        Ok(id)
+    }
+
+    /// CreateSubnetCidrReservation (type prefix).
+    pub fn reserve_subnet_prefixes(&mut self, subnet_id: &str, cidr: Ipv4Net) -> Result<String, Ec2Error> {
+        let subnet = self
+            .subnets
+            .get_mut(subnet_id)
+            .ok_or_else(|| not_found("Subnet", subnet_id))?;
+        subnet.addresses.reserve_for_prefixes(cidr)?;
+        Ok(self.new_id("scr"))
+    }
+
+    fn subnet_mut(&mut self, id: &str) -> Result<&mut SubnetRecord, Ec2Error> {
+        self.subnets.get_mut(id).ok_or_else(|| not_found("Subnet", id))
+    }
+
+    /// RunInstances (one instance): its primary ENI, attached at device 0, deleted on termination.
+    pub fn run_instance(
+        &mut self,
+        instance_type: &str,
+        subnet_id: &str,
+        private_ip: Option<Ipv4Addr>,
+        tags: Tags,
+        now: u64,
+    ) -> Result<String, Ec2Error> {
+        type_limits(instance_type)?;
+        let instance_id = self.new_id("i");
+        let request = CreateNetworkInterfaceRequest {
+            subnet_id: subnet_id.to_owned(),
+            description: "Primary network interface".to_owned(),
+            ..Default::default()
+        };
+        let eni_id = self.create_eni(&request, private_ip)?;
+        let eni = self.enis.get_mut(&eni_id).expect("just created");
+        eni.attachment = Some(AttachmentRecord {
+            id: format!("eni-attach-{}", &eni_id[4..]),
+            instance_id: instance_id.clone(),
+            device_index: 0,
+            network_card: 0,
+            delete_on_termination: true,
+            requested_ms: now,
+            attached_ms: now,
+        });
+        self.instances.insert(
+            instance_id.clone(),
+            InstanceRecord {
+                id: instance_id.clone(),
+                instance_type: instance_type.to_owned(),
+                subnet_id: subnet_id.to_owned(),
+                state: "running".to_owned(),
+                primary_eni: eni_id,
+                tags,
+            },
+        );
+        Ok(instance_id)
+    }
+
+    /// TerminateInstances: ENIs with DeleteOnTermination go, the others stay behind `available` (leaked).
+    pub fn terminate_instance(&mut self, instance_id: &str) -> Result<(), Ec2Error> {
+        let instance = self
+            .instances
+            .get_mut(instance_id)
+            .ok_or_else(|| not_found("Instance", instance_id))?;
+        if instance.state == "terminated" {
+            return Ok(());
+        }
+        instance.state = "terminated".to_owned();
+        let attached: Vec<(String, bool)> = self
+            .enis
+            .values()
+            .filter_map(|e| {
+                let a = e.attachment.as_ref()?;
+                (a.instance_id == instance_id).then(|| (e.id.clone(), a.delete_on_termination))
+            })
+            .collect();
+        for (eni_id, delete) in attached {
+            if let Some(eni) = self.enis.get_mut(&eni_id) {
+                eni.attachment = None;
+            }
+            if delete {
+                self.delete_eni(&eni_id)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// CreateNetworkInterface.
+    pub fn create_eni(
+        &mut self,
+        request: &CreateNetworkInterfaceRequest,
+        primary_ip: Option<Ipv4Addr>,
+    ) -> Result<String, Ec2Error> {
+        if request.secondary_ip_count > 0 && request.ipv4_prefix_count > 0 {
+            return Err(Ec2Error::new(
+                "InvalidParameterCombination",
+                "SecondaryPrivateIpAddressCount and Ipv4PrefixCount cannot be combined",
+            ));
+        }
+        // An ENI not yet attached may hold at most what the largest types allow; attach checks the type.
+        if 1 + request.secondary_ip_count + request.ipv4_prefix_count > 50 {
+            return Err(Ec2Error::new(
+                "PrivateIpAddressLimitExceeded",
+                "Too many addresses requested for a network interface.",
+            ));
+        }
+        let subnet = self.subnet_mut(&request.subnet_id)?;
+        // Take everything or nothing: a failure returns what was taken.
+        let mut snapshot = subnet.addresses.clone();
+        let primary = match primary_ip {
+            Some(ip) => snapshot.claim_ip(ip).map(|()| ip)?,
+            None => snapshot.allocate_ip()?,
+        };
+        let mut secondary = Vec::new();
+        for _ in 0..request.secondary_ip_count {
+            secondary.push(snapshot.allocate_ip()?);
+        }
+        let mut prefixes = Vec::new();
+        for _ in 0..request.ipv4_prefix_count {
+            prefixes.push(snapshot.allocate_prefix()?);
+        }
+        subnet.addresses = snapshot;
+        let vpc_groups = vec![format!("sg-default-{}", &subnet.vpc_id)];
+        let id = self.new_id("eni");
+        let mac = self.new_mac();
+        self.enis.insert(
+            id.clone(),
+            EniRecord {
+                id: id.clone(),
+                mac,
+                subnet_id: request.subnet_id.clone(),
+                description: request.description.clone(),
+                primary_ip: primary,
+                secondary: secondary.into_iter().map(|ip| (ip, 0)).collect(),
+                prefixes: prefixes.into_iter().map(|p| (p, 0)).collect(),
+                removed: Vec::new(),
+                security_groups: if request.security_groups.is_empty() {
+                    vpc_groups
+                } else {
+                    request.security_groups.clone()
+                },
+                tags: request.tags.clone(),
+                interface_type: "interface".to_owned(),
+                attachment: None,
+            },
+        );
+        Ok(id)
+    }
+
+    fn eni_mut(&mut self, id: &str) -> Result<&mut EniRecord, Ec2Error> {
+        self.enis
+            .get_mut(id)
+            .ok_or_else(|| not_found("NetworkInterface", id))
+    }
+
+    /// The type limits of the instance an ENI is attached to, if it is.
+    fn attached_limits(&self, eni: &EniRecord) -> Option<&'static InstanceLimits> {
+        let attachment = eni.attachment.as_ref()?;
+        let instance = self.instances.get(&attachment.instance_id)?;
+        type_limits(&instance.instance_type).ok()
+    }
+
+    /// AttachNetworkInterface.
+    pub fn attach_eni(
+        &mut self,
+        eni_id: &str,
+        instance_id: &str,
+        device_index: u32,
+        card: u32,
+        now: u64,
+        delay_ms: u64,
+    ) -> Result<String, Ec2Error> {
+        let instance = self
+            .instances
+            .get(instance_id)
+            .ok_or_else(|| not_found("Instance", instance_id))?
+            .clone();
+        if instance.state != "running" {
+            return Err(Ec2Error::new(
+                "IncorrectInstanceState",
+                format!("The instance '{instance_id}' is not in a state from which it can be attached."),
+            ));
+        }
+        let limits = type_limits(&instance.instance_type)?;
+        let eni = self
+            .enis
+            .get(eni_id)
+            .ok_or_else(|| not_found("NetworkInterface", eni_id))?;
+        if let Some(attachment) = &eni.attachment {
+            return Err(Ec2Error::new(
+                "InvalidNetworkInterface.InUse",
+                format!("Interface: [{eni_id}] in use by {}.", attachment.instance_id),
+            ));
+        }
+        let eni_az = &self.subnets[&eni.subnet_id].availability_zone;
+        let instance_az = &self.subnets[&instance.subnet_id].availability_zone;
+        if eni_az != instance_az {
+            return Err(Ec2Error::new(
+                "InvalidParameterCombination",
+                format!(
+                    "You may not attach a network interface to an instance if they are not in the same availability zone ({eni_az} vs {instance_az})"
+                ),
+            ));
+        }
+        let Some(card_limit) = limits
+            .network_cards
+            .iter()
+            .find(|c| c.index == card)
+            .map(|c| c.max_enis)
+        else {
+            return Err(invalid(format!(
+                "Network card index {card} is not valid for {}",
+                instance.instance_type
+            )));
+        };
+        if eni.slots_used() > limits.ipv4_per_eni {
+            return Err(Ec2Error::new(
+                "PrivateIpAddressLimitExceeded",
+                format!(
+                    "The network interface has more addresses than {} allows per interface ({}).",
+                    instance.instance_type, limits.ipv4_per_eni
+                ),
+            ));
+        }
+        let on_card: Vec<u32> = self
+            .enis
+            .values()
+            .filter_map(|e| e.attachment.as_ref())
+            .filter(|a| a.instance_id == instance_id && a.network_card == card)
+            .map(|a| a.device_index)
+            .collect();
+        if on_card.len() as u32 >= card_limit {
+            return Err(Ec2Error::new(
+                "AttachmentLimitExceeded",
+                format!(
+                    "Interface count {} exceeds the limit for {}",
+                    on_card.len() + 1,
+                    instance.instance_type
+                ),
+            ));
+        }
+        if on_card.contains(&device_index) {
+            return Err(invalid(format!(
+                "Instance '{instance_id}' already has an interface attached at device index '{device_index}'."
+            )));
+        }
+        let attachment_id = format!("eni-attach-{}", &self.new_id("x")[2..]);
+        let eni = self.eni_mut(eni_id)?;
+        eni.attachment = Some(AttachmentRecord {
+            id: attachment_id.clone(),
+            instance_id: instance_id.to_owned(),
+            device_index,
+            network_card: card,
+            delete_on_termination: false,
+            requested_ms: now,
+            attached_ms: now + delay_ms,
+        });
+        Ok(attachment_id)
+    }
+
+    fn eni_by_attachment(&mut self, attachment_id: &str) -> Result<&mut EniRecord, Ec2Error> {
+        self.enis
+            .values_mut()
+            .find(|e| e.attachment.as_ref().is_some_and(|a| a.id == attachment_id))
+            .ok_or_else(|| not_found("Attachment", attachment_id))
+    }
+
+    /// ModifyNetworkInterfaceAttribute(Attachment.DeleteOnTermination).
+    pub fn set_delete_on_termination(
+        &mut self,
+        eni_id: &str,
+        attachment_id: &str,
+        value: bool,
+    ) -> Result<(), Ec2Error> {
+        let eni = self.eni_mut(eni_id)?;
+        match eni.attachment.as_mut() {
+            Some(a) if a.id == attachment_id => {
+                a.delete_on_termination = value;
+                Ok(())
+            }
+            _ => Err(not_found("Attachment", attachment_id)),
+        }
+    }
+
+    /// DetachNetworkInterface.
+    pub fn detach_eni(&mut self, attachment_id: &str) -> Result<(), Ec2Error> {
+        let eni = self.eni_by_attachment(attachment_id)?;
+        if eni
+            .attachment
+            .as_ref()
+            .is_some_and(|a| a.device_index == 0 && a.network_card == 0)
+        {
+            return Err(Ec2Error::new(
+                "OperationNotPermitted",
+                "The network interface at device index 0 cannot be detached.",
+            ));
+        }
+        eni.attachment = None;
+        Ok(())
+    }
+
+    /// DeleteNetworkInterface.
+    pub fn delete_eni(&mut self, eni_id: &str) -> Result<(), Ec2Error> {
+        let eni = self
+            .enis
+            .get(eni_id)
+            .ok_or_else(|| not_found("NetworkInterface", eni_id))?;
+        if eni.attachment.is_some() {
+            return Err(Ec2Error::new(
+                "InvalidNetworkInterface.InUse",
+                format!("The network interface '{eni_id}' is currently in use."),
+            ));
+        }
+        let eni = self.enis.remove(eni_id).expect("checked");
+        if let Some(subnet) = self.subnets.get_mut(&eni.subnet_id) {
+            subnet.addresses.release_ip(eni.primary_ip);
+            for ip in eni.secondary.keys() {
+                subnet.addresses.release_ip(*ip);
+            }
+            for prefix in eni.prefixes.keys() {
+                subnet.addresses.release_prefix(*prefix);
+            }
+        }
+        Ok(())
+    }
+
+    fn check_room(&self, eni: &EniRecord, adding: u32) -> Result<(), Ec2Error> {
+        let limit = self.attached_limits(eni).map_or(50, |l| l.ipv4_per_eni);
+        if eni.slots_used() + adding > limit {
+            return Err(Ec2Error::new(
+                "PrivateIpAddressLimitExceeded",
+                format!(
+                    "Number of private addresses will exceed limit: {} in use on {}, {} requested, limit {limit}",
+                    eni.slots_used(),
+                    eni.id,
+                    adding
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// AssignPrivateIpAddresses (addresses).
+    pub fn assign_ips(
+        &mut self,
+        eni_id: &str,
+        request: &AddressRequest<Ipv4Addr>,
+        now: u64,
+    ) -> Result<Vec<Ipv4Addr>, Ec2Error> {
+        let eni = self
+            .enis
+            .get(eni_id)
+            .ok_or_else(|| not_found("NetworkInterface", eni_id))?;
+        let count = match request {
+            AddressRequest::Count(0) => {
+                return Err(invalid("SecondaryPrivateIpAddressCount must be at least 1"));
+            }
+            AddressRequest::Count(n) => *n,
+            AddressRequest::Explicit(ips) if ips.is_empty() => {
+                return Err(Ec2Error::new("MissingParameter", "No addresses given"));
+            }
+            AddressRequest::Explicit(ips) => ips.len() as u32,
+        };
+        self.check_room(eni, count)?;
+        let subnet_id = eni.subnet_id.clone();
+        let subnet = self.subnet_mut(&subnet_id)?;
+        let mut snapshot = subnet.addresses.clone();
+        let assigned: Vec<Ipv4Addr> = match request {
+            AddressRequest::Count(n) => (0..*n)
+                .map(|_| snapshot.allocate_ip())
+                .collect::<Result<_, _>>()?,
+            AddressRequest::Explicit(ips) => {
+                for ip in ips {
+                    snapshot.claim_ip(*ip)?;
+                }
+                ips.clone()
+            }
+        };
+        subnet.addresses = snapshot;
+        let eni = self.eni_mut(eni_id)?;
+        for ip in &assigned {
+            eni.secondary.insert(*ip, now);
+        }
+        Ok(assigned)
+    }
+
+    /// AssignPrivateIpAddresses (prefixes).
+    pub fn assign_prefixes(
+        &mut self,
+        eni_id: &str,
+        request: &AddressRequest<Ipv4Net>,
+        now: u64,
+    ) -> Result<Vec<Ipv4Net>, Ec2Error> {
+        let eni = self
+            .enis
+            .get(eni_id)
+            .ok_or_else(|| not_found("NetworkInterface", eni_id))?;
+        if let Some(limits) = self.attached_limits(eni)
+            && !limits.supports_prefix_delegation()
+        {
+            return Err(invalid(format!(
+                "Prefix delegation is not supported for instance type {}",
+                limits.instance_type
+            )));
+        }
+        let count = match request {
+            AddressRequest::Count(0) => return Err(invalid("Ipv4PrefixCount must be at least 1")),
+            AddressRequest::Count(n) => *n,
+            AddressRequest::Explicit(p) if p.is_empty() => {
+                return Err(Ec2Error::new("MissingParameter", "No prefixes given"));
+            }
+            AddressRequest::Explicit(p) => p.len() as u32,
+        };
+        self.check_room(eni, count)?;
+        let subnet_id = eni.subnet_id.clone();
+        let subnet = self.subnet_mut(&subnet_id)?;
+        let mut snapshot = subnet.addresses.clone();
+        let assigned: Vec<Ipv4Net> = match request {
+            AddressRequest::Count(n) => (0..*n)
+                .map(|_| snapshot.allocate_prefix())
+                .collect::<Result<_, _>>()?,
+            AddressRequest::Explicit(prefixes) => {
+                for prefix in prefixes {
+                    snapshot.claim_prefix(*prefix)?;
+                }
+                prefixes.clone()
+            }
+        };
+        subnet.addresses = snapshot;
+        let eni = self.eni_mut(eni_id)?;
+        for prefix in &assigned {
+            eni.prefixes.insert(*prefix, now);
+        }
+        Ok(assigned)
+    }
+
+    /// UnassignPrivateIpAddresses (addresses).
+    pub fn unassign_ips(&mut self, eni_id: &str, ips: &[Ipv4Addr], now: u64) -> Result<(), Ec2Error> {
+        let eni = self.eni_mut(eni_id)?;
+        if let Some(missing) = ips.iter().find(|ip| !eni.secondary.contains_key(ip)) {
+            return Err(invalid(format!(
+                "Some of the specified addresses are not assigned to interface {eni_id}: {missing}"
+            )));
+        }
+        for ip in ips {
+            eni.secondary.remove(ip);
+            eni.removed.push((Ipv4Net::from(*ip), now));
+        }
+        let subnet_id = eni.subnet_id.clone();
+        let subnet = self.subnet_mut(&subnet_id)?;
+        for ip in ips {
+            subnet.addresses.release_ip(*ip);
+        }
+        Ok(())
+    }
+
+    /// UnassignPrivateIpAddresses (prefixes).
+    pub fn unassign_prefixes(
+        &mut self,
+        eni_id: &str,
+        prefixes: &[Ipv4Net],
+        now: u64,
+    ) -> Result<(), Ec2Error> {
+        let eni = self.eni_mut(eni_id)?;
+        if let Some(missing) = prefixes.iter().find(|p| !eni.prefixes.contains_key(p)) {
+            return Err(invalid(format!(
+                "Some of the specified prefixes are not assigned to interface {eni_id}: {missing}"
+            )));
+        }
+        for prefix in prefixes {
+            eni.prefixes.remove(prefix);
+            eni.removed.push((*prefix, now));
+        }
+        let subnet_id = eni.subnet_id.clone();
+        let subnet = self.subnet_mut(&subnet_id)?;
+        for prefix in prefixes {
+            subnet.addresses.release_prefix(*prefix);
+        }
+        Ok(())
+    }
+
+    /// CreateTags.
+    pub fn create_tags(&mut self, resource_ids: &[String], tags: &Tags) -> Result<(), Ec2Error> {
+        for id in resource_ids {
+            let target = if let Some(e) = self.enis.get_mut(id) {
+                &mut e.tags
+            } else if let Some(i) = self.instances.get_mut(id) {
+                &mut i.tags
+            } else if let Some(s) = self.subnets.get_mut(id) {
+                &mut s.tags
+            } else if let Some(v) = self.vpcs.get_mut(id) {
+                &mut v.tags
+            } else {
+                let kind = match id.split('-').next() {
+                    Some("eni") => "NetworkInterface",
+                    Some("i") => "Instance",
+                    Some("subnet") => "Subnet",
+                    Some("vpc") => "Vpc",
+                    _ => "",
+                };
+                return Err(not_found(kind, id));
+            };
+            target.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        Ok(())
+    }
+
+    /// The EC2 view of an ENI at `now`.
+    pub fn eni_view(&self, eni: &EniRecord, now: u64) -> NetworkInterface {
+        let subnet = &self.subnets[&eni.subnet_id];
+        let attachment = eni.attachment.as_ref().map(|a| Attachment {
+            attachment_id: a.id.clone(),
+            instance_id: a.instance_id.clone(),
+            device_index: a.device_index,
+            network_card_index: a.network_card,
+            delete_on_termination: a.delete_on_termination,
+            status: if now >= a.attached_ms {
+                AttachmentStatus::Attached
+            } else {
+                AttachmentStatus::Attaching
+            },
+        });
+        let status = match &attachment {
+            None => InterfaceStatus::Available,
+            Some(a) if a.status == AttachmentStatus::Attaching => InterfaceStatus::Attaching,
+            Some(_) => InterfaceStatus::InUse,
+        };
+        NetworkInterface {
+            network_interface_id: eni.id.clone(),
+            mac_address: eni.mac.clone(),
+            subnet_id: eni.subnet_id.clone(),
+            vpc_id: subnet.vpc_id.clone(),
+            availability_zone: subnet.availability_zone.clone(),
+            description: eni.description.clone(),
+            private_ip: eni.primary_ip,
+            secondary_ips: eni.secondary.keys().copied().collect(),
+            ipv4_prefixes: eni.prefixes.keys().copied().collect(),
+            security_groups: eni.security_groups.clone(),
+            tags: eni.tags.clone(),
+            status,
+            interface_type: eni.interface_type.clone(),
+            attachment,
+        }
+    }
+
+    /// The EC2 view of an instance.
+    pub fn instance_view(&self, instance_id: &str, now: u64) -> Result<Instance, Ec2Error> {
+        let instance = self
+            .instances
+            .get(instance_id)
+            .ok_or_else(|| not_found("Instance", instance_id))?;
+        let subnet = &self.subnets[&instance.subnet_id];
+        let primary_ip = self
+            .enis
+            .get(&instance.primary_eni)
+            .map_or(Ipv4Addr::UNSPECIFIED, |e| e.primary_ip);
+        Ok(Instance {
+            instance_id: instance.id.clone(),
+            instance_type: instance.instance_type.clone(),
+            availability_zone: subnet.availability_zone.clone(),
+            vpc_id: subnet.vpc_id.clone(),
+            subnet_id: instance.subnet_id.clone(),
+            private_ip: primary_ip,
+            state: instance.state.clone(),
+            network_interfaces: self
+                .enis
+                .values()
+                .filter(|e| {
+                    e.attachment
+                        .as_ref()
+                        .is_some_and(|a| a.instance_id == instance_id)
+                })
+                .map(|e| self.eni_view(e, now))
+                .collect(),
+            tags: instance.tags.clone(),
+        })
+    }
+
+    /// The EC2 view of a subnet.
+    pub fn subnet_view(&self, subnet: &SubnetRecord) -> Subnet {
+        Subnet {
+            subnet_id: subnet.id.clone(),
+            vpc_id: subnet.vpc_id.clone(),
+            availability_zone: subnet.availability_zone.clone(),
+            cidr_block: subnet.addresses.cidr(),
+            available_ip_address_count: subnet.addresses.available(),
+            tags: subnet.tags.clone(),
+        }
+    }
+}
+
+/// Whether an ENI matches every filter (values of one filter are alternatives).
+pub fn eni_matches(eni: &NetworkInterface, filters: &[Filter]) -> Result<bool, Ec2Error> {
+    for filter in filters {
+        let actual: Vec<String> = match filter.name.as_str() {
+            "network-interface-id" => vec![eni.network_interface_id.clone()],
+            "attachment.instance-id" => eni.attachment.iter().map(|a| a.instance_id.clone()).collect(),
+            "attachment.status" => eni
+                .attachment
+                .iter()
+                .map(|a| a.status.as_str().to_owned())
+                .collect(),
+            "status" => vec![eni.status.as_str().to_owned()],
+            "vpc-id" => vec![eni.vpc_id.clone()],
+            "subnet-id" => vec![eni.subnet_id.clone()],
+            "availability-zone" => vec![eni.availability_zone.clone()],
+            "description" => vec![eni.description.clone()],
+            "interface-type" => vec![eni.interface_type.clone()],
+            "tag-key" => eni.tags.keys().cloned().collect(),
+            name if name.starts_with("tag:") => eni.tags.get(&name[4..]).cloned().into_iter().collect(),
+            other => return Err(invalid(format!("The filter '{other}' is invalid"))),
+        };
+        let matched = filter
+            .values
+            .iter()
+            .any(|wanted| actual.iter().any(|a| glob(wanted, a)));
+        if !matched {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Whether a subnet matches every filter.
+pub fn subnet_matches(subnet: &Subnet, filters: &[Filter]) -> Result<bool, Ec2Error> {
+    for filter in filters {
+        let actual: Vec<String> = match filter.name.as_str() {
+            "subnet-id" => vec![subnet.subnet_id.clone()],
+            "vpc-id" => vec![subnet.vpc_id.clone()],
+            "availability-zone" => vec![subnet.availability_zone.clone()],
+            "cidr-block" => vec![subnet.cidr_block.to_string()],
+            "tag-key" => subnet.tags.keys().cloned().collect(),
+            name if name.starts_with("tag:") => subnet.tags.get(&name[4..]).cloned().into_iter().collect(),
+            other => return Err(invalid(format!("The filter '{other}' is invalid"))),
+        };
+        if !filter
+            .values
+            .iter()
+            .any(|wanted| actual.iter().any(|a| glob(wanted, a)))
+        {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// EC2 filter values accept `*` as a wildcard (e.g. `aws-K8S-*`).
+fn glob(pattern: &str, text: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == text,
+        Some((head, tail)) => {
+            text.starts_with(head) && {
+                let rest = &text[head.len()..];
+                (0..=rest.len()).any(|i| rest.is_char_boundary(i) && glob(tail, &rest[i..]))
+            }
+        }
+    }
+}
