@@ -26,6 +26,9 @@ enum Command {
     MaxPods(commands::max_pods::MaxPodsArgs),
     /// Forecast the addresses a node holds for a pod count and warm-pool settings.
     Pool(commands::pool::PoolArgs),
+    /// Run the embedded EC2 simulator behind EC2's own API and instance metadata.
+    #[command(subcommand)]
+    Sim(commands::sim::SimCommand),
     /// Show or refresh the built-in table of instance-type network limits.
     #[command(subcommand)]
     Limits(commands::limits::LimitsCommand),
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
         Command::MaxPods(args) => commands::max_pods::run(&args),
         Command::Limits(command) => commands::limits::run(&command),
         Command::Pool(args) => commands::pool::run(&args),
+        Command::Sim(command) => commands::sim::run(command),
     };
     match result {
         Ok(code) => code,

@@ -25,7 +25,7 @@ impl SimImds {
     }
 
     /// The instance this view belongs to.
-    pub fn instance_id(&self) -> &str {
+    pub fn instance(&self) -> &str {
         &self.instance_id
     }
 

@@ -3,3 +3,4 @@
 pub mod limits;
 pub mod max_pods;
 pub mod pool;
+pub mod sim;

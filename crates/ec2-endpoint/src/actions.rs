@@ -1,0 +1,519 @@
+//! EC2 actions served over the Query API: each parses its parameters, calls the simulator and renders EC2's
+//! XML answer. Element names follow EC2's 2016-11-15 API (botocore's service model), which every SDK parses.
+
+use vpcni_ec2::sim::Simulator;
+use vpcni_ec2::{
+    AddressRequest, CreateNetworkInterfaceRequest, DescribeNetworkInterfacesRequest, Ec2, Ec2Error, Instance,
+    NetworkInterface, Subnet, Tags,
+};
+
+use crate::query::Params;
+use crate::xml::Xml;
+
+/// Every action this endpoint serves.
+pub const ACTIONS: [&str; 20] = [
+    "AssignPrivateIpAddresses",
+    "AttachNetworkInterface",
+    "CreateNetworkInterface",
+    "CreateSubnet",
+    "CreateSubnetCidrReservation",
+    "CreateTags",
+    "CreateVpc",
+    "DeleteNetworkInterface",
+    "DescribeInstanceTypes",
+    "DescribeInstances",
+    "DescribeNetworkInterfaces",
+    "DescribeSubnets",
+    "DescribeVpcs",
+    "DetachNetworkInterface",
+    "ModifyNetworkInterfaceAttribute",
+    "RunInstances",
+    "TerminateInstances",
+    "UnassignPrivateIpAddresses",
+    "AssociateVpcCidrBlock",
+    "DescribeAvailabilityZones",
+];
+
+const OWNER: &str = "000000000000";
+
+fn tag_set(xml: &mut Xml, tags: &Tags) {
+    xml.list("tagSet", tags.iter(), |xml, (k, v)| {
+        xml.text("key", k).text("value", v);
+    });
+}
+
+fn eni_xml(xml: &mut Xml, eni: &NetworkInterface) {
+    xml.text("networkInterfaceId", &eni.network_interface_id)
+        .text("subnetId", &eni.subnet_id)
+        .text("vpcId", &eni.vpc_id)
+        .text("availabilityZone", &eni.availability_zone)
+        .text("description", &eni.description)
+        .text("ownerId", OWNER)
+        .text("requesterManaged", "false")
+        .text("status", eni.status.as_str())
+        .text("macAddress", &eni.mac_address)
+        .text("privateIpAddress", eni.private_ip)
+        .text("sourceDestCheck", "true")
+        .text("interfaceType", &eni.interface_type)
+        .list("groupSet", &eni.security_groups, |xml, group| {
+            xml.text("groupId", group).text("groupName", group);
+        });
+    if let Some(a) = &eni.attachment {
+        xml.node("attachment", |xml| {
+            xml.text("attachmentId", &a.attachment_id)
+                .text("instanceId", &a.instance_id)
+                .text("instanceOwnerId", OWNER)
+                .text("deviceIndex", a.device_index)
+                .text("networkCardIndex", a.network_card_index)
+                .text("status", a.status.as_str())
+                .text("deleteOnTermination", a.delete_on_termination);
+        });
+    }
+    tag_set(xml, &eni.tags);
+    let addresses =
+        std::iter::once((eni.private_ip, true)).chain(eni.secondary_ips.iter().map(|ip| (*ip, false)));
+    xml.list("privateIpAddressesSet", addresses, |xml, (ip, primary)| {
+        xml.text("privateIpAddress", ip).text("primary", primary);
+    });
+    xml.list("ipv4PrefixSet", &eni.ipv4_prefixes, |xml, prefix| {
+        xml.text("ipv4Prefix", prefix);
+    });
+}
+
+fn instance_xml(xml: &mut Xml, instance: &Instance) {
+    let (code, name) = match instance.state.as_str() {
+        "running" => (16, "running"),
+        _ => (48, "terminated"),
+    };
+    xml.text("instanceId", &instance.instance_id)
+        .text("imageId", "ami-00000000000000000")
+        .node("instanceState", |xml| {
+            xml.text("code", code).text("name", name);
+        })
+        .text(
+            "privateDnsName",
+            format!(
+                "ip-{}.ec2.internal",
+                instance.private_ip.to_string().replace('.', "-")
+            ),
+        )
+        .text("instanceType", &instance.instance_type)
+        .node("placement", |xml| {
+            xml.text("availabilityZone", &instance.availability_zone)
+                .text("tenancy", "default");
+        })
+        .text("subnetId", &instance.subnet_id)
+        .text("vpcId", &instance.vpc_id)
+        .text("privateIpAddress", instance.private_ip)
+        .text("hypervisor", "nitro")
+        .text("architecture", "x86_64")
+        .text("rootDeviceType", "ebs")
+        .list("networkInterfaceSet", &instance.network_interfaces, |xml, eni| {
+            xml.text("networkInterfaceId", &eni.network_interface_id)
+                .text("subnetId", &eni.subnet_id)
+                .text("vpcId", &eni.vpc_id)
+                .text("description", &eni.description)
+                .text("ownerId", OWNER)
+                .text("status", eni.status.as_str())
+                .text("macAddress", &eni.mac_address)
+                .text("privateIpAddress", eni.private_ip)
+                .text("sourceDestCheck", "true")
+                .text("interfaceType", &eni.interface_type)
+                .list("groupSet", &eni.security_groups, |xml, group| {
+                    xml.text("groupId", group).text("groupName", group);
+                });
+            if let Some(a) = &eni.attachment {
+                xml.node("attachment", |xml| {
+                    xml.text("attachmentId", &a.attachment_id)
+                        .text("deviceIndex", a.device_index)
+                        .text("networkCardIndex", a.network_card_index)
+                        .text("status", a.status.as_str())
+                        .text("deleteOnTermination", a.delete_on_termination);
+                });
+            }
+            let addresses = std::iter::once((eni.private_ip, true))
+                .chain(eni.secondary_ips.iter().map(|ip| (*ip, false)));
+            xml.list("privateIpAddressesSet", addresses, |xml, (ip, primary)| {
+                xml.text("privateIpAddress", ip).text("primary", primary);
+            });
+            xml.list("ipv4PrefixSet", &eni.ipv4_prefixes, |xml, prefix| {
+                xml.text("ipv4Prefix", prefix);
+            });
+        });
+    tag_set(xml, &instance.tags);
+}
+
+fn subnet_xml(xml: &mut Xml, subnet: &Subnet) {
+    xml.text("subnetId", &subnet.subnet_id)
+        .text("state", "available")
+        .text("vpcId", &subnet.vpc_id)
+        .text("cidrBlock", subnet.cidr_block)
+        .text("availableIpAddressCount", subnet.available_ip_address_count)
+        .text("availabilityZone", &subnet.availability_zone)
+        .text("defaultForAz", "false")
+        .text("mapPublicIpOnLaunch", "false")
+        .text("ownerId", OWNER);
+    tag_set(xml, &subnet.tags);
+}
+
+fn vpc_xml(xml: &mut Xml, id: &str, cidrs: &[ipnet::Ipv4Net]) {
+    xml.text("vpcId", id)
+        .text("state", "available")
+        .text(
+            "cidrBlock",
+            cidrs.first().map(ToString::to_string).unwrap_or_default(),
+        )
+        .text("ownerId", OWNER)
+        .text("isDefault", "false")
+        .text("instanceTenancy", "default")
+        .list(
+            "cidrBlockAssociationSet",
+            cidrs.iter().enumerate(),
+            |xml, (i, cidr)| {
+                xml.text("associationId", format!("{id}-cidr-assoc-{i}"))
+                    .text("cidrBlock", cidr)
+                    .node("cidrBlockState", |xml| {
+                        xml.text("state", "associated");
+                    });
+            },
+        );
+}
+
+fn returned_true(body: &mut Xml) {
+    body.text("return", "true");
+}
+
+/// Runs `action` against the simulator; the XML body (without the envelope) or EC2's error.
+pub async fn run(sim: &Simulator, action: &str, params: &Params) -> Result<Xml, Ec2Error> {
+    let mut body = Xml::new();
+    match action {
+        "DescribeInstances" => {
+            let ids = params.list("InstanceId");
+            let instances: Vec<Instance> = if ids.is_empty() {
+                sim.instances()
+            } else {
+                let mut found = Vec::new();
+                for id in &ids {
+                    found.push(sim.describe_instance(id).await?);
+                }
+                found
+            };
+            body.list("reservationSet", instances, |xml, instance| {
+                xml.text("reservationId", format!("r-{}", &instance.instance_id[2..]))
+                    .text("ownerId", OWNER)
+                    .node("groupSet", |_| {})
+                    .list("instancesSet", [instance], |xml, instance| {
+                        instance_xml(xml, &instance)
+                    });
+            });
+        }
+        "DescribeInstanceTypes" => {
+            let types = params.list("InstanceType");
+            let infos = sim.describe_instance_types(&types).await?;
+            body.list("instanceTypeSet", infos, |xml, info| {
+                xml.text("instanceType", &info.instance_type)
+                    .text("currentGeneration", "true")
+                    .text("bareMetal", info.bare_metal)
+                    .opt(
+                        "hypervisor",
+                        (!info.hypervisor.is_empty()).then_some(&info.hypervisor),
+                    )
+                    .node("vCpuInfo", |xml| {
+                        xml.opt("defaultVCpus", info.default_vcpus);
+                    })
+                    .node("networkInfo", |xml| {
+                        xml.text("maximumNetworkInterfaces", info.max_enis)
+                            .text("ipv4AddressesPerInterface", info.ipv4_per_eni)
+                            .text("ipv6AddressesPerInterface", info.ipv4_per_eni)
+                            .text("ipv6Supported", "true")
+                            .text("defaultNetworkCardIndex", 0)
+                            .text("maximumNetworkCards", info.network_cards.len())
+                            .list("networkCards", &info.network_cards, |xml, (index, max)| {
+                                xml.text("networkCardIndex", index)
+                                    .text("maximumNetworkInterfaces", max);
+                            });
+                    });
+            });
+        }
+        "DescribeSubnets" => {
+            let subnets = sim
+                .describe_subnets(&params.list("SubnetId"), &params.filters()?)
+                .await?;
+            body.list("subnetSet", subnets, |xml, subnet| subnet_xml(xml, &subnet));
+        }
+        "DescribeVpcs" => {
+            let wanted = params.list("VpcId");
+            let vpcs: Vec<_> = sim
+                .vpcs()
+                .into_iter()
+                .filter(|(id, _)| wanted.is_empty() || wanted.contains(id))
+                .collect();
+            if let Some(missing) = wanted.iter().find(|id| !vpcs.iter().any(|(v, _)| v == *id)) {
+                return Err(Ec2Error::new(
+                    "InvalidVpcID.NotFound",
+                    format!("The vpc ID '{missing}' does not exist"),
+                ));
+            }
+            body.list("vpcSet", vpcs, |xml, (id, cidrs)| vpc_xml(xml, &id, &cidrs));
+        }
+        "DescribeAvailabilityZones" => {
+            let region = sim.config().region;
+            body.list("availabilityZoneInfo", ["a", "b", "c"], |xml, suffix| {
+                xml.text("zoneName", format!("{region}{suffix}"))
+                    .text("zoneState", "available")
+                    .text("regionName", &region);
+            });
+        }
+        "DescribeNetworkInterfaces" => {
+            let request = DescribeNetworkInterfacesRequest {
+                network_interface_ids: params.list("NetworkInterfaceId"),
+                filters: params.filters()?,
+                max_results: params.number("MaxResults")?,
+                next_token: params
+                    .get("NextToken")
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
+            };
+            let page = sim.describe_network_interfaces(&request).await?;
+            body.list("networkInterfaceSet", &page.network_interfaces, |xml, eni| {
+                eni_xml(xml, eni)
+            });
+            body.opt("nextToken", page.next_token.as_ref());
+        }
+        "CreateNetworkInterface" => {
+            let request = CreateNetworkInterfaceRequest {
+                subnet_id: params.required("SubnetId")?.to_owned(),
+                description: params.get("Description").unwrap_or_default().to_owned(),
+                security_groups: params.list("SecurityGroupId"),
+                tags: params.tag_specifications("network-interface")?,
+                secondary_ip_count: params.number("SecondaryPrivateIpAddressCount")?.unwrap_or(0),
+                ipv4_prefix_count: params.number("Ipv4PrefixCount")?.unwrap_or(0),
+            };
+            let eni = sim.create_network_interface(&request).await?;
+            body.node("networkInterface", |xml| eni_xml(xml, &eni));
+        }
+        "AttachNetworkInterface" => {
+            let attachment = sim
+                .attach_network_interface(
+                    params.required("NetworkInterfaceId")?,
+                    params.required("InstanceId")?,
+                    params.number("DeviceIndex")?.ok_or_else(|| {
+                        Ec2Error::new(
+                            "MissingParameter",
+                            "The request must contain the parameter DeviceIndex",
+                        )
+                    })?,
+                    params.number("NetworkCardIndex")?.unwrap_or(0),
+                )
+                .await?;
+            body.text("attachmentId", attachment).text(
+                "networkCardIndex",
+                params.number("NetworkCardIndex")?.unwrap_or(0),
+            );
+        }
+        "ModifyNetworkInterfaceAttribute" => {
+            let eni = params.required("NetworkInterfaceId")?;
+            let attachment = params.required("Attachment.AttachmentId")?;
+            let delete = params.boolean("Attachment.DeleteOnTermination")?.ok_or_else(|| {
+                Ec2Error::new(
+                    "MissingParameter",
+                    "The request must contain the parameter Attachment.DeleteOnTermination",
+                )
+            })?;
+            sim.set_delete_on_termination(eni, attachment, delete).await?;
+            returned_true(&mut body);
+        }
+        "DetachNetworkInterface" => {
+            sim.detach_network_interface(
+                params.required("AttachmentId")?,
+                params.boolean("Force")?.unwrap_or(false),
+            )
+            .await?;
+            returned_true(&mut body);
+        }
+        "DeleteNetworkInterface" => {
+            sim.delete_network_interface(params.required("NetworkInterfaceId")?)
+                .await?;
+            returned_true(&mut body);
+        }
+        "AssignPrivateIpAddresses" => {
+            let eni = params.required("NetworkInterfaceId")?;
+            let ip_count = params.number("SecondaryPrivateIpAddressCount")?;
+            let ips = params.ip_list("PrivateIpAddress")?;
+            let prefix_count = params.number("Ipv4PrefixCount")?;
+            let prefixes = params.cidr_list("Ipv4Prefix")?;
+            let asks = [
+                ip_count.is_some(),
+                !ips.is_empty(),
+                prefix_count.is_some(),
+                !prefixes.is_empty(),
+            ];
+            if asks.iter().filter(|a| **a).count() != 1 {
+                return Err(Ec2Error::new(
+                    "InvalidParameterCombination",
+                    "Specify exactly one of SecondaryPrivateIpAddressCount, PrivateIpAddress, Ipv4PrefixCount, Ipv4Prefix",
+                ));
+            }
+            body.text("networkInterfaceId", eni);
+            if ip_count.is_some() || !ips.is_empty() {
+                let request = ip_count.map_or(AddressRequest::Explicit(ips), AddressRequest::Count);
+                let assigned = sim.assign_private_ip_addresses(eni, &request).await?;
+                body.list("assignedPrivateIpAddressesSet", assigned, |xml, ip| {
+                    xml.text("privateIpAddress", ip);
+                });
+            } else {
+                let request = prefix_count.map_or(AddressRequest::Explicit(prefixes), AddressRequest::Count);
+                let assigned = sim.assign_ipv4_prefixes(eni, &request).await?;
+                body.list("assignedIpv4PrefixSet", assigned, |xml, prefix| {
+                    xml.text("ipv4Prefix", prefix);
+                });
+            }
+            returned_true(&mut body);
+        }
+        "UnassignPrivateIpAddresses" => {
+            let eni = params.required("NetworkInterfaceId")?;
+            let ips = params.ip_list("PrivateIpAddress")?;
+            let prefixes = params.cidr_list("Ipv4Prefix")?;
+            if ips.is_empty() && prefixes.is_empty() {
+                return Err(Ec2Error::new(
+                    "MissingParameter",
+                    "The request must contain the parameter PrivateIpAddress or Ipv4Prefix",
+                ));
+            }
+            if !ips.is_empty() {
+                sim.unassign_private_ip_addresses(eni, &ips).await?;
+            }
+            if !prefixes.is_empty() {
+                sim.unassign_ipv4_prefixes(eni, &prefixes).await?;
+            }
+            returned_true(&mut body);
+        }
+        "CreateTags" => {
+            let resources = params.list("ResourceId");
+            if resources.is_empty() {
+                return Err(Ec2Error::new(
+                    "MissingParameter",
+                    "The request must contain the parameter ResourceId.1",
+                ));
+            }
+            sim.create_tags(&resources, &params.tags("Tag")?).await?;
+            returned_true(&mut body);
+        }
+        "CreateVpc" => {
+            let id = sim.create_vpc(params.cidr("CidrBlock")?, params.tag_specifications("vpc")?)?;
+            let cidrs = sim
+                .vpcs()
+                .into_iter()
+                .find(|(v, _)| *v == id)
+                .map(|(_, c)| c)
+                .unwrap_or_default();
+            body.node("vpc", |xml| vpc_xml(xml, &id, &cidrs));
+        }
+        "AssociateVpcCidrBlock" => {
+            let vpc = params.required("VpcId")?;
+            let cidr = params.cidr("CidrBlock")?;
+            sim.add_vpc_cidr(vpc, cidr)?;
+            body.text("vpcId", vpc).node("cidrBlockAssociation", |xml| {
+                xml.text("cidrBlock", cidr).node("cidrBlockState", |xml| {
+                    xml.text("state", "associated");
+                });
+            });
+        }
+        "CreateSubnet" => {
+            let vpc = params.required("VpcId")?;
+            let az = params
+                .get("AvailabilityZone")
+                .map_or_else(|| format!("{}a", sim.config().region), str::to_owned);
+            let id = sim.create_subnet(
+                vpc,
+                params.cidr("CidrBlock")?,
+                &az,
+                params.tag_specifications("subnet")?,
+            )?;
+            let subnet = sim.describe_subnets(std::slice::from_ref(&id), &[]).await?;
+            body.node("subnet", |xml| subnet_xml(xml, &subnet[0]));
+        }
+        "CreateSubnetCidrReservation" => {
+            let subnet = params.required("SubnetId")?;
+            let cidr = params.cidr("Cidr")?;
+            let kind = params.required("ReservationType")?;
+            if kind != "prefix" {
+                return Err(Ec2Error::new(
+                    "InvalidParameterValue",
+                    format!("ReservationType {kind} is not supported here; use prefix"),
+                ));
+            }
+            let id = sim.create_subnet_cidr_reservation(subnet, cidr)?;
+            body.node("subnetCidrReservation", |xml| {
+                xml.text("subnetCidrReservationId", id)
+                    .text("subnetId", subnet)
+                    .text("cidr", cidr)
+                    .text("reservationType", kind)
+                    .text("ownerId", OWNER);
+            });
+        }
+        "RunInstances" => {
+            let count = params
+                .number("MinCount")?
+                .unwrap_or(1)
+                .max(params.number("MaxCount")?.unwrap_or(1));
+            if count != 1 {
+                return Err(Ec2Error::new(
+                    "InvalidParameterValue",
+                    "This simulator runs one instance per RunInstances call",
+                ));
+            }
+            let subnet = params
+                .get("SubnetId")
+                .or_else(|| params.get("NetworkInterface.1.SubnetId"))
+                .ok_or_else(|| {
+                    Ec2Error::new(
+                        "MissingParameter",
+                        "The request must contain the parameter SubnetId",
+                    )
+                })?;
+            let instance_type = params.get("InstanceType").unwrap_or("m5.large");
+            let id = sim.run_instance(
+                instance_type,
+                subnet,
+                params.ip("PrivateIpAddress")?,
+                params.tag_specifications("instance")?,
+            )?;
+            let instance = sim.describe_instance(&id).await?;
+            body.text("reservationId", format!("r-{}", &id[2..]))
+                .text("ownerId", OWNER)
+                .node("groupSet", |_| {})
+                .list("instancesSet", [instance], |xml, instance| {
+                    instance_xml(xml, &instance)
+                });
+        }
+        "TerminateInstances" => {
+            let ids = params.list("InstanceId");
+            if ids.is_empty() {
+                return Err(Ec2Error::new(
+                    "MissingParameter",
+                    "The request must contain the parameter InstanceId.1",
+                ));
+            }
+            for id in &ids {
+                sim.terminate_instance(id)?;
+            }
+            body.list("instancesSet", ids, |xml, id| {
+                xml.text("instanceId", id)
+                    .node("currentState", |xml| {
+                        xml.text("code", 48).text("name", "terminated");
+                    })
+                    .node("previousState", |xml| {
+                        xml.text("code", 16).text("name", "running");
+                    });
+            });
+        }
+        other => {
+            return Err(Ec2Error::new(
+                "InvalidAction",
+                format!("The action {other} is not valid for this web service."),
+            ));
+        }
+    }
+    Ok(body)
+}
