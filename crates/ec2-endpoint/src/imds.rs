@@ -69,7 +69,7 @@ async fn token(State(state): State<ImdsState>, headers: HeaderMap) -> Response {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u32>().ok());
     match ttl {
-        Some(1..=21_600) => {
+        Some(ttl @ 1..=21_600) => {
             let token = format!(
                 "vpcni-imds-{:016x}",
                 state.sim.now_ms().wrapping_mul(0x9E37_79B9_7F4A_7C15)
@@ -78,7 +78,8 @@ async fn token(State(state): State<ImdsState>, headers: HeaderMap) -> Response {
             if let Ok(mut tokens) = state.tokens.lock() {
                 tokens.insert(token.clone());
             }
-            token.into_response()
+            // Real IMDS echoes the TTL; SDK clients refuse a token without it.
+            ([(TOKEN_TTL_HEADER, ttl.to_string())], token).into_response()
         }
         _ => (
             StatusCode::BAD_REQUEST,
