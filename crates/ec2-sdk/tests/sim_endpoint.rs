@@ -282,3 +282,96 @@ async fn instance_metadata_through_the_sdk_client() {
     assert_eq!(imds.interface(&macs[0]).await.unwrap().local_ipv4s.len(), 3);
     assert!(imds.interface("02:00:00:00:00:00").await.is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_delay_termination_leaks_and_injected_faults() {
+    let handle = endpoint().await;
+    handle.sim.configure(|config| config.attach_delay_ms = 300);
+    let ec2 = client(&handle, 1, BudgetConfig::default()).await;
+    let subnet = handle.created.subnets["big"].clone();
+    let kept = ec2
+        .create_network_interface(&CreateNetworkInterfaceRequest {
+            subnet_id: subnet.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let deleted = ec2
+        .create_network_interface(&CreateNetworkInterfaceRequest {
+            subnet_id: subnet.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    ec2.attach_network_interface(&kept.network_interface_id, &node(&handle), 1, 0)
+        .await
+        .unwrap();
+    let attachment = ec2
+        .attach_network_interface(&deleted.network_interface_id, &node(&handle), 2, 0)
+        .await
+        .unwrap();
+    let status = |ec2: &SdkEc2, id: String| {
+        let ec2 = ec2.clone();
+        async move {
+            ec2.describe_network_interfaces(&DescribeNetworkInterfacesRequest {
+                network_interface_ids: vec![id],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .network_interfaces[0]
+                .status
+        }
+    };
+    assert_eq!(
+        status(&ec2, kept.network_interface_id.clone()).await,
+        vpcni_ec2::InterfaceStatus::Attaching
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        status(&ec2, kept.network_interface_id.clone()).await,
+        vpcni_ec2::InterfaceStatus::InUse
+    );
+    ec2.set_delete_on_termination(&deleted.network_interface_id, &attachment, true)
+        .await
+        .unwrap();
+
+    handle.sim.terminate_instance(&node(&handle)).unwrap();
+    let leaked = ec2
+        .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
+            filters: vec![Filter::new("status", "available")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ids: Vec<_> = leaked
+        .network_interfaces
+        .iter()
+        .map(|e| e.network_interface_id.clone())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![kept.network_interface_id.clone()],
+        "the ENI without DeleteOnTermination is left behind"
+    );
+
+    handle.sim.configure(|config| {
+        config.faults.push(vpcni_ec2::sim::FaultRule {
+            action: Some("DeleteNetworkInterface".into()),
+            code: "UnauthorizedOperation".into(),
+            probability: 1.0,
+            remaining: Some(1),
+        })
+    });
+    let error = ec2
+        .delete_network_interface(&kept.network_interface_id)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (error.code.as_str(), error.kind),
+        ("UnauthorizedOperation", Ec2ErrorKind::Other)
+    );
+    ec2.delete_network_interface(&kept.network_interface_id)
+        .await
+        .unwrap();
+}
