@@ -108,37 +108,9 @@ fn instance_xml(xml: &mut Xml, instance: &Instance) {
         .text("hypervisor", "nitro")
         .text("architecture", "x86_64")
         .text("rootDeviceType", "ebs")
+        // InstanceNetworkInterface is a subset of NetworkInterface: parsers skip the extra elements.
         .list("networkInterfaceSet", &instance.network_interfaces, |xml, eni| {
-            xml.text("networkInterfaceId", &eni.network_interface_id)
-                .text("subnetId", &eni.subnet_id)
-                .text("vpcId", &eni.vpc_id)
-                .text("description", &eni.description)
-                .text("ownerId", OWNER)
-                .text("status", eni.status.as_str())
-                .text("macAddress", &eni.mac_address)
-                .text("privateIpAddress", eni.private_ip)
-                .text("sourceDestCheck", "true")
-                .text("interfaceType", &eni.interface_type)
-                .list("groupSet", &eni.security_groups, |xml, group| {
-                    xml.text("groupId", group).text("groupName", group);
-                });
-            if let Some(a) = &eni.attachment {
-                xml.node("attachment", |xml| {
-                    xml.text("attachmentId", &a.attachment_id)
-                        .text("deviceIndex", a.device_index)
-                        .text("networkCardIndex", a.network_card_index)
-                        .text("status", a.status.as_str())
-                        .text("deleteOnTermination", a.delete_on_termination);
-                });
-            }
-            let addresses = std::iter::once((eni.private_ip, true))
-                .chain(eni.secondary_ips.iter().map(|ip| (*ip, false)));
-            xml.list("privateIpAddressesSet", addresses, |xml, (ip, primary)| {
-                xml.text("privateIpAddress", ip).text("primary", primary);
-            });
-            xml.list("ipv4PrefixSet", &eni.ipv4_prefixes, |xml, prefix| {
-                xml.text("ipv4Prefix", prefix);
-            });
+            eni_xml(xml, eni)
         });
     tag_set(xml, &instance.tags);
 }
