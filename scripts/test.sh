@@ -14,7 +14,7 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 log() { printf '==> %s\n' "$*" >&2; }
 
 # --- system packages -------------------------------------------------------------------------------
-apt_packages=(iproute2 iptables python3-venv)
+apt_packages=(iproute2 iptables iputils-ping python3-venv)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -1,0 +1,130 @@
+//! Netlink plumbing: a connection in the current namespace or inside another one, and small lookups.
+
+use std::fs::File;
+use std::net::Ipv4Addr;
+use std::os::fd::AsFd;
+
+use futures::TryStreamExt;
+use rtnetlink::Handle;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::rule::{RuleAttribute, RuleMessage};
+
+use crate::DataplaneError;
+
+pub fn netlink_error(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> DataplaneError {
+    let what = what.into();
+    move |source| DataplaneError::Netlink { what, source }
+}
+
+/// A netlink handle in the calling thread's namespace, its connection driven on the current runtime.
+pub fn connect() -> Result<Handle, DataplaneError> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().map_err(|e| DataplaneError::System(format!("netlink socket: {e}")))?;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
+/// Runs `work` in the network namespace at `path`, on a fresh thread with its own runtime: the netlink
+/// socket it opens stays bound to that namespace, and the caller's thread never changes namespace.
+pub fn in_netns<T: Send + 'static>(
+    path: &str,
+    work: impl FnOnce(Handle) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<T, DataplaneError>>>>
+    + Send
+    + 'static,
+) -> Result<T, DataplaneError> {
+    let netns = File::open(path).map_err(|source| DataplaneError::Netns {
+        path: path.to_owned(),
+        source,
+    })?;
+    let path = path.to_owned();
+    std::thread::spawn(move || {
+        nix::sched::setns(netns.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+            DataplaneError::Netns {
+                path: path.clone(),
+                source: std::io::Error::from(e),
+            }
+        })?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DataplaneError::System(format!("runtime: {e}")))?;
+        runtime.block_on(async move {
+            let handle = connect()?;
+            work(handle).await
+        })
+    })
+    .join()
+    .map_err(|_| DataplaneError::System("namespace worker panicked".into()))?
+}
+
+/// A link by name, if present.
+pub async fn link_by_name(handle: &Handle, name: &str) -> Result<Option<LinkMessage>, DataplaneError> {
+    let mut links = handle.link().get().match_name(name.to_owned()).execute();
+    match links.try_next().await {
+        Ok(link) => Ok(link),
+        // ENODEV: no such link.
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -19 => Ok(None),
+        Err(e) => Err(netlink_error(format!("looking up link {name}"))(e)),
+    }
+}
+
+/// A link's MAC address.
+pub fn mac_of(link: &LinkMessage) -> Vec<u8> {
+    link.attributes
+        .iter()
+        .find_map(|a| match a {
+            LinkAttribute::Address(mac) => Some(mac.clone()),
+            _ => None,
+        })
+        .unwrap_or_default()
+}
+
+/// `aa:bb:…` for a MAC.
+pub fn format_mac(mac: &[u8]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// IPv4 rules at `priority` that match `to` or `from` the address.
+pub async fn rules_for(
+    handle: &Handle,
+    priority: u32,
+    ip: Ipv4Addr,
+    from: bool,
+) -> Result<Vec<RuleMessage>, DataplaneError> {
+    let rules: Vec<RuleMessage> = handle
+        .rule()
+        .get(rtnetlink::IpVersion::V4)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink_error("listing rules"))?;
+    Ok(rules
+        .into_iter()
+        .filter(|rule| {
+            let has_priority = rule
+                .attributes
+                .iter()
+                .any(|a| matches!(a, RuleAttribute::Priority(p) if *p == priority));
+            let matches_ip = rule.attributes.iter().any(|a| match a {
+                RuleAttribute::Source(addr) if from => *addr == std::net::IpAddr::V4(ip),
+                RuleAttribute::Destination(addr) if !from => *addr == std::net::IpAddr::V4(ip),
+                _ => false,
+            });
+            has_priority && matches_ip
+        })
+        .collect())
+}
+
+/// A random locally administered unicast MAC, so host veths never collide with real NICs.
+pub fn random_mac() -> Vec<u8> {
+    let mut bytes = [0u8; 6];
+    if let Ok(mut urandom) = File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = urandom.read_exact(&mut bytes);
+    }
+    bytes[0] = (bytes[0] | 0x02) & 0xfe;
+    bytes.to_vec()
+}
