@@ -7,5 +7,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod commands;
 pub mod ipamd;
+pub mod logging;
 pub mod spec;

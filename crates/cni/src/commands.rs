@@ -1,0 +1,289 @@
+//! The CNI verbs: each asks ipamd what it needs and wires or unwires the pod.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use vpcni_rpc::{AddNetworkRequest, Attachment, DelNetworkRequest, GarbageCollectRequest};
+
+use crate::ipamd::{IpamdClient, refusal_error};
+use crate::spec::{CniError, CniResult, Command, ErrorCode, Interface, Invocation, IpConfig, NetConf, Route};
+use vpcni_dataplane::naming::host_veth_name as veth_name;
+use vpcni_dataplane::{PodSpec, check_pod, setup_pod, teardown_pod};
+
+/// The gateway every pod routes through: a link-local address answered by a static ARP entry.
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// Runs one verb; `Some(json)` is printed on stdout.
+pub fn run(invocation: &Invocation, config: &NetConf) -> Result<Option<String>, CniError> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            CniError::new(
+                ErrorCode::Internal,
+                "could not start the plugin's runtime",
+                e.to_string(),
+            )
+        })?;
+    runtime.block_on(async {
+        match invocation.command {
+            Command::Add => add(invocation, config).await.map(Some),
+            Command::Del => del(invocation, config).await.map(|()| None),
+            Command::Check => check(invocation, config).await.map(|()| None),
+            Command::Status => status(config).await.map(|()| None),
+            Command::Gc => garbage_collect(config).await.map(|()| None),
+            Command::Version => Ok(Some(crate::spec::version_reply(&config.cni_version))),
+        }
+    })
+}
+
+fn host_veth_name(invocation: &Invocation, config: &NetConf) -> String {
+    veth_name(
+        &config.veth_prefix,
+        &invocation.args.pod_namespace,
+        &invocation.args.pod_name,
+    )
+}
+
+async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniError> {
+    let netns = invocation.netns.clone().unwrap_or_default();
+    let client = IpamdClient::connect(&config.ipamd_socket).await?;
+    let reply = client
+        .add(AddNetworkRequest {
+            client_version: vpcni_rpc::CLIENT_VERSION,
+            k8s_pod_name: invocation.args.pod_name.clone(),
+            k8s_pod_namespace: invocation.args.pod_namespace.clone(),
+            k8s_pod_infra_container_id: invocation.args.infra_container_id.clone(),
+            netns: netns.clone(),
+            if_name: invocation.ifname.clone(),
+            network_name: config.name.clone(),
+            container_id: invocation.container_id.clone(),
+            requires_multi_nic_attachment: false,
+            k8s_pod_uid: invocation.args.pod_uid.clone().unwrap_or_default(),
+        })
+        .await?;
+    if !reply.success {
+        return Err(refusal_error(&reply));
+    }
+    let allocation = reply.ip_allocation_metadata.first().ok_or_else(|| {
+        CniError::new(
+            ErrorCode::Internal,
+            "ipamd reported success without an address",
+            "empty IPAllocationMetadata",
+        )
+    })?;
+    let ip: Ipv4Addr = allocation.i_pv4_addr.parse().map_err(|_| {
+        CniError::new(
+            ErrorCode::Internal,
+            "ipamd returned an invalid address",
+            allocation.i_pv4_addr.clone(),
+        )
+    })?;
+    let pod = PodSpec {
+        netns: netns.clone(),
+        ifname: invocation.ifname.clone(),
+        host_veth: host_veth_name(invocation, config),
+        ip,
+        mtu: config.mtu,
+        route_table: u32::try_from(allocation.route_table_id).ok(),
+    };
+    tracing::info!(container = %invocation.container_id, %ip, veth = %pod.host_veth, table = ?pod.route_table, "wiring pod");
+    let wired = match setup_pod(&pod).await {
+        Ok(wired) => wired,
+        Err(error) => {
+            // setup_pod undid its own work; give the address back so a retry, or another pod, can have it.
+            let _ = client.del(del_request(invocation, config, "SetupNSFailed")).await;
+            let code = if matches!(error, vpcni_dataplane::DataplaneError::Netns { .. }) {
+                ErrorCode::UnknownContainer
+            } else {
+                ErrorCode::Internal
+            };
+            return Err(CniError::new(
+                code,
+                format!("failed to wire the pod with {ip}"),
+                error.to_string(),
+            ));
+        }
+    };
+
+    let mut result = config.prev_result.clone().unwrap_or_default();
+    let host_index = result.interfaces.len();
+    result.interfaces.push(Interface {
+        name: pod.host_veth.clone(),
+        mac: wired.host_mac,
+        sandbox: None,
+    });
+    result.interfaces.push(Interface {
+        name: pod.ifname.clone(),
+        mac: wired.container_mac,
+        sandbox: Some(netns),
+    });
+    result.ips.push(IpConfig {
+        address: Ipv4Net::from(ip),
+        gateway: Some(POD_GATEWAY),
+        interface: Some(host_index + 1),
+    });
+    result.routes.push(Route {
+        dst: Ipv4Net::default(),
+        gw: Some(POD_GATEWAY),
+    });
+    Ok(result.to_json(&config.cni_version, config.version).to_string())
+}
+
+fn del_request(invocation: &Invocation, config: &NetConf, reason: &str) -> DelNetworkRequest {
+    DelNetworkRequest {
+        client_version: vpcni_rpc::CLIENT_VERSION,
+        k8s_pod_name: invocation.args.pod_name.clone(),
+        k8s_pod_namespace: invocation.args.pod_namespace.clone(),
+        k8s_pod_infra_container_id: invocation.args.infra_container_id.clone(),
+        reason: reason.to_owned(),
+        if_name: invocation.ifname.clone(),
+        network_name: config.name.clone(),
+        container_id: invocation.container_id.clone(),
+        k8s_pod_uid: invocation.args.pod_uid.clone().unwrap_or_default(),
+    }
+}
+
+/// DEL must succeed whenever it can: repeated, without a netns, with ipamd down (ipamd reclaims addresses
+/// of vanished pods when it starts).
+async fn del(invocation: &Invocation, config: &NetConf) -> Result<(), CniError> {
+    let mut ip = None;
+    match IpamdClient::connect(&config.ipamd_socket).await {
+        Ok(client) => match client.del(del_request(invocation, config, "PodDeleted")).await {
+            Ok(reply) => {
+                ip = reply
+                    .ip_allocation_metadata
+                    .first()
+                    .and_then(|m| m.i_pv4_addr.parse().ok())
+            }
+            Err(error) => {
+                tracing::warn!(container = %invocation.container_id, "ipamd DEL failed, tearing down anyway: {error}")
+            }
+        },
+        Err(error) => {
+            tracing::warn!(container = %invocation.container_id, "ipamd unreachable, tearing down from prevResult: {error}")
+        }
+    }
+    let ip = ip.or_else(|| pod_ip_from(config.prev_result.as_ref(), &invocation.ifname));
+    teardown_pod(&host_veth_name(invocation, config), ip)
+        .await
+        .map_err(|error| {
+            CniError::new(
+                ErrorCode::Internal,
+                "failed to remove the pod's wiring",
+                error.to_string(),
+            )
+        })
+}
+
+fn pod_ip_from(result: Option<&CniResult>, ifname: &str) -> Option<Ipv4Addr> {
+    let result = result?;
+    let index = result
+        .interfaces
+        .iter()
+        .position(|i| i.name == ifname && i.sandbox.is_some());
+    result
+        .ips
+        .iter()
+        .find(|ip| index.is_none() || ip.interface == index)
+        .map(|ip| ip.address.addr())
+}
+
+async fn check(invocation: &Invocation, config: &NetConf) -> Result<(), CniError> {
+    if !config.version.has_check() {
+        return Err(CniError::new(
+            ErrorCode::IncompatibleVersion,
+            "CHECK needs cniVersion 0.4.0 or later",
+            "",
+        ));
+    }
+    let ip = pod_ip_from(config.prev_result.as_ref(), &invocation.ifname).ok_or_else(|| {
+        CniError::new(
+            ErrorCode::InvalidConfig,
+            "CHECK needs a prevResult with the pod's address",
+            "",
+        )
+    })?;
+    let pod = PodSpec {
+        netns: invocation.netns.clone().unwrap_or_default(),
+        ifname: invocation.ifname.clone(),
+        host_veth: host_veth_name(invocation, config),
+        ip,
+        mtu: config.mtu,
+        // The result does not record the ENI's table; CHECK verifies the per-pod 1536 rule only if present.
+        route_table: None,
+    };
+    let differences = check_pod(&pod).await.map_err(|error| {
+        CniError::new(
+            ErrorCode::Internal,
+            "could not inspect the pod's network",
+            error.to_string(),
+        )
+    })?;
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(CniError::new(
+            ErrorCode::Internal,
+            format!(
+                "pod network differs from what ADD set up ({} differences)",
+                differences.len()
+            ),
+            differences.join("; "),
+        ))
+    }
+}
+
+async fn status(config: &NetConf) -> Result<(), CniError> {
+    let not_available =
+        |msg: String, details: String| CniError::new(ErrorCode::PluginNotAvailable, msg, details);
+    let client = IpamdClient::connect(&config.ipamd_socket)
+        .await
+        .map_err(|e| not_available(e.msg, e.details))?;
+    let reply = client
+        .status()
+        .await
+        .map_err(|e| not_available(e.msg, e.details))?;
+    if !reply.ready {
+        return Err(not_available("ipamd is starting".to_owned(), reply.message));
+    }
+    if reply.available_addresses == 0 && reply.remaining_pods == 0 {
+        let reason = reply.reason().as_str_name();
+        return Err(not_available(
+            if reply.message.is_empty() {
+                "no address available for new pods".to_owned()
+            } else {
+                reply.message
+            },
+            format!("ipamd reason {reason}"),
+        ));
+    }
+    Ok(())
+}
+
+async fn garbage_collect(config: &NetConf) -> Result<(), CniError> {
+    let Some(valid) = &config.valid_attachments else {
+        return Err(CniError::new(
+            ErrorCode::InvalidConfig,
+            "GC needs cni.dev/valid-attachments",
+            "",
+        ));
+    };
+    let client = IpamdClient::connect(&config.ipamd_socket).await?;
+    let reply = client
+        .garbage_collect(GarbageCollectRequest {
+            client_version: vpcni_rpc::CLIENT_VERSION,
+            network_name: config.name.clone(),
+            valid_attachments: valid
+                .iter()
+                .map(|a| Attachment {
+                    network_name: config.name.clone(),
+                    container_id: a.container_id.clone(),
+                    if_name: a.ifname.clone(),
+                })
+                .collect(),
+        })
+        .await?;
+    tracing::info!(released = reply.released.len(), "GC");
+    Ok(())
+}

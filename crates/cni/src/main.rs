@@ -1,0 +1,51 @@
+//! `vpcni`: the CNI plugin binary. The container runtime runs it once per CNI command with the network
+//! configuration on stdin and `CNI_*` in the environment; it prints a result or an error result on stdout.
+//!
+//! Nothing but the result ever goes to stdout: logs go to the configured plugin log file.
+
+#![forbid(unsafe_code)]
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use vpcni_cni::spec::{CniError, Command, Invocation, read_config, version_reply};
+
+fn main() -> ExitCode {
+    let invocation = match Invocation::from_env(|name| std::env::var(name).ok()) {
+        Ok(invocation) => invocation,
+        // Without a configuration we do not know the caller's version; answer in the newest.
+        Err(error) => return fail(&error, "1.1.0"),
+    };
+    if invocation.command == Command::Version {
+        // VERSION's stdin may hold a config naming the version the runtime wants; it changes nothing here.
+        return emit(&version_reply("1.1.0"));
+    }
+    let config = match read_config(std::io::stdin().lock()) {
+        Ok(config) => config,
+        Err(error) => return fail(&error, "1.1.0"),
+    };
+    vpcni_cni::logging::init(&config.plugin_log_file, &config.plugin_log_level);
+    let version = config.cni_version.clone();
+    match vpcni_cni::commands::run(&invocation, &config) {
+        Ok(Some(output)) => emit(&output),
+        Ok(None) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(command = ?invocation.command, container = %invocation.container_id, "{error}");
+            fail(&error, &version)
+        }
+    }
+}
+
+fn emit(text: &str) -> ExitCode {
+    let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{text}").and_then(|()| stdout.flush()).is_err() {
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+fn fail(error: &CniError, version: &str) -> ExitCode {
+    let _ = emit(&error.to_json(version));
+    // The spec asks for a non-zero exit; the code itself travels in the JSON.
+    ExitCode::from(u8::try_from(error.code.code()).unwrap_or(1).max(1))
+}
