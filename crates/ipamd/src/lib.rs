@@ -12,4 +12,5 @@ pub mod config;
 pub mod discovery;
 pub mod introspection;
 pub mod metrics;
+pub mod node;
 pub mod server;
