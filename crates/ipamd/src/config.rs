@@ -153,6 +153,8 @@ pub struct Config {
     pub log_file: String,
     /// AWS_EC2_ENDPOINT.
     pub ec2_endpoint: Option<String>,
+    /// VPCNI_POOL_INTERVAL_MS: time between pool cycles (the original's 5 s; tests shorten it).
+    pub pool_interval: Duration,
 }
 
 /// Reads variables through a lookup function (tests pass a map) and collects every problem.
@@ -481,6 +483,12 @@ impl Config {
             log_level,
             log_file,
             ec2_endpoint,
+            pool_interval: Duration::from_millis(u64::from(env.number(
+                "VPCNI_POOL_INTERVAL_MS",
+                5_000,
+                100,
+                60_000,
+            ))),
         };
         if env.errors.is_empty() {
             Ok(config)

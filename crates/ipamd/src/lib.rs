@@ -13,4 +13,6 @@ pub mod discovery;
 pub mod introspection;
 pub mod metrics;
 pub mod node;
+pub mod pool_loop;
 pub mod server;
+pub mod startup;
