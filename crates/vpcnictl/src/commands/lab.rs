@@ -12,7 +12,7 @@ use ipnet::Ipv4Net;
 use vpcni_lab::spec::{DEFAULT_PREFIX, DEFAULT_STATE_DIR};
 use vpcni_lab::{Lab, LabError, LabSpec, LabStatus, PodsError};
 
-use crate::output::{OutputFormat, print_json, usage_error};
+use crate::output::{OutputFormat, usage_error};
 
 /// The lab's subcommands; `--state` and `--prefix` pick the lab (defaults: /run/vpcni-lab, vpcni-).
 #[derive(Debug, Args)]
@@ -192,8 +192,10 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         LabCommand::Status { output } => Lab::open(&args.state).and_then(|lab| {
             let status = lab.status()?;
             match output {
-                OutputFormat::Json => print_json(&status).map_err(|e| LabError::Spec(e.to_string()))?,
-                OutputFormat::Text => print!("{}", status_text(&status)),
+                OutputFormat::Json => {
+                    emit(&(serde_json::to_string_pretty(&status).unwrap_or_default() + "\n"))
+                }
+                OutputFormat::Text => emit(&status_text(&status)),
             }
             Ok(ExitCode::SUCCESS)
         }),
@@ -252,6 +254,13 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         LabError::Spec(message) => Ok(usage_error(message)),
         other => Err(anyhow::Error::new(other)),
     })
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
+fn emit(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
 }
 
 fn init_logging() {
@@ -336,7 +345,7 @@ fn add_pods(state: &Path, node: &str, count: u32, retry_for: Duration) -> Result
         let status = lab.status()?;
         let mut shown = status.clone();
         shown.pods.retain(|p| names.contains(&p.name.as_str()));
-        print!("{}", shown.pods_table());
+        emit(&shown.pods_table());
     }
     match failure {
         None => Ok(ExitCode::SUCCESS),
