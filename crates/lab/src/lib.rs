@@ -25,6 +25,7 @@
 
 mod cmd;
 mod down;
+mod exec;
 pub mod fabric;
 pub mod internet;
 mod lab;
