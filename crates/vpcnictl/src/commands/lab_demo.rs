@@ -85,10 +85,16 @@ pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
             say!("(ping is not installed: apt-get install -y iputils-ping)");
         }
         say!(
-            "The router delivers {} straight to {}'s ENI, which EC2 says holds it. On the node, a /32 route per pod:",
+            "The VPC router delivers {} to the ENI EC2 assigned it to ({}'s), by that ENI's MAC:",
             to.ip,
             to.node
         );
+        shell(&format!("vpcnictl lab exec router -- ip route get {}", to.ip));
+        lab.exec(
+            "router",
+            &["ip".into(), "route".into(), "get".into(), to.ip.to_string()],
+        )?;
+        say!("and on the node, a /32 route per pod to its veth:");
         shell(&format!("vpcnictl lab exec {} -- ip route", to.node));
         lab.exec(&to.node, &["ip".into(), "route".into()])?;
     }
@@ -112,6 +118,13 @@ pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
         };
         let verdict = if seen == public.to_string() {
             format!("= {}'s public address", pod.node)
+        } else if seen.is_empty() {
+            format!(
+                "no answer: the internet gateway drops private sources, so ipamd's SNAT on {} must turn {} into {} first",
+                pod.node,
+                pod.ip,
+                lab.node(&pod.node)?.primary_ip
+            )
         } else {
             format!("(expected {public}, {}'s public address)", pod.node)
         };
