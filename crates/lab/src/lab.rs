@@ -344,7 +344,13 @@ impl Lab {
             }),
             not_attempted: count,
         };
-        let node = self.node(node).map_err(lab_failure)?.clone();
+        let node = self
+            .node(node)
+            .map_err(|e| PodsError {
+                not_attempted: 0,
+                ..lab_failure(e)
+            })?
+            .clone();
         let mut created = Vec::new();
         for i in 0..count {
             let reserved = (|| {

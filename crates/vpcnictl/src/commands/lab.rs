@@ -266,6 +266,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     };
     result.or_else(|error| match error {
         LabError::Spec(message) => Ok(usage_error(message)),
+        unknown @ LabError::UnknownTarget { .. } => Ok(usage_error(unknown)),
         other => Err(anyhow::Error::new(other)),
     })
 }
