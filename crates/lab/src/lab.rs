@@ -2,15 +2,14 @@
 //! stop and start a node's ipamd, and take it all down again.
 
 use std::collections::BTreeMap;
-use std::ffi::OsStr;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Output};
+
 use std::time::{Duration, Instant};
 
 use crate::cmd::{LabProcess, find_tool, in_netns, is_root, netns_add, netns_command, netns_list, tail};
 use crate::down::{DownReport, down_at};
-use crate::internet::{FetchError, http_get};
+use crate::internet::{http_get, service_url};
 use crate::pods::{self, PodsError};
 use crate::spec::{INTERNET_IP, INTERNET_PORT, LabSpec, Names, node_name};
 use crate::state::{FabricReport, LabState, NodeRecord, PodRecord, StateLock, StatePaths};
@@ -180,7 +179,58 @@ impl Lab {
                 node.ipamd_pid = Some(pid);
             }
         }
-        self.state.save(&self.paths)
+        self.state.save(&self.paths)?;
+        self.check_gateway()
+    }
+
+    /// The whole path to the internet works: node-1 asks who it is and hears its public address.
+    fn check_gateway(&self) -> Result<(), LabError> {
+        let node = &self.state.nodes[0];
+        let url = service_url();
+        let seen = in_netns(&node.netns, {
+            let url = url.clone();
+            move || Ok(http_get(&url, Duration::from_secs(3)))
+        })?;
+        match seen {
+            Ok(body) if body.trim() == node.public_ip.to_string() => Ok(()),
+            other => Err(LabError::Process {
+                what: "the internet gateway".into(),
+                detail: format!(
+                    "{} asked {url} who it is and got {other:?} instead of its public address {}",
+                    node.name, node.public_ip
+                ),
+                log: self.paths.internet_log(),
+                log_tail: tail(&self.paths.internet_log(), 10),
+            }),
+        }
+    }
+
+    /// What is not running that should be (fabric, internet service, a node's ipamd), with where to look.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let down = |pid: Option<u32>| !pid.is_some_and(crate::cmd::pid_alive);
+        if down(self.state.fabric_pid) {
+            problems.push(format!(
+                "the fabric (EC2 simulator, ENI plumbing) is not running: see {}; recreate the lab with `vpcnictl lab down` and `vpcnictl lab up`",
+                self.paths.fabric_log().display()
+            ));
+        }
+        if down(self.state.internet_pid) {
+            problems.push(format!(
+                "the internet service is not running: see {}",
+                self.paths.internet_log().display()
+            ));
+        }
+        for node in &self.state.nodes {
+            if down(node.ipamd_pid) {
+                problems.push(format!(
+                    "vpcni-ipamd on {} is not running: see {}",
+                    node.name,
+                    self.paths.node_dir(&node.name).join("ipamd.log").display()
+                ));
+            }
+        }
+        problems
     }
 
     fn wait_for_fabric(&mut self) -> Result<FabricReport, LabError> {
@@ -294,7 +344,13 @@ impl Lab {
             }),
             not_attempted: count,
         };
-        let node = self.node(node).map_err(lab_failure)?.clone();
+        let node = self
+            .node(node)
+            .map_err(|e| PodsError {
+                not_attempted: 0,
+                ..lab_failure(e)
+            })?
+            .clone();
         let mut created = Vec::new();
         for i in 0..count {
             let reserved = (|| {
@@ -375,82 +431,6 @@ impl Lab {
     /// The lab's status (pods, nodes, ENIs).
     pub fn status(&self) -> Result<LabStatus, LabError> {
         status::collect(&self.paths, &self.state)
-    }
-
-    fn unknown(&self, name: &str) -> LabError {
-        let mut known: Vec<String> = vec!["router".into(), "internet".into()];
-        known.extend(self.state.nodes.iter().map(|n| n.name.clone()));
-        known.extend(self.state.pods.iter().map(|p| p.name.clone()));
-        LabError::UnknownTarget {
-            name: name.to_owned(),
-            known: known.join(", "),
-        }
-    }
-
-    /// Resolves a user-given name (`pod-3`, `node-1`, `router`, `internet`).
-    pub fn target(&self, name: &str) -> Result<Target, LabError> {
-        if name == "router" {
-            Ok(Target::Router)
-        } else if name == "internet" {
-            Ok(Target::Internet)
-        } else if self.state.pods.iter().any(|p| p.name == name) {
-            Ok(Target::Pod(name.to_owned()))
-        } else if self.state.nodes.iter().any(|n| n.name == name) {
-            Ok(Target::Node(name.to_owned()))
-        } else {
-            Err(self.unknown(name))
-        }
-    }
-
-    /// The network namespace of a name.
-    pub fn netns(&self, name: &str) -> Result<String, LabError> {
-        let names = Names::new(&self.state.spec.prefix);
-        Ok(match self.target(name)? {
-            Target::Router => names.router(),
-            Target::Internet => names.internet(),
-            Target::Pod(pod) => names.pod(&pod),
-            Target::Node(node) => self.node(&node)?.netns.clone(),
-        })
-    }
-
-    /// A command that runs `program` inside a lab namespace.
-    pub fn command(&self, name: &str, program: impl AsRef<OsStr>) -> Result<Command, LabError> {
-        Ok(netns_command(&self.netns(name)?, program))
-    }
-
-    /// Runs `argv` inside a namespace with the terminal's stdio; its exit status.
-    pub fn exec(&self, name: &str, argv: &[String]) -> Result<ExitStatus, LabError> {
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| LabError::Spec("exec needs a command after `--`".into()))?;
-        let mut command = self.command(name, program)?;
-        command.args(args).status().map_err(|e| LabError::Command {
-            command: argv.join(" "),
-            detail: e.to_string(),
-        })
-    }
-
-    /// Runs `argv` inside a namespace and captures its output.
-    pub fn output(&self, name: &str, argv: &[&str]) -> Result<Output, LabError> {
-        let (program, args) = argv
-            .split_first()
-            .ok_or_else(|| LabError::Spec("no command given".into()))?;
-        let mut command = self.command(name, program)?;
-        command.args(args).output().map_err(|e| LabError::Command {
-            command: argv.join(" "),
-            detail: e.to_string(),
-        })
-    }
-
-    /// GETs `url` from inside a namespace (no curl needed); the body.
-    pub fn http_get(
-        &self,
-        name: &str,
-        url: &str,
-        timeout: Duration,
-    ) -> Result<Result<String, FetchError>, LabError> {
-        let url = url.to_owned();
-        in_netns(&self.netns(name)?, move || Ok(http_get(&url, timeout)))
     }
 
     /// Takes the lab down: every process, namespace and file it made.

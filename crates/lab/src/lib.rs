@@ -18,14 +18,33 @@
 //! - **Pods** are namespaces wired by the real plugin through the CNI protocol ([`pods`]).
 //! - An **internet** namespace runs a what-is-my-IP HTTP service ([`internet`]).
 //!
-//! [`Lab`] is the entry point: `Lab::up`, `Lab::open`, `add_pods`, `status`, `exec`, `down`.
+//! [`Lab`] is the entry point: `Lab::up`, `Lab::open`, `add_pods`, `status`, `exec`, `down`. Tests take a
+//! lab of their own with [`LabSpec::isolated`] and hold it in a [`LabGuard`]:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use vpcni_lab::{LabGuard, LabSpec};
+//!
+//! let mut spec = LabSpec::isolated("mysuite");
+//! spec.nodes = 2;
+//! let mut lab = LabGuard::up(spec)?;
+//! let pod = lab.add_pods("node-1", 1, Duration::from_secs(60))?.remove(0);
+//! // A container runtime on node-2: CNI config, plugin directory, and a command inside the node.
+//! let conf_dir = lab.cni_conf_dir("node-2")?;
+//! let plugins = lab.bin_dir().to_owned();
+//! let mut runtime = lab.command("node-2", "containerd")?;
+//! # let _ = (pod, conf_dir, plugins, &mut runtime);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 mod cmd;
 mod down;
+mod exec;
 pub mod fabric;
+mod guard;
 pub mod internet;
 mod lab;
 mod node;
@@ -37,9 +56,10 @@ pub mod status;
 
 pub use cmd::{LabProcess, find_tool, netns_list};
 pub use down::{DownReport, down_at};
+pub use guard::LabGuard;
 pub use lab::{BINARIES, Lab, Target, preflight};
 pub use pods::{PodFailure, PodsError};
-pub use spec::LabSpec;
+pub use spec::{LabSpec, workspace_bin_dir};
 pub use state::{LabState, NodeRecord, PodRecord};
 pub use status::LabStatus;
 

@@ -58,6 +58,10 @@ impl PodFailure {
 
 impl fmt::Display for PodFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.pod.is_empty() {
+            // The lab failed before a pod was named (unknown node, unreadable state).
+            return write!(f, "{}", self.message);
+        }
         write!(f, "{} on {}: {}", self.pod, self.node, self.message)?;
         match self.reason() {
             Some(reason) => write!(f, " (ipamd reason {reason}")?,

@@ -48,6 +48,18 @@ pub const LAB_OWNED_ENV: [&str; 10] = [
     "ENABLE_PREFIX_DELEGATION",
 ];
 
+/// The directory cargo put the workspace's binaries in, found from the running executable: a test in
+/// `target/debug/deps/` or a binary in `target/debug/` both give `target/debug`.
+pub fn workspace_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    } else {
+        dir
+    }
+}
+
 /// What a lab is made of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LabSpec {
@@ -88,6 +100,19 @@ impl LabSpec {
             attach_delay_ms: 0,
             bin_dir: bin_dir.into(),
         }
+    }
+
+    /// A lab of its own for a test: namespaces named `vt-<suite>-<pid>-<n>-…` and state in
+    /// `/tmp/vt-<suite>-<pid>-<n>`, so tests run in parallel with each other and with a user's lab;
+    /// binaries from [`workspace_bin_dir`].
+    pub fn isolated(suite: &str) -> Self {
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("vt-{suite}-{}-{n}", std::process::id());
+        let mut spec = Self::new(workspace_bin_dir());
+        spec.prefix = format!("{name}-");
+        spec.state_dir = std::env::temp_dir().join(&name);
+        spec
     }
 
     /// Checks everything that can be checked before anything is created.

@@ -97,3 +97,53 @@ fn a_restarted_ipamd_keeps_its_pods_and_never_hands_out_their_addresses() {
     lab.stop_ipamd("node-1").unwrap();
     assert!(lab.add_pods("node-1", 1, Duration::from_secs(1)).is_err());
 }
+
+#[test]
+fn an_eni_detached_in_ec2_is_unplugged_from_its_node() {
+    let mut lab = TestLab::up(1, "t3.small", |_| {});
+    lab.pods("node-1", 2);
+    // The warm ENI ipamd attaches once pods use the primary ENI's addresses.
+    let plugged = eventually("a secondary ENI plugged", Duration::from_secs(20), || {
+        lab.fabric_report()
+            .unwrap()
+            .plugged
+            .into_iter()
+            .find(|p| p.device >= 1)
+    });
+    let account: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(lab.paths().ec2_state_file()).unwrap()).unwrap();
+    let attachment = account["enis"][&plugged.eni_id]["attachment"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // As EC2's console would: DetachNetworkInterface on the lab's EC2 endpoint.
+    let url = format!(
+        "http://169.254.169.254:8787/?Action=DetachNetworkInterface&AttachmentId={attachment}&Force=true"
+    );
+    let answer = lab.http_get("router", &url, Duration::from_secs(5)).unwrap();
+    assert!(answer.is_ok(), "EC2 refused the detach: {answer:?}");
+
+    eventually(
+        &format!("{} unplugged", plugged.eni_id),
+        Duration::from_secs(20),
+        || {
+            let report = lab.fabric_report().unwrap();
+            report
+                .plugged
+                .iter()
+                .all(|p| p.eni_id != plugged.eni_id)
+                .then_some(())
+        },
+    );
+    let links = lab.ip("node-1", &["-o", "link", "show"]);
+    assert!(
+        !links.contains(&plugged.mac),
+        "the detached ENI's MAC is still on node-1:\n{links}"
+    );
+    // Its addresses stay on the detached ENI in EC2, so nothing in the VPC routes them any more.
+    let primary = ipnet::Ipv4Net::from(plugged.primary_ip);
+    for net in plugged.routed.iter().chain([&primary]) {
+        let route = lab.ip("router", &["route", "show", "exact", &net.to_string()]);
+        assert!(route.trim().is_empty(), "the router still routes {net}: {route}");
+    }
+}

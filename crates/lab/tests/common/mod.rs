@@ -1,44 +1,17 @@
-//! Shared by the lab's tests: a lab with a unique namespace prefix and a temporary state directory, taken
-//! down on drop even when the test fails, and a few probes. Needs root and the workspace's binaries
+//! Shared by the lab's tests: a lab of its own (unique namespace prefix and state directory), taken down on
+//! drop even when the test fails, and a few probes. Needs root and the workspace's binaries
 //! (`cargo build --workspace --bins`), as `scripts/test.sh` provides.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test uses part of this; a panic is a test failure
 
 use std::ops::{Deref, DerefMut};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use vpcni_lab::{Lab, LabSpec, PodRecord};
+use vpcni_lab::{Lab, LabGuard, LabSpec, PodRecord};
 
-static LABS: AtomicU32 = AtomicU32::new(0);
-
-/// target/debug, where cargo puts the binaries the lab runs (tests live in target/debug/deps).
-pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let deps = exe.parent().unwrap();
-    let dir = if deps.ends_with("deps") {
-        deps.parent().unwrap()
-    } else {
-        deps
-    };
-    dir.to_path_buf()
-}
-
-/// `vt-lab-<pid>-<n>-`: unique per test process and lab, so tests run in parallel.
-pub fn unique_prefix() -> String {
-    format!(
-        "vt-lab-{}-{}-",
-        std::process::id(),
-        LABS.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-/// A spec for a test lab; the state directory lives under `dir`.
-pub fn spec(dir: &tempfile::TempDir, nodes: u32, instance_type: &str) -> LabSpec {
-    let mut spec = LabSpec::new(bin_dir());
-    spec.prefix = unique_prefix();
-    spec.state_dir = dir.path().join("lab");
+/// A spec for a test lab: its own namespaces and state directory, short pool cycles.
+pub fn spec(nodes: u32, instance_type: &str) -> LabSpec {
+    let mut spec = LabSpec::isolated("lab");
     spec.nodes = nodes;
     spec.instance_type = instance_type.to_owned();
     // Short pool cycles keep the tests quick; the policy is the same.
@@ -46,24 +19,22 @@ pub fn spec(dir: &tempfile::TempDir, nodes: u32, instance_type: &str) -> LabSpec
     spec
 }
 
-/// A lab that is taken down when dropped.
+/// A lab that is taken down when dropped, with probes.
 pub struct TestLab {
-    lab: Option<Lab>,
-    pub dir: tempfile::TempDir,
+    lab: LabGuard,
 }
 
 impl TestLab {
     pub fn up(nodes: u32, instance_type: &str, configure: impl FnOnce(&mut LabSpec)) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut spec = spec(&dir, nodes, instance_type);
+        let mut spec = spec(nodes, instance_type);
         configure(&mut spec);
-        let lab = Lab::up(spec).unwrap_or_else(|e| panic!("lab up: {e}"));
-        Self { lab: Some(lab), dir }
+        let lab = LabGuard::up(spec).unwrap_or_else(|e| panic!("lab up: {e}"));
+        Self { lab }
     }
 
-    /// Takes the lab down now (and not again on drop).
-    pub fn down(mut self) -> vpcni_lab::DownReport {
-        self.lab.take().unwrap().down().unwrap()
+    /// Takes the lab down now.
+    pub fn down(self) -> vpcni_lab::DownReport {
+        self.lab.down().unwrap()
     }
 
     pub fn pods(&mut self, node: &str, count: u32) -> Vec<PodRecord> {
@@ -130,23 +101,13 @@ impl TestLab {
 impl Deref for TestLab {
     type Target = Lab;
     fn deref(&self) -> &Lab {
-        self.lab.as_ref().unwrap()
+        &self.lab
     }
 }
 
 impl DerefMut for TestLab {
     fn deref_mut(&mut self) -> &mut Lab {
-        self.lab.as_mut().unwrap()
-    }
-}
-
-impl Drop for TestLab {
-    fn drop(&mut self) {
-        if let Some(lab) = self.lab.take()
-            && let Err(error) = lab.down()
-        {
-            eprintln!("taking the test lab down: {error}");
-        }
+        &mut self.lab
     }
 }
 

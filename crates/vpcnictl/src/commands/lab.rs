@@ -12,7 +12,18 @@ use ipnet::Ipv4Net;
 use vpcni_lab::spec::{DEFAULT_PREFIX, DEFAULT_STATE_DIR};
 use vpcni_lab::{Lab, LabError, LabSpec, LabStatus, PodsError};
 
-use crate::output::{OutputFormat, print_json, usage_error};
+use crate::output::{OutputFormat, usage_error};
+
+/// `println!` that ends quietly on a closed pipe (`vpcnictl lab status | head`) instead of panicking.
+macro_rules! say {
+    () => { $crate::commands::lab::emit("\n") };
+    ($($arg:tt)*) => { $crate::commands::lab::emit(&(format!($($arg)*) + "\n")) };
+}
+/// `print!`, the same way.
+macro_rules! say_raw {
+    ($($arg:tt)*) => { $crate::commands::lab::emit(&format!($($arg)*)) };
+}
+pub(crate) use {say, say_raw};
 
 /// The lab's subcommands; `--state` and `--prefix` pick the lab (defaults: /run/vpcni-lab, vpcni-).
 #[derive(Debug, Args)]
@@ -192,8 +203,13 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         LabCommand::Status { output } => Lab::open(&args.state).and_then(|lab| {
             let status = lab.status()?;
             match output {
-                OutputFormat::Json => print_json(&status).map_err(|e| LabError::Spec(e.to_string()))?,
-                OutputFormat::Text => print!("{}", status_text(&status)),
+                OutputFormat::Json => {
+                    emit(&(serde_json::to_string_pretty(&status).unwrap_or_default() + "\n"))
+                }
+                OutputFormat::Text => emit(&status_text(&status)),
+            }
+            for problem in lab.problems() {
+                eprintln!("warning: {problem}");
             }
             Ok(ExitCode::SUCCESS)
         }),
@@ -207,13 +223,13 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         }
         LabCommand::Down => vpcni_lab::down_at(&args.state, &args.prefix).map(|report| {
             if report.namespaces.is_empty() && report.processes == 0 && !report.state_removed {
-                println!(
+                say!(
                     "no lab to remove (state {}, prefix {})",
                     args.state.display(),
                     args.prefix
                 );
             } else {
-                println!(
+                say!(
                     "lab down: {} namespaces and {} processes removed, state {} {}",
                     report.namespaces.len(),
                     report.processes,
@@ -230,7 +246,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         LabCommand::Fetch { url } => {
             return match vpcni_lab::internet::http_get(&url, Duration::from_secs(5)) {
                 Ok(body) => {
-                    print!("{body}");
+                    say_raw!("{body}");
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(error) => {
@@ -250,8 +266,16 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     };
     result.or_else(|error| match error {
         LabError::Spec(message) => Ok(usage_error(message)),
+        unknown @ LabError::UnknownTarget { .. } => Ok(usage_error(unknown)),
         other => Err(anyhow::Error::new(other)),
     })
+}
+
+/// Writes to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
+pub(crate) fn emit(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
 }
 
 fn init_logging() {
@@ -267,7 +291,7 @@ fn init_logging() {
 /// `lab up`, printing progress and what to try next.
 pub fn bring_up(spec: LabSpec) -> Result<Lab, LabError> {
     let started = Instant::now();
-    println!(
+    say!(
         "bringing up {} × {} in VPC {} (state in {}) …",
         spec.nodes,
         spec.instance_type,
@@ -276,14 +300,14 @@ pub fn bring_up(spec: LabSpec) -> Result<Lab, LabError> {
     );
     let lab = Lab::up(spec)?;
     let status = lab.status()?;
-    println!("lab up in {:.1} s\n", started.elapsed().as_secs_f64());
-    print!("{}", status.nodes_table());
-    println!(
+    say!("lab up in {:.1} s\n", started.elapsed().as_secs_f64());
+    say_raw!("{}", status.nodes_table());
+    say!(
         "\nEach node runs vpcni-ipamd against the EC2 simulator (EC2 API and instance metadata at 169.254.169.254\n\
          inside the lab); pods are wired by the vpcni plugin. Logs: {}/nodes/<node>/ipamd.log",
         lab.paths().dir.display()
     );
-    println!("\ntry next:");
+    say!("\ntry next:");
     let second = if lab.state().nodes.len() > 1 { "2" } else { "1" };
     for (command, why) in [
         (
@@ -316,7 +340,7 @@ pub fn bring_up(spec: LabSpec) -> Result<Lab, LabError> {
         ("vpcnictl lab demo".to_owned(), "the guided tour"),
         ("vpcnictl lab down".to_owned(), "remove everything"),
     ] {
-        println!("  {command:<72} # {why}");
+        say!("  {command:<72} # {why}");
     }
     Ok(lab)
 }
@@ -336,7 +360,7 @@ fn add_pods(state: &Path, node: &str, count: u32, retry_for: Duration) -> Result
         let status = lab.status()?;
         let mut shown = status.clone();
         shown.pods.retain(|p| names.contains(&p.name.as_str()));
-        print!("{}", shown.pods_table());
+        emit(&shown.pods_table());
     }
     match failure {
         None => Ok(ExitCode::SUCCESS),
@@ -377,7 +401,7 @@ fn del_pods(
         ));
     }
     let deleted = lab.del_pods(&pods)?;
-    println!("deleted {}", deleted.join(", "));
+    say!("deleted {}", deleted.join(", "));
     Ok(ExitCode::SUCCESS)
 }
 

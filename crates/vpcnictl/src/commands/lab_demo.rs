@@ -8,14 +8,14 @@ use std::time::Duration;
 use vpcni_lab::{Lab, LabError, LabSpec, PodRecord, PodsError};
 use vpcni_limits::max_pods::{MaxPodsOptions, max_pods};
 
-use super::lab::{bring_up, status_text};
+use super::lab::{bring_up, say, say_raw, status_text};
 
 fn step(number: u32, title: &str) {
-    println!("\n━━ {number}. {title}");
+    say!("\n━━ {number}. {title}");
 }
 
 fn shell(line: &str) {
-    println!("$ {line}");
+    say!("$ {line}");
 }
 
 /// Runs the tour on the lab at `spec.state_dir`, bringing one up first if there is none.
@@ -23,7 +23,7 @@ pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
     step(1, "A VPC with nodes (EC2 instances), each running vpcni-ipamd");
     let mut lab = match Lab::open(&spec.state_dir) {
         Ok(lab) => {
-            println!("using the lab already up in {}", spec.state_dir.display());
+            say!("using the lab already up in {}", spec.state_dir.display());
             lab
         }
         Err(LabError::NotUp(_)) => {
@@ -51,11 +51,13 @@ pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
     }
     let status = lab.status()?;
     shell("vpcnictl lab status");
-    print!("{}", status.pods_table());
+    say_raw!("{}", status.pods_table());
     for node in lab.state().nodes.iter().take(3) {
-        println!(
+        say!(
             "  {} is {} in subnet {}: its pods' addresses are in the same VPC range",
-            node.name, node.primary_ip, node.subnet
+            node.name,
+            node.primary_ip,
+            node.subnet
         );
     }
 
@@ -80,12 +82,19 @@ pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
         if vpcni_lab::find_tool("ping").is_some() {
             lab.exec(&from.name, &ping)?;
         } else {
-            println!("(ping is not installed: apt-get install -y iputils-ping)");
+            say!("(ping is not installed: apt-get install -y iputils-ping)");
         }
-        println!(
-            "The router delivers {} straight to {}'s ENI, which EC2 says holds it. On the node, a /32 route per pod:",
-            to.ip, to.node
+        say!(
+            "The VPC router delivers {} to the ENI EC2 assigned it to ({}'s), by that ENI's MAC:",
+            to.ip,
+            to.node
         );
+        shell(&format!("vpcnictl lab exec router -- ip route get {}", to.ip));
+        lab.exec(
+            "router",
+            &["ip".into(), "route".into(), "get".into(), to.ip.to_string()],
+        )?;
+        say!("and on the node, a /32 route per pod to its veth:");
         shell(&format!("vpcnictl lab exec {} -- ip route", to.node));
         lab.exec(&to.node, &["ip".into(), "route".into()])?;
     }
@@ -109,13 +118,20 @@ pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
         };
         let verdict = if seen == public.to_string() {
             format!("= {}'s public address", pod.node)
+        } else if seen.is_empty() {
+            format!(
+                "no answer: the internet gateway drops private sources, so ipamd's SNAT on {} must turn {} into {} first",
+                pod.node,
+                pod.ip,
+                lab.node(&pod.node)?.primary_ip
+            )
         } else {
             format!("(expected {public}, {}'s public address)", pod.node)
         };
-        println!("{seen:<16} {verdict}");
+        say!("{seen:<16} {verdict}");
     }
     if !curl {
-        println!("(curl is not installed: fetched with vpcnictl's built-in client)");
+        say!("(curl is not installed: fetched with vpcnictl's built-in client)");
     }
 
     step(5, "The max-pods wall");
@@ -131,7 +147,7 @@ pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
             ..MaxPodsOptions::default()
         },
     );
-    println!(
+    say!(
         "{}: max pods {} ({}).\nTwo of those are host-network pods (aws-node, kube-proxy) that need no address of their own.",
         spec.instance_type,
         computed.max_pods,
@@ -150,7 +166,7 @@ pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
                 let status = lab.status()?;
                 for pod in pods {
                     let eni = status.pods.iter().find(|p| p.name == pod.name);
-                    println!(
+                    say!(
                         "  {:<8} {:<15} {}  device {}",
                         pod.name,
                         pod.ip,
@@ -161,23 +177,23 @@ pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
                 }
             }
             Err(error) => {
-                println!("  {}", error.failure);
+                say!("  {}", error.failure);
                 reached = error.failure.reason().is_some();
                 break;
             }
         }
     }
     if reached {
-        println!(
+        say!(
             "ipamd says why: on EKS this pod would stay Pending (kubelet's max pods), here the plugin reports ipamd's reason."
         );
     } else {
-        println!("(no pod was refused; the node has more room than max pods suggests)");
+        say!("(no pod was refused; the node has more room than max pods suggests)");
     }
 
     step(6, "Where things stand");
-    print!("{}", status_text(&lab.status()?));
-    println!(
+    say_raw!("{}", status_text(&lab.status()?));
+    say!(
         "\nKeep exploring: vpcnictl lab exec node-1 -- curl -s http://127.0.0.1:61679/v1/enis   (ipamd's view)\n\
          Remove everything: vpcnictl lab down"
     );
