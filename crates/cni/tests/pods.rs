@@ -377,3 +377,37 @@ fn del_is_safe_twice_without_a_netns_and_with_ipamd_stopped() {
     assert!(output.success(), "{output}");
     assert_eq!(pod_state(&node), baseline);
 }
+
+#[test]
+fn a_wiring_failure_after_the_address_was_given_undoes_everything_and_gives_it_back() {
+    let node = TestNode::start().unwrap();
+    node.wait_for_addresses(1).unwrap();
+    let config = node.cni_config_value("1.0.0");
+    let baseline = pod_state(&node);
+    // Something in the pod already holds the name eth0: the veth cannot be made after ipamd said yes.
+    let pod = node.pod_netns("taken").unwrap();
+    let squatter = pod
+        .exec(&[
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "squat",
+        ])
+        .unwrap();
+    assert!(squatter.status.success());
+    let output = add(&node, &pod, "taken", &config);
+    assert_eq!(output.error_code(), Some(100), "{output}");
+    assert!(
+        output
+            .error_msg()
+            .starts_with("failed to wire the pod with 10.0."),
+        "{output}"
+    );
+    assert_eq!(
+        pod_state(&node),
+        baseline,
+        "veth, routes, rules and the allocation are all gone"
+    );
+    let log = std::fs::read_to_string(node.plugin_log_path()).unwrap();
+    assert!(
+        log.contains("taken"),
+        "the plugin logged the failure to its file: {log}"
+    );
+}
