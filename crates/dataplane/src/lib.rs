@@ -4,14 +4,21 @@
 //!
 //! The host side is programmed in the calling thread's network namespace; the pod side from a short-lived
 //! thread that enters the pod's namespace and opens its own netlink socket there.
+//!
+//! ipamd's part of the node lives here too: secondary ENIs ([`eni`]), the node's policy rules ([`rules`]),
+//! SNAT and CONNMARK through `iptables-restore` ([`iptables`]) and kernel settings ([`sysctl`]).
 
 #![deny(missing_docs)]
 // nix's setns is safe; nothing here needs unsafe.
 #![forbid(unsafe_code)]
 
+pub mod eni;
+pub mod iptables;
 pub mod naming;
 mod netlink;
 pub mod pod;
+pub mod rules;
+pub mod sysctl;
 
 pub use pod::{PodSpec, Wired, check_pod, setup_pod, teardown_pod};
 

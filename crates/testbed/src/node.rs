@@ -238,6 +238,11 @@ impl TestNode {
                 "AWS_VPC_K8S_CNI_BACKING_STORE",
                 self.checkpoint_path().display().to_string(),
             ),
+            // Never the machine's /var/run/aws-node/ipam.json.
+            (
+                "VPCNI_IMPORT_CHECKPOINT",
+                self.original_checkpoint_path().display().to_string(),
+            ),
             ("INTROSPECTION_BIND_ADDRESS", INTROSPECTION_LISTEN.to_owned()),
             ("METRICS_BIND_ADDRESS", METRICS_LISTEN.to_owned()),
             ("AWS_VPC_K8S_CNI_LOG_FILE", "stderr".to_owned()),
@@ -283,6 +288,11 @@ impl TestNode {
     /// ipamd's checkpoint (kept across restarts).
     pub fn checkpoint_path(&self) -> PathBuf {
         self.dir.join("ipam.json")
+    }
+
+    /// Where ipamd looks for the original's checkpoint to import (instead of `/var/run/aws-node/ipam.json`).
+    pub fn original_checkpoint_path(&self) -> PathBuf {
+        self.dir.join("aws-node-ipam.json")
     }
 
     /// The simulator's saved account.

@@ -29,6 +29,8 @@ enum Command {
     /// Run the embedded EC2 simulator behind EC2's own API and instance metadata.
     #[command(subcommand)]
     Sim(commands::sim::SimCommand),
+    /// VPC in a box: nodes running vpcni-ipamd, pods wired by the vpcni plugin, in network namespaces.
+    Lab(commands::lab::LabArgs),
     /// Show or refresh the built-in table of instance-type network limits.
     #[command(subcommand)]
     Limits(commands::limits::LimitsCommand),
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Limits(command) => commands::limits::run(&command),
         Command::Pool(args) => commands::pool::run(&args),
         Command::Sim(command) => commands::sim::run(command),
+        Command::Lab(args) => commands::lab::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,5 +1,7 @@
 //! One module per subcommand.
 
+pub mod lab;
+mod lab_demo;
 pub mod limits;
 pub mod max_pods;
 pub mod pool;

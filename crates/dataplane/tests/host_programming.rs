@@ -1,0 +1,442 @@
+//! ipamd's host programming in real network namespaces: a "node" namespace stands in for the host, a
+//! "fabric" namespace for the VPC behind its ENIs. Nothing touches the machine's own namespace. Needs root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is its failure report
+
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use vpcni_dataplane::eni::{EniSpec, prune_eni_rules, setup_eni, teardown_eni, wait_for_link_by_mac};
+use vpcni_dataplane::iptables::{SnatPorts, SnatSettings, apply};
+use vpcni_dataplane::rules::{NodeRules, program_node_rules};
+use vpcni_dataplane::{PodSpec, setup_pod, sysctl};
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// Named network namespaces `vt-ipamd-<pid>-<n>`, deleted on drop even when the test fails.
+struct Namespaces(Vec<String>);
+
+impl Namespaces {
+    fn new(count: usize) -> Self {
+        let names: Vec<String> = (0..count)
+            .map(|_| {
+                format!(
+                    "vt-ipamd-{}-{}",
+                    std::process::id(),
+                    NEXT.fetch_add(1, Ordering::SeqCst)
+                )
+            })
+            .collect();
+        for name in &names {
+            let _ = Command::new("ip")
+                .args(["netns", "del", name])
+                .stderr(std::process::Stdio::null())
+                .status();
+            assert!(
+                Command::new("ip")
+                    .args(["netns", "add", name])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+            ip(name, &["link", "set", "lo", "up"]);
+        }
+        Self(names)
+    }
+
+    fn path(&self, i: usize) -> String {
+        format!("/var/run/netns/{}", self.0[i])
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = Command::new("ip")
+                .args(["netns", "del", name])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// `ip -n <netns> <args>`, its stdout; panics when ip fails.
+fn ip(netns: &str, args: &[&str]) -> String {
+    let output = Command::new("ip")
+        .args(["-n", netns])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn exec(netns: &str, args: &[&str]) -> std::process::Output {
+    Command::new("ip")
+        .args(["netns", "exec", netns])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs `work` on a thread inside the node namespace with its own runtime, as ipamd would run.
+fn on_node<T: Send + 'static>(path: String, work: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(move || {
+        let netns = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(
+            std::os::fd::AsFd::as_fd(&netns),
+            nix::sched::CloneFlags::CLONE_NEWNET,
+        )
+        .unwrap();
+        work()
+    })
+    .join()
+    .unwrap()
+}
+
+fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(future)
+}
+
+/// A veth `name` in `node` with `mac`, its peer `peer` in `fabric`.
+fn plug(node: &str, fabric: &str, name: &str, peer: &str, mac: &str) {
+    ip(
+        node,
+        &[
+            "link", "add", name, "address", mac, "type", "veth", "peer", "name", peer, "netns", fabric,
+        ],
+    );
+    ip(fabric, &["link", "set", peer, "up"]);
+}
+
+fn eni_spec() -> EniSpec {
+    EniSpec {
+        mac: "02:AA:BB:CC:DD:01".into(),
+        primary_ip: "10.0.1.20".parse().unwrap(),
+        subnet: "10.0.1.0/24".parse().unwrap(),
+        mtu: 9001,
+        table: 2,
+    }
+}
+
+#[test]
+fn a_secondary_eni_is_set_up_as_the_original_does_it_and_torn_down() {
+    let ns = Namespaces::new(2);
+    let (node, fabric) = (ns.0[0].clone(), ns.0[1].clone());
+    plug(&node, &fabric, "eth1", "f1", "02:aa:bb:cc:dd:01");
+    ip(&node, &["addr", "add", "192.168.9.9/24", "dev", "eth1"]);
+    ip(&fabric, &["addr", "add", "10.0.1.1/24", "dev", "f1"]);
+
+    let spec = eni_spec();
+    let name = on_node(ns.path(0), move || block_on(setup_eni(&spec)).unwrap());
+    assert_eq!(name, "eth1");
+    let link = ip(&node, &["link", "show", "eth1"]);
+    assert!(link.contains("mtu 9001") && link.contains(",UP"), "{link}");
+    let addresses = ip(&node, &["-4", "addr", "show", "eth1"]);
+    assert!(addresses.contains("inet 10.0.1.20/24"), "{addresses}");
+    assert!(
+        !addresses.contains("192.168.9.9"),
+        "old addresses are replaced: {addresses}"
+    );
+    let main = ip(&node, &["route", "show", "table", "main"]);
+    assert!(
+        !main.contains("10.0.1.0/24"),
+        "the connected route leaves main: {main}"
+    );
+    let table = ip(&node, &["route", "show", "table", "2"]);
+    assert!(table.contains("default via 10.0.1.1 dev eth1"), "{table}");
+    assert!(table.contains("10.0.1.1 dev eth1 scope link"), "{table}");
+    let rules = ip(&node, &["rule"]);
+    assert!(rules.contains("32765:\tfrom 10.0.1.20 lookup 2"), "{rules}");
+
+    // The policy routing carries traffic: from the ENI's address, the subnet router answers through eth1.
+    let ping = exec(
+        &node,
+        &["ping", "-c", "1", "-W", "2", "-I", "10.0.1.20", "10.0.1.1"],
+    );
+    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
+
+    // Again: nothing changes, nothing doubles.
+    let spec = eni_spec();
+    on_node(ns.path(0), move || block_on(setup_eni(&spec)).unwrap());
+    assert_eq!(ip(&node, &["rule"]), rules);
+    assert_eq!(ip(&node, &["route", "show", "table", "2"]), table);
+    assert_eq!(
+        ip(&node, &["-4", "addr", "show", "eth1"])
+            .matches("inet ")
+            .count(),
+        1
+    );
+
+    on_node(ns.path(0), || {
+        block_on(teardown_eni("10.0.1.20".parse().unwrap(), 2)).unwrap()
+    });
+    assert!(!ip(&node, &["rule"]).contains("10.0.1.20"));
+    assert_eq!(ip(&node, &["route", "show", "table", "2"]).trim(), "");
+}
+
+#[test]
+fn waiting_for_a_hot_plugged_eni_and_pruning_rules_of_gone_ones() {
+    let ns = Namespaces::new(2);
+    let (node, fabric) = (ns.0[0].clone(), ns.0[1].clone());
+    let plugger = {
+        let (node, fabric) = (node.clone(), fabric.clone());
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            plug(&node, &fabric, "eth2", "f2", "02:aa:bb:cc:dd:02");
+        })
+    };
+    let name = on_node(ns.path(0), || {
+        block_on(wait_for_link_by_mac("02:aa:bb:cc:dd:02", Duration::from_secs(20))).unwrap()
+    });
+    plugger.join().unwrap();
+    assert_eq!(name, "eth2");
+    let error = on_node(ns.path(0), || {
+        block_on(wait_for_link_by_mac(
+            "02:aa:bb:cc:dd:99",
+            Duration::from_millis(300),
+        ))
+        .unwrap_err()
+    });
+    assert!(
+        error.to_string().contains("no link with MAC 02:aa:bb:cc:dd:99"),
+        "{error}"
+    );
+
+    // A setup for a MAC with no link says so.
+    let missing = EniSpec {
+        mac: "02:aa:bb:cc:dd:77".into(),
+        ..eni_spec()
+    };
+    let error = on_node(ns.path(0), move || block_on(setup_eni(&missing)).unwrap_err());
+    assert!(error.to_string().contains("02:aa:bb:cc:dd:77"), "{error}");
+
+    for (source, table) in [("10.0.1.20", "2"), ("10.0.1.30", "3")] {
+        ip(
+            &node,
+            &[
+                "rule", "add", "from", source, "lookup", table, "priority", "32765",
+            ],
+        );
+    }
+    let removed = on_node(ns.path(0), || {
+        block_on(prune_eni_rules(&["10.0.1.20".parse().unwrap()])).unwrap()
+    });
+    assert_eq!(removed, vec!["10.0.1.30".parse::<std::net::Ipv4Addr>().unwrap()]);
+    let rules = ip(&node, &["rule"]);
+    assert!(
+        rules.contains("from 10.0.1.20 lookup 2") && !rules.contains("10.0.1.30"),
+        "{rules}"
+    );
+}
+
+#[test]
+fn node_rules_follow_the_settings() {
+    let ns = Namespaces::new(1);
+    let node = ns.0[0].clone();
+    let wanted = NodeRules {
+        fwmark: Some(0x80),
+        external_service_cidrs: vec!["192.0.2.0/24".parse().unwrap(), "192.0.2.0/24".parse().unwrap()],
+    };
+    let changes = on_node(ns.path(0), move || block_on(program_node_rules(&wanted)).unwrap());
+    assert_eq!(changes, 2);
+    let rules = ip(&node, &["rule"]);
+    assert!(
+        rules.contains("1024:\tfrom all fwmark 0x80/0x80 lookup main"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("1535:\tfrom all to 192.0.2.0/24 lookup main"),
+        "{rules}"
+    );
+    let again = NodeRules {
+        fwmark: Some(0x80),
+        external_service_cidrs: vec!["192.0.2.0/24".parse().unwrap()],
+    };
+    assert_eq!(
+        on_node(ns.path(0), move || block_on(program_node_rules(&again)).unwrap()),
+        0
+    );
+
+    let changed = NodeRules {
+        fwmark: None,
+        external_service_cidrs: vec!["198.51.100.0/24".parse().unwrap()],
+    };
+    assert_eq!(
+        on_node(ns.path(0), move || block_on(program_node_rules(&changed))
+            .unwrap()),
+        3
+    );
+    let rules = ip(&node, &["rule"]);
+    assert!(
+        !rules.contains("fwmark") && !rules.contains("192.0.2.0"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("1535:\tfrom all to 198.51.100.0/24 lookup main"),
+        "{rules}"
+    );
+
+    // rp_filter on the primary interface, in the node's namespace only.
+    ip(
+        &node,
+        &["link", "add", "eth0", "type", "veth", "peer", "name", "p0"],
+    );
+    on_node(ns.path(0), || {
+        sysctl::set_rp_filter("eth0", sysctl::RP_FILTER_LOOSE).unwrap()
+    });
+    let value = exec(&node, &["sysctl", "-n", "net.ipv4.conf.eth0.rp_filter"]);
+    assert_eq!(String::from_utf8_lossy(&value.stdout).trim(), "2");
+}
+
+fn snat_settings() -> SnatSettings {
+    SnatSettings {
+        primary_ip: "10.0.0.10".parse().unwrap(),
+        primary_interface: "eth0".into(),
+        vpc_cidrs: vec!["10.0.0.0/16".parse().unwrap()],
+        excluded_cidrs: vec!["172.16.0.0/12".parse().unwrap()],
+        external_snat: false,
+        ports: SnatPorts::RandomFully,
+        connmark: 0x80,
+        node_port_support: true,
+        veth_prefix: "eni".into(),
+    }
+}
+
+fn save(netns: &str) -> String {
+    let output = exec(netns, &["iptables-save"]);
+    assert!(output.status.success());
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|l| l.starts_with("-A ") || l.starts_with(':'))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn iptables_rules_are_applied_atomically_once_and_stale_ones_removed() {
+    let ns = Namespaces::new(1);
+    let node = ns.0[0].clone();
+    // Someone else's rules, and a chain an older release left behind.
+    for args in [
+        vec![
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-j",
+            "RETURN",
+            "-m",
+            "comment",
+            "--comment",
+            "kube",
+        ],
+        vec!["-t", "nat", "-N", "AWS-SNAT-CHAIN-1"],
+        vec!["-t", "nat", "-A", "AWS-SNAT-CHAIN-1", "-j", "RETURN"],
+    ] {
+        let mut full = vec!["iptables"];
+        full.extend(args);
+        assert!(exec(&node, &full).status.success());
+    }
+    let changes = on_node(ns.path(0), || apply(&snat_settings()).unwrap());
+    assert!(changes > 0);
+    let rules = save(&node);
+    for line in [
+        r#"-A POSTROUTING -m comment --comment "AWS SNAT CHAIN" -j AWS-SNAT-CHAIN-0"#,
+        r#"-A AWS-SNAT-CHAIN-0 -d 10.0.0.0/16 -m comment --comment "AWS SNAT CHAIN" -j RETURN"#,
+        r#"-A AWS-SNAT-CHAIN-0 -d 172.16.0.0/12 -m comment --comment "AWS SNAT CHAIN EXCLUSION" -j RETURN"#,
+        r#"-A AWS-SNAT-CHAIN-0 ! -o vlan+ -m comment --comment "AWS, SNAT" -m addrtype ! --dst-type LOCAL -j SNAT --to-source 10.0.0.10 --random-fully"#,
+        r#"-A PREROUTING -i eni+ -m comment --comment "AWS, outbound connections" -j AWS-CONNMARK-CHAIN-0"#,
+        r#"-A AWS-CONNMARK-CHAIN-0 -d 172.16.0.0/12 -m comment --comment "AWS CONNMARK CHAIN, EXCLUDED CIDR" -j RETURN"#,
+        r#"-A AWS-CONNMARK-CHAIN-0 -m comment --comment "AWS, CONNMARK" -j CONNMARK --set-xmark 0x80/0x80"#,
+        r#"-A PREROUTING -m comment --comment "AWS, CONNMARK" -j CONNMARK --restore-mark --nfmask 0x80 --ctmask 0x80"#,
+        r#"-A PREROUTING -i eth0 -m comment --comment "AWS, primary ENI" -m addrtype --dst-type LOCAL --limit-iface-in -j CONNMARK --set-xmark 0x80/0x80"#,
+        r#"-A PREROUTING -i vlan+ -m comment --comment "AWS, primary ENI" -j CONNMARK --restore-mark --nfmask 0x80 --ctmask 0x80"#,
+        r#"-A PREROUTING -m comment --comment kube -j RETURN"#,
+    ] {
+        assert!(rules.lines().any(|l| l == line), "missing {line}\n{rules}");
+    }
+    assert!(!rules.contains("AWS-SNAT-CHAIN-1"), "{rules}");
+
+    // The same settings again: not one change.
+    assert_eq!(on_node(ns.path(0), || apply(&snat_settings()).unwrap()), 0);
+    assert_eq!(save(&node), rules);
+
+    // An exclusion removed and hashrandom chosen: the stale rules go, in place.
+    let changed = SnatSettings {
+        excluded_cidrs: vec![],
+        ports: SnatPorts::Random,
+        ..snat_settings()
+    };
+    on_node(ns.path(0), move || apply(&changed).unwrap());
+    let rules = save(&node);
+    assert!(!rules.contains("172.16.0.0/12"), "{rules}");
+    assert!(
+        rules
+            .lines()
+            .any(|l| l.ends_with("--to-source 10.0.0.10 --random")),
+        "{rules}"
+    );
+
+    // External SNAT: no SNAT or CONNMARK chains; the NodePort marks stay.
+    let external = SnatSettings {
+        external_snat: true,
+        ..snat_settings()
+    };
+    on_node(ns.path(0), move || apply(&external).unwrap());
+    let rules = save(&node);
+    assert!(
+        !rules.contains("AWS-SNAT-CHAIN") && !rules.contains("AWS-CONNMARK-CHAIN"),
+        "{rules}"
+    );
+    assert!(
+        rules.contains("AWS, primary ENI") && rules.contains("kube"),
+        "{rules}"
+    );
+}
+
+/// A pod on the node reaches an address outside the VPC only through the SNAT rules: the "internet"
+/// namespace knows no route back to the pod's own address.
+#[test]
+fn snat_carries_pod_traffic_out_of_the_vpc() {
+    let ns = Namespaces::new(3);
+    let (node, internet, pod) = (ns.0[0].clone(), ns.0[1].clone(), ns.0[2].clone());
+    plug(&node, &internet, "eth0", "i0", "02:aa:bb:cc:dd:10");
+    ip(&node, &["addr", "add", "10.0.0.10/24", "dev", "eth0"]);
+    ip(&node, &["link", "set", "eth0", "up"]);
+    ip(&node, &["route", "add", "default", "via", "10.0.0.1"]);
+    ip(&internet, &["addr", "add", "10.0.0.1/32", "dev", "i0"]);
+    ip(&internet, &["route", "add", "10.0.0.10/32", "dev", "i0"]);
+    ip(&internet, &["addr", "add", "198.51.100.1/32", "dev", "lo"]);
+    assert!(
+        exec(&node, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+            .status
+            .success()
+    );
+    let spec = PodSpec {
+        netns: ns.path(2),
+        ifname: "eth0".into(),
+        host_veth: "eni0000000001".into(),
+        ip: "10.0.0.50".parse().unwrap(),
+        mtu: 1500,
+        route_table: Some(254),
+    };
+    on_node(ns.path(0), move || block_on(setup_pod(&spec)).unwrap());
+    let ping = |netns: &str| {
+        exec(netns, &["ping", "-c", "1", "-W", "1", "198.51.100.1"])
+            .status
+            .success()
+    };
+    assert!(!ping(&pod), "without SNAT the reply has no way back");
+    on_node(ns.path(0), || apply(&snat_settings()).unwrap());
+    assert!(ping(&pod), "with SNAT the pod reaches outside the VPC");
+}

@@ -1,0 +1,293 @@
+//! The fabric: the process that is the VPC. It runs in the router namespace (`vpcnictl lab fabric`),
+//! embeds the EC2 simulator endpoint (EC2 API on 169.254.169.254:8787, IMDSv2 on 169.254.169.254:80,
+//! answering each node by its source address), and keeps the namespaces in step with the simulator:
+//! an ENI EC2 reports attached appears in its node as `eth<device>` with the ENI's MAC, and every address
+//! EC2 assigns to it is routed to it by the router; detached ENIs disappear.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use vpcni_ec2::sim::{SimConfig, Simulator};
+use vpcni_ec2::{AttachmentStatus, Tags};
+use vpcni_ec2_endpoint::topology::{InstanceSpec, SubnetSpec, VpcSpec};
+use vpcni_ec2_endpoint::{EndpointConfig, Topology};
+
+use crate::LabError;
+use crate::router::{self, EniLink};
+use crate::spec::{EC2_PORT, LabSpec, METADATA_IP, Names, eni_links};
+use crate::state::{FabricInstance, FabricReport, LabState, PluggedEni, StatePaths};
+
+/// How often the fabric compares the simulator with the namespaces.
+const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The VPC, subnets and instances of a lab, as a simulator topology.
+pub fn topology(spec: &LabSpec) -> Topology {
+    let subnets = spec
+        .subnets
+        .iter()
+        .enumerate()
+        .map(|(i, cidr)| SubnetSpec {
+            name: format!("subnet-{}", i + 1),
+            cidr: *cidr,
+            az: None,
+            tags: Tags::new(),
+            prefix_reservations: Vec::new(),
+        })
+        .collect();
+    let instances = (1..=spec.nodes)
+        .map(|index| InstanceSpec {
+            name: crate::spec::node_name(index),
+            instance_type: spec.instance_type.clone(),
+            subnet: format!("subnet-{}", (index as usize - 1) % spec.subnets.len() + 1),
+            primary_ip: spec.planned_primary_ip(index),
+            default: index == 1,
+        })
+        .collect();
+    Topology {
+        vpc: VpcSpec {
+            cidr: spec.vpc_cidr,
+            secondary_cidrs: Vec::new(),
+            tags: Tags::new(),
+        },
+        subnets,
+        instances,
+        sim: SimConfig {
+            attach_delay_ms: spec.attach_delay_ms,
+            ..SimConfig::default()
+        },
+    }
+}
+
+/// Runs the fabric until SIGTERM or SIGINT. Called inside the router namespace.
+pub fn run(state_dir: &Path) -> Result<(), LabError> {
+    let paths = StatePaths::new(state_dir);
+    let state = LabState::load(&paths)?.ok_or_else(|| LabError::NotUp(state_dir.to_owned()))?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| LabError::Spec(format!("cannot start the fabric's runtime: {e}")))?;
+    runtime.block_on(async {
+        let handle = vpcni_ec2_endpoint::serve(EndpointConfig {
+            ec2_listen: SocketAddr::from((METADATA_IP, EC2_PORT)),
+            imds_listen: SocketAddr::from((METADATA_IP, 80)),
+            topology: Some(topology(&state.spec)),
+            sim: SimConfig::default(),
+            state_dir: Some(paths.ec2_dir()),
+        })
+        .await
+        .map_err(|e| LabError::Spec(format!("the EC2 simulator did not start: {e}")))?;
+        tracing::info!(ec2 = %handle.ec2_url(), imds = %handle.imds_url(), "simulator serving");
+        let stop = Arc::new(AtomicBool::new(false));
+        let sync = {
+            let (sim, stop, paths) = (handle.sim.clone(), stop.clone(), paths.clone());
+            std::thread::spawn(move || sync_loop(&sim, &state, &paths, &stop))
+        };
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| LabError::Spec(format!("cannot watch SIGTERM: {e}")))?;
+        tokio::select! {
+            _ = terminate.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stopping");
+        stop.store(true, Ordering::SeqCst);
+        let _ = sync.join();
+        handle.shutdown();
+        Ok(())
+    })
+}
+
+/// One plugged ENI as the sync loop remembers it.
+#[derive(Debug, Clone)]
+struct Plugged {
+    eni_id: String,
+    link: EniLink,
+    card: u32,
+    device: u32,
+    routed: BTreeSet<Ipv4Net>,
+}
+
+/// One ENI as EC2 has it attached now.
+#[derive(Debug, Clone)]
+struct Attached {
+    node: usize,
+    eni_id: String,
+    mac: String,
+    card: u32,
+    device: u32,
+    primary_ip: Ipv4Addr,
+    addresses: BTreeSet<Ipv4Net>,
+}
+
+fn attached_enis(sim: &Simulator, state: &LabState) -> (Vec<FabricInstance>, String, Vec<Attached>) {
+    let mut instances = Vec::new();
+    let mut vpc_id = String::new();
+    let mut attached = Vec::new();
+    for instance in sim.instances() {
+        let Some(name) = instance.tags.get("Name") else {
+            continue;
+        };
+        let Some(node) = state.nodes.iter().position(|n| &n.name == name) else {
+            continue;
+        };
+        if instance.state != "running" {
+            continue;
+        }
+        vpc_id.clone_from(&instance.vpc_id);
+        instances.push(FabricInstance {
+            name: name.clone(),
+            instance_id: instance.instance_id.clone(),
+            primary_ip: instance.private_ip,
+        });
+        for eni in &instance.network_interfaces {
+            let Some(attachment) = &eni.attachment else {
+                continue;
+            };
+            if attachment.status != AttachmentStatus::Attached
+                || attachment.instance_id != instance.instance_id
+            {
+                continue;
+            }
+            let mut addresses: BTreeSet<Ipv4Net> =
+                eni.secondary_ips.iter().map(|ip| Ipv4Net::from(*ip)).collect();
+            addresses.extend(eni.ipv4_prefixes.iter().copied());
+            attached.push(Attached {
+                node,
+                eni_id: eni.network_interface_id.clone(),
+                mac: eni.mac_address.clone(),
+                card: attachment.network_card_index,
+                device: attachment.device_index,
+                primary_ip: eni.private_ip,
+                addresses,
+            });
+        }
+    }
+    (instances, vpc_id, attached)
+}
+
+fn sync_loop(sim: &Simulator, state: &LabState, paths: &StatePaths, stop: &AtomicBool) {
+    let names = Names::new(&state.spec.prefix);
+    let router_ns = names.router();
+    let mut plugged: BTreeMap<(usize, u32, u32), Plugged> = BTreeMap::new();
+    let mut last_report = FabricReport::default();
+    while !stop.load(Ordering::SeqCst) {
+        let (instances, vpc_id, attached) = attached_enis(sim, state);
+        let mut errors = Vec::new();
+        let wanted: BTreeMap<(usize, u32, u32), &Attached> =
+            attached.iter().map(|a| ((a.node, a.card, a.device), a)).collect();
+
+        let gone: Vec<(usize, u32, u32)> = plugged
+            .iter()
+            .filter(|(key, p)| wanted.get(key).is_none_or(|a| a.eni_id != p.eni_id))
+            .map(|(key, _)| *key)
+            .collect();
+        for key in gone {
+            if let Some(old) = plugged.remove(&key) {
+                match router::unplug(&router_ns, &old.link.router_link) {
+                    Ok(()) => {
+                        tracing::info!(node = %state.nodes[key.0].name, eni = %old.eni_id, link = %old.link.node_link, "unplugged")
+                    }
+                    Err(error) => {
+                        errors.push(error.to_string());
+                        plugged.insert(key, old);
+                    }
+                }
+            }
+        }
+        for (key, eni) in &wanted {
+            if !plugged.contains_key(key) {
+                match plug(state, &router_ns, eni) {
+                    Ok(entry) => {
+                        tracing::info!(node = %state.nodes[eni.node].name, eni = %eni.eni_id, mac = %eni.mac, link = %entry.link.node_link, "plugged");
+                        plugged.insert(*key, entry);
+                    }
+                    Err(error) => {
+                        errors.push(error.to_string());
+                        continue;
+                    }
+                }
+            }
+            let Some(entry) = plugged.get_mut(key) else {
+                continue;
+            };
+            let add: Vec<Ipv4Net> = eni.addresses.difference(&entry.routed).copied().collect();
+            let remove: Vec<Ipv4Net> = entry.routed.difference(&eni.addresses).copied().collect();
+            if add.is_empty() && remove.is_empty() {
+                continue;
+            }
+            match router::reroute(&router_ns, &entry.link, &add, &remove) {
+                Ok(()) => {
+                    tracing::debug!(eni = %eni.eni_id, added = add.len(), removed = remove.len(), "routes");
+                    entry.routed.clone_from(&eni.addresses);
+                }
+                Err(error) => errors.push(error.to_string()),
+            }
+        }
+
+        let ready = (0..state.nodes.len()).all(|n| plugged.contains_key(&(n, 0, 0)));
+        let report = FabricReport {
+            pid: std::process::id(),
+            vpc_id,
+            instances,
+            ready,
+            plugged: plugged
+                .values()
+                .map(|p| PluggedEni {
+                    node: p
+                        .link
+                        .node_netns
+                        .strip_prefix(&state.spec.prefix)
+                        .unwrap_or_default()
+                        .to_owned(),
+                    eni_id: p.eni_id.clone(),
+                    mac: p.link.mac.clone(),
+                    card: p.card,
+                    device: p.device,
+                    router_link: p.link.router_link.clone(),
+                    node_link: p.link.node_link.clone(),
+                    primary_ip: p.link.primary_ip,
+                    routed: p.routed.iter().copied().collect(),
+                })
+                .collect(),
+            last_error: (!errors.is_empty()).then(|| errors.join("; ")),
+        };
+        for error in &errors {
+            tracing::warn!("sync: {error}");
+        }
+        if report != last_report {
+            if let Err(error) = report.save(paths) {
+                tracing::warn!("cannot write the fabric report: {error}");
+            }
+            last_report = report;
+        }
+        std::thread::sleep(SYNC_INTERVAL);
+    }
+}
+
+fn plug(state: &LabState, router_ns: &str, eni: &Attached) -> Result<Plugged, LabError> {
+    let node = &state.nodes[eni.node];
+    let (router_link, node_link) = eni_links(node.index, eni.card, eni.device);
+    let link = EniLink {
+        node_netns: node.netns.clone(),
+        router_link,
+        node_link,
+        mac: eni.mac.clone(),
+        primary_ip: eni.primary_ip,
+    };
+    router::plug(router_ns, &link)?;
+    if eni.card == 0 && eni.device == 0 {
+        router::configure_primary(&node.netns, &link.node_link, eni.primary_ip, node.subnet)?;
+    }
+    Ok(Plugged {
+        eni_id: eni.eni_id.clone(),
+        link,
+        card: eni.card,
+        device: eni.device,
+        routed: BTreeSet::new(),
+    })
+}

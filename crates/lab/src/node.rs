@@ -1,0 +1,185 @@
+//! Node namespaces: what the AMI sets (IP forwarding), what the original's init container sets (loose
+//! reverse-path filtering on the primary interface), a real `vpcni-ipamd`, and the CNI configuration for
+//! the real `vpcni` plugin.
+
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::cmd::{LabProcess, netns_add, netns_command, pid_alive, sysctl, tail};
+use crate::internet::http_get;
+use crate::spec::{ENI_MTU, INTROSPECTION};
+use crate::state::StateLock;
+use crate::state::{LabState, NodeRecord, StatePaths};
+use crate::{Lab, LabError};
+
+/// The CNI network name, part of ipamd's allocation key.
+pub const NETWORK_NAME: &str = "vpcni";
+/// The conflist's file name in a node's CNI configuration directory.
+pub const CONFLIST_FILE: &str = "10-vpcni.conflist";
+/// CNI version of the conflist: the newest containerd 1.6 (Debian 12) understands.
+pub const CNI_VERSION: &str = "1.0.0";
+/// How long ipamd may take to start.
+const IPAMD_START: Duration = Duration::from_secs(45);
+
+/// Creates the node's namespace and directory.
+pub fn create(paths: &StatePaths, node: &NodeRecord) -> Result<(), LabError> {
+    netns_add(&node.netns)?;
+    sysctl(
+        &node.netns,
+        &[("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.rp_filter", "0")],
+    )?;
+    let dir = paths.node_dir(&node.name);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(LabError::io(&dir))?;
+    // The directory holds ipamd's socket: root only, even if it existed with wider permissions.
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(LabError::io(&dir))?;
+    write_cni_config(paths, node)
+}
+
+/// The node's conflist, as a container runtime would read it from the CNI configuration directory.
+pub fn conflist(paths: &StatePaths, node: &str) -> Value {
+    let dir = paths.node_dir(node);
+    json!({
+        "cniVersion": CNI_VERSION,
+        "name": NETWORK_NAME,
+        "disableCheck": true,
+        "plugins": [{
+            "type": "vpcni",
+            "vethPrefix": "eni",
+            "mtu": ENI_MTU.to_string(),
+            "podSGEnforcingMode": "strict",
+            "pluginLogFile": dir.join("plugin.log").display().to_string(),
+            "pluginLogLevel": "debug",
+            "ipamdSocket": dir.join("ipamd.sock").display().to_string(),
+        }]
+    })
+}
+
+fn write_cni_config(paths: &StatePaths, node: &NodeRecord) -> Result<(), LabError> {
+    let dir = paths.cni_conf_dir(&node.name);
+    std::fs::create_dir_all(&dir).map_err(LabError::io(&dir))?;
+    let path = dir.join(CONFLIST_FILE);
+    let text = serde_json::to_string_pretty(&conflist(paths, &node.name)).unwrap_or_default();
+    std::fs::write(&path, text + "\n").map_err(LabError::io(path))
+}
+
+/// Starts the node's ipamd (after what the original's init container does).
+pub fn spawn_ipamd(paths: &StatePaths, state: &LabState, node: &NodeRecord) -> Result<LabProcess, LabError> {
+    // The original's init container sets loose reverse-path filtering on the primary interface: replies
+    // to NodePort traffic or to pods on secondary ENIs are asymmetric.
+    sysctl(&node.netns, &[("net.ipv4.conf.eth0.rp_filter", "2")])?;
+    let dir = paths.node_dir(&node.name);
+    let _ = std::fs::remove_file(dir.join("ipamd.sock"));
+    let mut command = netns_command(&node.netns, state.spec.bin_dir.join("vpcni-ipamd"));
+    command.envs(state.spec.ipamd_environment(&dir));
+    LabProcess::spawn(command, &dir.join("ipamd.log"))
+}
+
+/// Waits until a starting ipamd serves its socket and introspection; stops it if it does not in time.
+pub fn wait_ipamd(paths: &StatePaths, node: &NodeRecord, process: &mut LabProcess) -> Result<(), LabError> {
+    let dir = paths.node_dir(&node.name);
+    let socket = dir.join("ipamd.sock");
+    let log = dir.join("ipamd.log");
+    let failed = |detail: String| LabError::Process {
+        what: format!("vpcni-ipamd on {}", node.name),
+        detail,
+        log: log.clone(),
+        log_tail: tail(&log, 15),
+    };
+    let deadline = Instant::now() + IPAMD_START;
+    let introspection = format!("http://{INTROSPECTION}/v1/enis");
+    loop {
+        if !process.alive() {
+            return Err(failed("it exited".into()));
+        }
+        if socket.exists() && introspection_answers(&node.netns, &introspection) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            process.stop(Duration::from_secs(2));
+            return Err(failed(format!(
+                "no socket at {} after {} s",
+                socket.display(),
+                IPAMD_START.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn introspection_answers(netns: &str, url: &str) -> bool {
+    let url = url.to_owned();
+    crate::cmd::in_netns(netns, move || {
+        Ok(http_get(&url, Duration::from_millis(500)).is_ok())
+    })
+    .unwrap_or(false)
+}
+
+/// Stops a node's ipamd the way its DaemonSet would (SIGTERM, then SIGKILL after 10 s).
+pub fn stop_ipamd(process: &mut LabProcess) {
+    process.stop(Duration::from_secs(10));
+}
+
+/// Stopping, killing and starting a node's ipamd, for tests of restarts and crashes.
+impl Lab {
+    fn ipamd_process(&mut self, node: &str) -> Result<(String, LabProcess), LabError> {
+        let record = self.node(node)?.clone();
+        let key = format!("ipamd/{}", record.name);
+        let process = match self.processes.remove(&key) {
+            Some(process) => process,
+            None => {
+                let pid = record
+                    .ipamd_pid
+                    .ok_or_else(|| LabError::Spec(format!("ipamd is not running on {}", record.name)))?;
+                LabProcess::adopt(pid)
+            }
+        };
+        Ok((record.name, process))
+    }
+
+    fn forget_ipamd(&mut self, node: &str) -> Result<(), LabError> {
+        let _lock = StateLock::acquire(&self.paths)?;
+        self.reload()?;
+        if let Some(n) = self.state.nodes.iter_mut().find(|n| n.name == node) {
+            n.ipamd_pid = None;
+        }
+        self.state.save(&self.paths)
+    }
+
+    /// Stops a node's ipamd gracefully (SIGTERM).
+    pub fn stop_ipamd(&mut self, node: &str) -> Result<(), LabError> {
+        let (name, mut process) = self.ipamd_process(node)?;
+        stop_ipamd(&mut process);
+        self.forget_ipamd(&name)
+    }
+
+    /// Kills a node's ipamd (SIGKILL), as a crash would.
+    pub fn kill_ipamd(&mut self, node: &str) -> Result<(), LabError> {
+        let (name, mut process) = self.ipamd_process(node)?;
+        process.kill();
+        self.forget_ipamd(&name)
+    }
+
+    /// Starts a node's ipamd again and waits until it serves.
+    pub fn start_ipamd(&mut self, node: &str) -> Result<(), LabError> {
+        let record = self.node(node)?.clone();
+        if record.ipamd_pid.is_some_and(pid_alive) {
+            return Err(LabError::Spec(format!("ipamd already runs on {}", record.name)));
+        }
+        let mut process = spawn_ipamd(&self.paths, &self.state, &record)?;
+        wait_ipamd(&self.paths, &record, &mut process)?;
+        let pid = process.pid;
+        self.processes.insert(format!("ipamd/{}", record.name), process);
+        let _lock = StateLock::acquire(&self.paths)?;
+        self.reload()?;
+        if let Some(n) = self.state.nodes.iter_mut().find(|n| n.name == record.name) {
+            n.ipamd_pid = Some(pid);
+        }
+        self.state.save(&self.paths)
+    }
+}

@@ -1,0 +1,332 @@
+//! What a lab is made of: [`LabSpec`] (what the user asks for) and the fixed address plan around it.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::LabError;
+
+/// Instance metadata and the EC2 API live on this address on the router's `lo`; it exists only inside the
+/// lab's namespaces, as 169.254.169.254 exists only inside an EC2 instance's view of the VPC.
+pub const METADATA_IP: Ipv4Addr = Ipv4Addr::new(169, 254, 169, 254);
+/// Port of the EC2 Query API on [`METADATA_IP`].
+pub const EC2_PORT: u16 = 8787;
+/// The router's address on the internet link.
+pub const IGW_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// The internet namespace's address, where the what-is-my-IP service listens on port 80.
+pub const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+/// The internet link's network (TEST-NET-3).
+pub const INTERNET_NET: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(203, 0, 113, 0), 24);
+/// Port of the what-is-my-IP service.
+pub const INTERNET_PORT: u16 = 80;
+/// Node `i` (1-based) has public address 198.51.100.(10 + i) (TEST-NET-2).
+pub const PUBLIC_BASE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
+/// Where ipamd's introspection listens inside each node namespace (its default).
+pub const INTROSPECTION: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 61679);
+/// MTU of every ENI link, as EC2's jumbo frames.
+pub const ENI_MTU: u32 = 9001;
+/// The most nodes one lab holds (public addresses run from .11 to .60).
+pub const MAX_NODES: u32 = 50;
+/// Default namespace-name prefix.
+pub const DEFAULT_PREFIX: &str = "vpcni-";
+/// Default state directory.
+pub const DEFAULT_STATE_DIR: &str = "/run/vpcni-lab";
+
+/// Environment ipamd gets from the lab itself; `--env` may not override these.
+pub const LAB_OWNED_ENV: [&str; 10] = [
+    "VPCNI_EC2_BACKEND",
+    "AWS_EC2_ENDPOINT",
+    "AWS_EC2_METADATA_SERVICE_ENDPOINT",
+    "AWS_REGION",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "VPCNI_IPAMD_SOCKET",
+    "AWS_VPC_K8S_CNI_BACKING_STORE",
+    "INTROSPECTION_BIND_ADDRESS",
+    "ENABLE_PREFIX_DELEGATION",
+];
+
+/// The directory cargo put the workspace's binaries in, found from the running executable: a test in
+/// `target/debug/deps/` or a binary in `target/debug/` both give `target/debug`.
+pub fn workspace_bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.ends_with("deps") {
+        dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+    } else {
+        dir
+    }
+}
+
+/// What a lab is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabSpec {
+    /// Namespace names start with this (`vpcni-` → `vpcni-router`, `vpcni-node-1`, `vpcni-pod-1`).
+    pub prefix: String,
+    /// Where the lab keeps its state, sockets, checkpoints and logs.
+    pub state_dir: PathBuf,
+    /// Number of nodes.
+    pub nodes: u32,
+    /// EC2 instance type of every node.
+    pub instance_type: String,
+    /// The VPC's CIDR.
+    pub vpc_cidr: Ipv4Net,
+    /// Subnets; nodes are spread over them in turn.
+    pub subnets: Vec<Ipv4Net>,
+    /// ENABLE_PREFIX_DELEGATION for every ipamd.
+    pub prefix_delegation: bool,
+    /// Extra environment for every ipamd (WARM_IP_TARGET, MAX_ENI, …).
+    pub ipamd_env: Vec<(String, String)>,
+    /// How long the simulator takes to attach an ENI, as EC2 does.
+    pub attach_delay_ms: u64,
+    /// Directory holding `vpcnictl`, `vpcni-ipamd` and `vpcni`.
+    pub bin_dir: PathBuf,
+}
+
+impl LabSpec {
+    /// Three m5.xlarge nodes in 10.0.0.0/24, binaries next to the running executable.
+    pub fn new(bin_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            prefix: DEFAULT_PREFIX.to_owned(),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            nodes: 3,
+            instance_type: "m5.xlarge".to_owned(),
+            vpc_cidr: net(10, 0, 0, 0, 16),
+            subnets: vec![net(10, 0, 0, 0, 24)],
+            prefix_delegation: false,
+            ipamd_env: vec![("VPCNI_POOL_INTERVAL_MS".to_owned(), "1000".to_owned())],
+            attach_delay_ms: 0,
+            bin_dir: bin_dir.into(),
+        }
+    }
+
+    /// A lab of its own for a test: namespaces named `vt-<suite>-<pid>-<n>-…` and state in
+    /// `/tmp/vt-<suite>-<pid>-<n>`, so tests run in parallel with each other and with a user's lab;
+    /// binaries from [`workspace_bin_dir`].
+    pub fn isolated(suite: &str) -> Self {
+        static LABS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = LABS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let name = format!("vt-{suite}-{}-{n}", std::process::id());
+        let mut spec = Self::new(workspace_bin_dir());
+        spec.prefix = format!("{name}-");
+        spec.state_dir = std::env::temp_dir().join(&name);
+        spec
+    }
+
+    /// Checks everything that can be checked before anything is created.
+    pub fn validate(&self) -> Result<(), LabError> {
+        let bad = |what: String| Err(LabError::Spec(what));
+        let prefix_ok = !self.prefix.is_empty()
+            && self.prefix.len() <= 40
+            && self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !prefix_ok {
+            return bad(format!(
+                "namespace prefix {:?} is not valid: use 1 to 40 lowercase letters, digits, '-' or '_'",
+                self.prefix
+            ));
+        }
+        if !(1..=MAX_NODES).contains(&self.nodes) {
+            return bad(format!(
+                "--nodes {} is not valid: a lab has 1 to {MAX_NODES} nodes",
+                self.nodes
+            ));
+        }
+        if let Err(unknown) = vpcni_limits::builtin().get(&self.instance_type) {
+            return bad(unknown.to_string());
+        }
+        if self.subnets.is_empty() {
+            return bad("a lab needs at least one subnet".into());
+        }
+        if self.vpc_cidr.prefix_len() < 16 || self.vpc_cidr.prefix_len() > 28 {
+            return bad(format!(
+                "VPC CIDR {} is not valid: EC2 accepts /16 to /28",
+                self.vpc_cidr
+            ));
+        }
+        for (i, subnet) in self.subnets.iter().enumerate() {
+            if !self.vpc_cidr.contains(subnet) {
+                return bad(format!("subnet {subnet} is not inside the VPC {}", self.vpc_cidr));
+            }
+            if subnet.prefix_len() > 28 {
+                return bad(format!(
+                    "subnet {subnet} is too small: EC2 subnets are /16 to /28"
+                ));
+            }
+            if subnet.trunc() != *subnet {
+                return bad(format!(
+                    "subnet {subnet} has host bits set; did you mean {}?",
+                    subnet.trunc()
+                ));
+            }
+            if let Some(other) = self.subnets[..i]
+                .iter()
+                .find(|o| o.contains(subnet) || subnet.contains(*o))
+            {
+                return bad(format!("subnets {other} and {subnet} overlap"));
+            }
+        }
+        if self.vpc_cidr.contains(&INTERNET_NET) || self.vpc_cidr.contains(&METADATA_IP) {
+            return bad(format!(
+                "VPC {} overlaps the lab's internet (203.0.113.0/24) or metadata address",
+                self.vpc_cidr
+            ));
+        }
+        for (key, _) in &self.ipamd_env {
+            let name_ok = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if !name_ok {
+                return bad(format!(
+                    "--env {key:?}: expected KEY=VALUE with an upper-case variable name such as WARM_IP_TARGET"
+                ));
+            }
+            if LAB_OWNED_ENV.contains(&key.as_str()) {
+                let hint = if key == "ENABLE_PREFIX_DELEGATION" {
+                    "use --prefix-delegation"
+                } else {
+                    "it wires ipamd to the lab's EC2 and metadata"
+                };
+                return bad(format!("--env {key}: the lab sets this variable itself ({hint})"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The subnet node `index` (1-based) lives in.
+    pub fn subnet_of(&self, index: u32) -> Ipv4Net {
+        self.subnets[(index as usize - 1) % self.subnets.len()]
+    }
+
+    /// Node `index`'s primary address: the subnet's `.10 + k` for the k-th node in it, when the subnet
+    /// is big enough; otherwise the simulator picks the lowest free one.
+    pub fn planned_primary_ip(&self, index: u32) -> Option<Ipv4Addr> {
+        let subnet = self.subnet_of(index);
+        let k = (index - 1) / self.subnets.len() as u32 + 1;
+        let ip = u32::from(subnet.network()) + 10 + k;
+        (ip < u32::from(subnet.broadcast())).then(|| Ipv4Addr::from(ip))
+    }
+
+    /// Node `index`'s public address.
+    pub fn public_ip(&self, index: u32) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(PUBLIC_BASE) + index)
+    }
+
+    /// The subnet's gateway (its `.1`), held by the router.
+    pub fn gateway(subnet: Ipv4Net) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(subnet.network()) + 1)
+    }
+
+    /// The environment every ipamd gets, lab-owned variables included.
+    pub fn ipamd_environment(&self, node_dir: &Path) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = vec![
+            ("VPCNI_EC2_BACKEND".into(), "aws".into()),
+            (
+                "AWS_EC2_ENDPOINT".into(),
+                format!("http://{}", SocketAddr::from((METADATA_IP, EC2_PORT))),
+            ),
+            (
+                "AWS_EC2_METADATA_SERVICE_ENDPOINT".into(),
+                format!("http://{METADATA_IP}"),
+            ),
+            ("AWS_REGION".into(), "us-west-2".into()),
+            ("AWS_ACCESS_KEY_ID".into(), "vpcni-lab".into()),
+            ("AWS_SECRET_ACCESS_KEY".into(), "vpcni-lab".into()),
+            // Never read the operator's own AWS files.
+            ("AWS_CONFIG_FILE".into(), "/dev/null".into()),
+            ("AWS_SHARED_CREDENTIALS_FILE".into(), "/dev/null".into()),
+            (
+                "VPCNI_IPAMD_SOCKET".into(),
+                node_dir.join("ipamd.sock").display().to_string(),
+            ),
+            (
+                "AWS_VPC_K8S_CNI_BACKING_STORE".into(),
+                node_dir.join("ipam.json").display().to_string(),
+            ),
+            ("INTROSPECTION_BIND_ADDRESS".into(), INTROSPECTION.to_string()),
+            ("CLUSTER_NAME".into(), "vpcni-lab".into()),
+            (
+                "ENABLE_PREFIX_DELEGATION".into(),
+                self.prefix_delegation.to_string(),
+            ),
+        ];
+        for (key, value) in &self.ipamd_env {
+            env.retain(|(k, _)| k != key);
+            env.push((key.clone(), value.clone()));
+        }
+        env
+    }
+}
+
+const fn net(a: u8, b: u8, c: u8, d: u8, len: u8) -> Ipv4Net {
+    Ipv4Net::new_assert(Ipv4Addr::new(a, b, c, d), len)
+}
+
+/// Names of the lab's namespaces.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Names {
+    prefix: String,
+}
+
+impl Names {
+    /// Names under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    /// The VPC router.
+    pub fn router(&self) -> String {
+        format!("{}router", self.prefix)
+    }
+
+    /// The internet.
+    pub fn internet(&self) -> String {
+        format!("{}internet", self.prefix)
+    }
+
+    /// Node `index` (1-based).
+    pub fn node(&self, index: u32) -> String {
+        format!("{}{}", self.prefix, node_name(index))
+    }
+
+    /// A pod's namespace.
+    pub fn pod(&self, pod: &str) -> String {
+        format!("{}{pod}", self.prefix)
+    }
+
+    /// Whether `netns` is one this lab could have made (router, internet, node-N, pod-N).
+    pub fn owns(&self, netns: &str) -> bool {
+        let Some(rest) = netns.strip_prefix(&self.prefix) else {
+            return false;
+        };
+        let numbered = |stem: &str| {
+            rest.strip_prefix(stem)
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        rest == "router" || rest == "internet" || numbered("node-") || numbered("pod-")
+    }
+}
+
+/// `node-<index>`.
+pub fn node_name(index: u32) -> String {
+    format!("node-{index}")
+}
+
+/// The link names of an ENI: the router's end and the node's end (`eth<device>` on card 0).
+pub fn eni_links(node_index: u32, card: u32, device: u32) -> (String, String) {
+    if card == 0 {
+        (format!("n{node_index}e{device}"), format!("eth{device}"))
+    } else {
+        (
+            format!("n{node_index}c{card}e{device}"),
+            format!("eth{card}-{device}"),
+        )
+    }
+}

@@ -1,0 +1,301 @@
+//! `lab status`: pods with their addresses, nodes and ENIs (a `kubectl get pod -o wide` for the lab), and
+//! per node its ENIs, pod addresses and how many are free. EC2's side is read from the simulator's saved
+//! account, which the endpoint rewrites after every change.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+use vpcni_ec2::sim::AccountState;
+
+use crate::LabError;
+use crate::spec::{INTERNET_IP, INTERNET_PORT, INTROSPECTION};
+use crate::state::{LabState, StatePaths};
+
+/// The whole lab, as `lab status --output json` prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabStatus {
+    /// Nodes in index order.
+    pub nodes: Vec<NodeStatus>,
+    /// Pods in creation order.
+    pub pods: Vec<PodStatus>,
+    /// The what-is-my-IP service.
+    pub internet: InternetStatus,
+    /// The VPC's CIDRs.
+    pub vpc_cidrs: Vec<Ipv4Net>,
+}
+
+/// One node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// `node-<n>`.
+    pub name: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// EC2 instance id.
+    pub instance_id: String,
+    /// Instance type.
+    pub instance_type: String,
+    /// Primary address.
+    pub primary_ip: Ipv4Addr,
+    /// Public address at the internet gateway.
+    pub public_ip: Ipv4Addr,
+    /// ipamd's unix socket.
+    pub ipamd_socket: String,
+    /// ipamd's introspection address inside the node's namespace.
+    pub introspection: String,
+    /// Attached ENIs by device number.
+    pub enis: Vec<EniStatus>,
+}
+
+/// One attached ENI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EniStatus {
+    /// `eni-…`.
+    pub id: String,
+    /// Device number (0 = primary ENI).
+    pub device_number: u32,
+    /// Its addresses, primary first (as instance metadata's `local-ipv4s`).
+    pub ips: Vec<Ipv4Addr>,
+    /// Its /28 prefixes.
+    pub prefixes: Vec<Ipv4Net>,
+}
+
+impl EniStatus {
+    /// Addresses pods can get from it: secondary addresses and every address of every prefix.
+    pub fn pod_addresses(&self) -> usize {
+        self.ips.len().saturating_sub(1)
+            + self
+                .prefixes
+                .iter()
+                .map(|p| 1usize << (32 - p.prefix_len()))
+                .sum::<usize>()
+    }
+
+    fn holds(&self, ip: Ipv4Addr) -> bool {
+        self.ips.iter().skip(1).any(|a| *a == ip) || self.prefixes.iter().any(|p| p.contains(&ip))
+    }
+}
+
+/// One pod.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PodStatus {
+    /// `pod-<n>`.
+    pub name: String,
+    /// Its network namespace.
+    pub netns: String,
+    /// Node name.
+    pub node: String,
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// The ENI its address is on (`None` if EC2 no longer has the address on that node).
+    pub eni: Option<String>,
+    /// That ENI's device number.
+    pub device_number: Option<u32>,
+}
+
+/// The internet service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InternetStatus {
+    /// Its address.
+    pub ip: Ipv4Addr,
+    /// Its port.
+    pub port: u16,
+}
+
+/// Builds the status from the lab's state and the simulator's account.
+pub fn collect(paths: &StatePaths, state: &LabState) -> Result<LabStatus, LabError> {
+    let path = paths.ec2_state_file();
+    let text = std::fs::read_to_string(&path).map_err(LabError::io(&path))?;
+    let account: AccountState = serde_json::from_str(&text).map_err(|e| LabError::State {
+        path: path.clone(),
+        detail: format!("not a simulator account: {e}"),
+    })?;
+    let nodes: Vec<NodeStatus> = state
+        .nodes
+        .iter()
+        .map(|node| {
+            let mut enis: Vec<EniStatus> = account
+                .enis
+                .values()
+                .filter(|e| {
+                    e.attachment
+                        .as_ref()
+                        .is_some_and(|a| a.instance_id == node.instance_id && a.network_card == 0)
+                })
+                .map(|e| EniStatus {
+                    id: e.id.clone(),
+                    device_number: e.attachment.as_ref().map_or(0, |a| a.device_index),
+                    ips: std::iter::once(e.primary_ip)
+                        .chain(e.secondary.keys().copied())
+                        .collect(),
+                    prefixes: e.prefixes.keys().copied().collect(),
+                })
+                .collect();
+            enis.sort_by_key(|e| e.device_number);
+            NodeStatus {
+                name: node.name.clone(),
+                netns: node.netns.clone(),
+                instance_id: node.instance_id.clone(),
+                instance_type: state.spec.instance_type.clone(),
+                primary_ip: node.primary_ip,
+                public_ip: node.public_ip,
+                ipamd_socket: paths
+                    .node_dir(&node.name)
+                    .join("ipamd.sock")
+                    .display()
+                    .to_string(),
+                introspection: INTROSPECTION.to_string(),
+                enis,
+            }
+        })
+        .collect();
+    let pods = state
+        .pods
+        .iter()
+        .map(|pod| {
+            let eni = nodes
+                .iter()
+                .find(|n| n.name == pod.node)
+                .and_then(|n| n.enis.iter().find(|e| e.holds(pod.ip)));
+            PodStatus {
+                name: pod.name.clone(),
+                netns: pod.netns.clone(),
+                node: pod.node.clone(),
+                ip: pod.ip,
+                eni: eni.map(|e| e.id.clone()),
+                device_number: eni.map(|e| e.device_number),
+            }
+        })
+        .collect();
+    let vpc_cidrs = account
+        .vpcs
+        .values()
+        .flat_map(|v| v.cidrs.iter().copied())
+        .collect();
+    Ok(LabStatus {
+        nodes,
+        pods,
+        internet: InternetStatus {
+            ip: INTERNET_IP,
+            port: INTERNET_PORT,
+        },
+        vpc_cidrs,
+    })
+}
+
+/// Left-aligned columns, two spaces apart.
+pub fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            if c + 1 == row.len() {
+                line.push_str(cell);
+            } else {
+                let _ = write!(line, "{cell:<width$}  ", width = widths[c]);
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+impl LabStatus {
+    /// The pod table, as `kubectl get pod -o wide`.
+    pub fn pods_table(&self) -> String {
+        let mut rows = vec![
+            vec!["NAME", "IP", "NODE", "ENI", "DEVICE"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        ];
+        for pod in &self.pods {
+            rows.push(vec![
+                pod.name.clone(),
+                pod.ip.to_string(),
+                pod.node.clone(),
+                pod.eni.clone().unwrap_or_else(|| "-".into()),
+                pod.device_number.map_or_else(|| "-".into(), |d| d.to_string()),
+            ]);
+        }
+        table(&rows)
+    }
+
+    /// The node table: ENIs, pod addresses held, pods, free.
+    pub fn nodes_table(&self) -> String {
+        let mut rows = vec![
+            [
+                "NODE",
+                "INSTANCE",
+                "TYPE",
+                "PRIMARY IP",
+                "PUBLIC IP",
+                "ENIS",
+                "IPS",
+                "PODS",
+                "FREE",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect::<Vec<_>>(),
+        ];
+        for node in &self.nodes {
+            let ips: usize = node.enis.iter().map(EniStatus::pod_addresses).sum();
+            let pods = self.pods.iter().filter(|p| p.node == node.name).count();
+            rows.push(vec![
+                node.name.clone(),
+                node.instance_id.clone(),
+                node.instance_type.clone(),
+                node.primary_ip.to_string(),
+                node.public_ip.to_string(),
+                node.enis.len().to_string(),
+                ips.to_string(),
+                pods.to_string(),
+                ips.saturating_sub(pods).to_string(),
+            ]);
+        }
+        table(&rows)
+    }
+
+    /// Per ENI: node, device, primary address, pod addresses, pods on it.
+    pub fn enis_table(&self) -> String {
+        let mut rows = vec![
+            ["ENI", "NODE", "DEVICE", "PRIMARY IP", "IPS", "PREFIXES", "PODS"]
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect::<Vec<_>>(),
+        ];
+        for node in &self.nodes {
+            for eni in &node.enis {
+                let pods = self
+                    .pods
+                    .iter()
+                    .filter(|p| p.eni.as_deref() == Some(eni.id.as_str()))
+                    .count();
+                rows.push(vec![
+                    eni.id.clone(),
+                    node.name.clone(),
+                    eni.device_number.to_string(),
+                    eni.ips.first().map_or_else(|| "-".into(), ToString::to_string),
+                    eni.pod_addresses().to_string(),
+                    eni.prefixes.len().to_string(),
+                    pods.to_string(),
+                ]);
+            }
+        }
+        table(&rows)
+    }
+}

@@ -1,0 +1,205 @@
+//! `vpcnictl lab demo`: the articles' story, for real, on this machine. Pods on different nodes get VPC
+//! addresses and ping each other with no overlay; a pod asks the internet who it is and sees its node's
+//! public address; a node is scaled past its max pods and ipamd says why the next pod gets no address.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use vpcni_lab::{Lab, LabError, LabSpec, PodRecord, PodsError};
+use vpcni_limits::max_pods::{MaxPodsOptions, max_pods};
+
+use super::lab::{bring_up, say, say_raw, status_text};
+
+fn step(number: u32, title: &str) {
+    say!("\n━━ {number}. {title}");
+}
+
+fn shell(line: &str) {
+    say!("$ {line}");
+}
+
+/// Runs the tour on the lab at `spec.state_dir`, bringing one up first if there is none.
+pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
+    step(1, "A VPC with nodes (EC2 instances), each running vpcni-ipamd");
+    let mut lab = match Lab::open(&spec.state_dir) {
+        Ok(lab) => {
+            say!("using the lab already up in {}", spec.state_dir.display());
+            lab
+        }
+        Err(LabError::NotUp(_)) => {
+            shell(&format!(
+                "vpcnictl lab up --nodes {} --instance-type {}",
+                spec.nodes, spec.instance_type
+            ));
+            bring_up(spec)?
+        }
+        Err(error) => return Err(error),
+    };
+    let nodes: Vec<String> = lab.state().nodes.iter().map(|n| n.name.clone()).collect();
+
+    step(
+        2,
+        "Pods get addresses from the VPC itself, taken from their node's ENIs",
+    );
+    let mut demo_pods: Vec<PodRecord> = Vec::new();
+    for node in nodes.iter().take(3) {
+        shell(&format!("vpcnictl lab pods add --node {node}"));
+        let pods = lab
+            .add_pods(node, 1, Duration::from_secs(60))
+            .map_err(pods_failed)?;
+        demo_pods.extend(pods);
+    }
+    let status = lab.status()?;
+    shell("vpcnictl lab status");
+    say_raw!("{}", status.pods_table());
+    for node in lab.state().nodes.iter().take(3) {
+        say!(
+            "  {} is {} in subnet {}: its pods' addresses are in the same VPC range",
+            node.name,
+            node.primary_ip,
+            node.subnet
+        );
+    }
+
+    if demo_pods.len() >= 2 {
+        let (from, to) = (&demo_pods[0], &demo_pods[1]);
+        step(
+            3,
+            &format!(
+                "{} on {} pings {} on {}: plain VPC routing, no overlay, no tunnel",
+                from.name, from.node, to.name, to.node
+            ),
+        );
+        let ping = vec![
+            "ping".to_owned(),
+            "-c".into(),
+            "2".into(),
+            "-W".into(),
+            "2".into(),
+            to.ip.to_string(),
+        ];
+        shell(&format!("vpcnictl lab exec {} -- {}", from.name, ping.join(" ")));
+        if vpcni_lab::find_tool("ping").is_some() {
+            lab.exec(&from.name, &ping)?;
+        } else {
+            say!("(ping is not installed: apt-get install -y iputils-ping)");
+        }
+        say!(
+            "The VPC router delivers {} to the ENI EC2 assigned it to ({}'s), by that ENI's MAC:",
+            to.ip,
+            to.node
+        );
+        shell(&format!("vpcnictl lab exec router -- ip route get {}", to.ip));
+        lab.exec(
+            "router",
+            &["ip".into(), "route".into(), "get".into(), to.ip.to_string()],
+        )?;
+        say!("and on the node, a /32 route per pod to its veth:");
+        shell(&format!("vpcnictl lab exec {} -- ip route", to.node));
+        lab.exec(&to.node, &["ip".into(), "route".into()])?;
+    }
+
+    step(
+        4,
+        "Pods reach the internet as their node: SNAT to the node's address, then the internet gateway",
+    );
+    let url = vpcni_lab::internet::service_url();
+    let curl = vpcni_lab::find_tool("curl").is_some();
+    for pod in &demo_pods {
+        let public = lab.node(&pod.node)?.public_ip;
+        shell(&format!("vpcnictl lab exec {} -- curl -s {url}", pod.name));
+        let seen = if curl {
+            let output = lab.output(&pod.name, &["curl", "-s", "-m", "5", &url])?;
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        } else {
+            lab.http_get(&pod.name, &url, Duration::from_secs(5))?
+                .map(|b| b.trim().to_owned())
+                .unwrap_or_else(|e| format!("failed: {e}"))
+        };
+        let verdict = if seen == public.to_string() {
+            format!("= {}'s public address", pod.node)
+        } else if seen.is_empty() {
+            format!(
+                "no answer: the internet gateway drops private sources, so ipamd's SNAT on {} must turn {} into {} first",
+                pod.node,
+                pod.ip,
+                lab.node(&pod.node)?.primary_ip
+            )
+        } else {
+            format!("(expected {public}, {}'s public address)", pod.node)
+        };
+        say!("{seen:<16} {verdict}");
+    }
+    if !curl {
+        say!("(curl is not installed: fetched with vpcnictl's built-in client)");
+    }
+
+    step(5, "The max-pods wall");
+    let node = nodes[0].clone();
+    let spec = &lab.state().spec;
+    let limits = vpcni_limits::builtin()
+        .get(&spec.instance_type)
+        .map_err(|e| LabError::Spec(e.to_string()))?;
+    let computed = max_pods(
+        limits,
+        &MaxPodsOptions {
+            prefix_delegation: spec.prefix_delegation,
+            ..MaxPodsOptions::default()
+        },
+    );
+    say!(
+        "{}: max pods {} ({}).\nTwo of those are host-network pods (aws-node, kube-proxy) that need no address of their own.",
+        spec.instance_type,
+        computed.max_pods,
+        computed.derivation()
+    );
+    let on_node = lab.state().pods.iter().filter(|p| p.node == node).count() as u32;
+    let room = computed.max_pods.saturating_sub(2).saturating_sub(on_node);
+    shell(&format!(
+        "vpcnictl lab pods add --node {node} --count {}",
+        room + 1
+    ));
+    let mut reached = false;
+    for _ in 0..=room + 4 {
+        match lab.add_pods(&node, 1, Duration::from_secs(60)) {
+            Ok(pods) => {
+                let status = lab.status()?;
+                for pod in pods {
+                    let eni = status.pods.iter().find(|p| p.name == pod.name);
+                    say!(
+                        "  {:<8} {:<15} {}  device {}",
+                        pod.name,
+                        pod.ip,
+                        eni.and_then(|e| e.eni.clone()).unwrap_or_default(),
+                        eni.and_then(|e| e.device_number)
+                            .map_or_else(|| "-".into(), |d| d.to_string())
+                    );
+                }
+            }
+            Err(error) => {
+                say!("  {}", error.failure);
+                reached = error.failure.reason().is_some();
+                break;
+            }
+        }
+    }
+    if reached {
+        say!(
+            "ipamd says why: on EKS this pod would stay Pending (kubelet's max pods), here the plugin reports ipamd's reason."
+        );
+    } else {
+        say!("(no pod was refused; the node has more room than max pods suggests)");
+    }
+
+    step(6, "Where things stand");
+    say_raw!("{}", status_text(&lab.status()?));
+    say!(
+        "\nKeep exploring: vpcnictl lab exec node-1 -- curl -s http://127.0.0.1:61679/v1/enis   (ipamd's view)\n\
+         Remove everything: vpcnictl lab down"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pods_failed(error: PodsError) -> LabError {
+    LabError::Spec(format!("the demo could not create its pods: {error}"))
+}
