@@ -42,8 +42,8 @@ impl fmt::Display for HttpResponse {
     }
 }
 
-/// GETs `path` from `address` inside `netns`.
-pub(crate) fn get(netns: &str, address: SocketAddr, path: &str) -> Result<HttpResponse> {
+/// GETs `path` from `address` inside the namespace `netns` (any namespace: a node's companion, a pod).
+pub fn get(netns: &str, address: SocketAddr, path: &str) -> Result<HttpResponse> {
     let request = format!("GET {path} HTTP/1.0\r\nHost: {address}\r\nConnection: close\r\n\r\n");
     let raw = in_netns(netns, move || -> std::io::Result<Vec<u8>> {
         let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
