@@ -3,11 +3,12 @@
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use vpcni_rpc::{AddNetworkRequest, Attachment, DelNetworkRequest, GarbageCollectRequest};
+use vpcni_rpc::{AddNetworkRequest, Attachment, DelNetworkRequest, FailureReason, GarbageCollectRequest};
 
 use crate::ipamd::{IpamdClient, refusal_error};
 use crate::spec::{CniError, CniResult, Command, ErrorCode, Interface, Invocation, IpConfig, NetConf, Route};
 use vpcni_dataplane::naming::host_veth_name as veth_name;
+use vpcni_dataplane::pod::MAIN_TABLE;
 use vpcni_dataplane::{PodSpec, check_pod, setup_pod, teardown_pod};
 
 /// The gateway every pod routes through: a link-local address answered by a static ARP entry.
@@ -47,6 +48,8 @@ fn host_veth_name(invocation: &Invocation, config: &NetConf) -> String {
 
 async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniError> {
     let netns = invocation.netns.clone().unwrap_or_default();
+    // Before asking for an address: a pod whose sandbox is gone must not cost one, even briefly.
+    crate::netns::check(&netns)?;
     let client = IpamdClient::connect(&config.ipamd_socket).await?;
     let reply = client
         .add(AddNetworkRequest {
@@ -65,29 +68,23 @@ async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniErr
     if !reply.success {
         return Err(refusal_error(&reply));
     }
-    let allocation = reply.ip_allocation_metadata.first().ok_or_else(|| {
-        CniError::new(
-            ErrorCode::Internal,
-            "ipamd reported success without an address",
-            "empty IPAllocationMetadata",
-        )
-    })?;
-    let ip: Ipv4Addr = allocation.i_pv4_addr.parse().map_err(|_| {
-        CniError::new(
-            ErrorCode::Internal,
-            "ipamd returned an invalid address",
-            allocation.i_pv4_addr.clone(),
-        )
-    })?;
+    let allocation = match parse_allocation(&reply) {
+        Ok(allocation) => allocation,
+        Err(error) => {
+            let _ = client.del(del_request(invocation, config, "SetupNSFailed")).await;
+            return Err(error);
+        }
+    };
+    let ip = allocation.ip;
     let pod = PodSpec {
         netns: netns.clone(),
         ifname: invocation.ifname.clone(),
         host_veth: host_veth_name(invocation, config),
         ip,
         mtu: config.mtu,
-        route_table: u32::try_from(allocation.route_table_id).ok(),
+        route_table: Some(allocation.route_table),
     };
-    tracing::info!(container = %invocation.container_id, %ip, veth = %pod.host_veth, table = ?pod.route_table, "wiring pod");
+    tracing::info!(container = %invocation.container_id, %ip, veth = %pod.host_veth, table = allocation.route_table, "wiring pod");
     let wired = match setup_pod(&pod).await {
         Ok(wired) => wired,
         Err(error) => {
@@ -106,28 +103,89 @@ async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniErr
         }
     };
 
-    let mut result = config.prev_result.clone().unwrap_or_default();
-    let host_index = result.interfaces.len();
-    result.interfaces.push(Interface {
-        name: pod.host_veth.clone(),
-        mac: wired.host_mac,
-        sandbox: None,
-    });
-    result.interfaces.push(Interface {
-        name: pod.ifname.clone(),
-        mac: wired.container_mac,
-        sandbox: Some(netns),
-    });
-    result.ips.push(IpConfig {
-        address: Ipv4Net::from(ip),
-        gateway: Some(POD_GATEWAY),
-        interface: Some(host_index + 1),
-    });
-    result.routes.push(Route {
-        dst: Ipv4Net::default(),
-        gw: Some(POD_GATEWAY),
-    });
-    Ok(result.to_json(&config.cni_version, config.version).to_string())
+    let result = CniResult {
+        interfaces: vec![
+            Interface {
+                name: pod.host_veth.clone(),
+                mac: wired.host_mac,
+                sandbox: None,
+            },
+            Interface {
+                name: pod.ifname.clone(),
+                mac: wired.container_mac,
+                sandbox: Some(netns),
+            },
+            // As the original does: not a link, a record for DEL and CHECK when ipamd cannot tell
+            // (mac = VLAN id, sandbox = the ENI's device number).
+            Interface {
+                name: dummy_interface_name(&pod.host_veth, &config.veth_prefix),
+                mac: "0".to_owned(),
+                sandbox: Some(allocation.device_number.to_string()),
+            },
+        ],
+        ips: vec![IpConfig {
+            address: Ipv4Net::from(ip),
+            gateway: Some(POD_GATEWAY),
+            interface: Some(1),
+        }],
+        routes: vec![Route {
+            dst: Ipv4Net::default(),
+            gw: Some(POD_GATEWAY),
+        }],
+    };
+    Ok(result
+        .appended_to(
+            config.prev_result_raw.as_ref(),
+            &config.cni_version,
+            config.version,
+        )
+        .to_string())
+}
+
+/// What ipamd gave.
+struct Allocation {
+    ip: Ipv4Addr,
+    device_number: u32,
+    route_table: u32,
+}
+
+fn parse_allocation(reply: &vpcni_rpc::AddNetworkReply) -> Result<Allocation, CniError> {
+    let internal = |msg: &str, details: String| CniError::new(ErrorCode::Internal, msg, details);
+    let allocation = reply.ip_allocation_metadata.first().ok_or_else(|| {
+        internal(
+            "ipamd reported success without an address",
+            "empty IPAllocationMetadata".into(),
+        )
+    })?;
+    let ip = allocation
+        .i_pv4_addr
+        .parse()
+        .map_err(|_| internal("ipamd returned an invalid address", allocation.i_pv4_addr.clone()))?;
+    let device_number = u32::try_from(allocation.device_number).map_err(|_| {
+        internal(
+            "ipamd returned an invalid device number",
+            allocation.device_number.to_string(),
+        )
+    })?;
+    let route_table = match allocation.route_table_id {
+        // The primary ENI's pods use the main table.
+        0 => MAIN_TABLE,
+        table => u32::try_from(table)
+            .map_err(|_| internal("ipamd returned an invalid route table", table.to_string()))?,
+    };
+    Ok(Allocation {
+        ip,
+        device_number,
+        route_table,
+    })
+}
+
+/// `dummy` + the hash part of the host veth name, as the original names its record interface.
+fn dummy_interface_name(host_veth: &str, veth_prefix: &str) -> String {
+    format!(
+        "dummy{}",
+        host_veth.strip_prefix(veth_prefix).unwrap_or(host_veth)
+    )
 }
 
 fn del_request(invocation: &Invocation, config: &NetConf, reason: &str) -> DelNetworkRequest {
@@ -189,6 +247,20 @@ fn pod_ip_from(result: Option<&CniResult>, ifname: &str) -> Option<Ipv4Addr> {
         .map(|ip| ip.address.addr())
 }
 
+/// The ENI's route table from the record interface ADD put in the result (device 0 = main; device d on
+/// network card 0 = table d + 1, as ipamd numbers them). `None` for results without one.
+fn route_table_from(result: Option<&CniResult>) -> Option<u32> {
+    let device: u32 = result?
+        .interfaces
+        .iter()
+        .find(|i| i.name.starts_with("dummy"))?
+        .sandbox
+        .as_deref()?
+        .parse()
+        .ok()?;
+    Some(if device == 0 { MAIN_TABLE } else { device + 1 })
+}
+
 async fn check(invocation: &Invocation, config: &NetConf) -> Result<(), CniError> {
     if !config.version.has_check() {
         return Err(CniError::new(
@@ -210,8 +282,7 @@ async fn check(invocation: &Invocation, config: &NetConf) -> Result<(), CniError
         host_veth: host_veth_name(invocation, config),
         ip,
         mtu: config.mtu,
-        // The result does not record the ENI's table; CHECK verifies the per-pod 1536 rule only if present.
-        route_table: None,
+        route_table: route_table_from(config.prev_result.as_ref()),
     };
     let differences = check_pod(&pod).await.map_err(|error| {
         CniError::new(
@@ -234,6 +305,10 @@ async fn check(invocation: &Invocation, config: &NetConf) -> Result<(), CniError
     }
 }
 
+/// STATUS fails (code 50, "cannot serve ADD") when ipamd is unreachable or still starting, or when it has no
+/// free address and cannot get one: the subnet is exhausted, or EC2 refuses. A node that is merely full
+/// (max pods) or still growing its pool reports success: the scheduler already stops at max pods, and a
+/// failed STATUS marks the whole node's network not ready, which would evict its running pods.
 async fn status(config: &NetConf) -> Result<(), CniError> {
     let not_available =
         |msg: String, details: String| CniError::new(ErrorCode::PluginNotAvailable, msg, details);
@@ -247,7 +322,11 @@ async fn status(config: &NetConf) -> Result<(), CniError> {
     if !reply.ready {
         return Err(not_available("ipamd is starting".to_owned(), reply.message));
     }
-    if reply.available_addresses == 0 && reply.remaining_pods == 0 {
+    let stuck = matches!(
+        reply.reason(),
+        FailureReason::SubnetExhausted | FailureReason::NoFreePrefix | FailureReason::Ec2Error
+    );
+    if reply.available_addresses == 0 && stuck {
         let reason = reply.reason().as_str_name();
         return Err(not_available(
             if reply.message.is_empty() {

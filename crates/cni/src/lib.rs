@@ -10,4 +10,5 @@
 pub mod commands;
 pub mod ipamd;
 pub mod logging;
+pub mod netns;
 pub mod spec;

@@ -5,10 +5,10 @@
 
 #![forbid(unsafe_code)]
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::ExitCode;
 
-use vpcni_cni::spec::{CniError, Command, Invocation, read_config, version_reply};
+use vpcni_cni::spec::{CniError, Command, Invocation, SUPPORTED_VERSIONS, read_config, version_reply};
 
 fn main() -> ExitCode {
     let invocation = match Invocation::from_env(|name| std::env::var(name).ok()) {
@@ -17,8 +17,7 @@ fn main() -> ExitCode {
         Err(error) => return fail(&error, "1.1.0"),
     };
     if invocation.command == Command::Version {
-        // VERSION's stdin may hold a config naming the version the runtime wants; it changes nothing here.
-        return emit(&version_reply("1.1.0"));
+        return emit(&version_reply(&requested_version()));
     }
     let config = match read_config(std::io::stdin().lock()) {
         Ok(config) => config,
@@ -34,6 +33,17 @@ fn main() -> ExitCode {
             fail(&error, &version)
         }
     }
+}
+
+/// VERSION answers in the version the runtime's stdin names, when we speak it; the newest otherwise.
+fn requested_version() -> String {
+    let mut text = String::new();
+    let _ = std::io::stdin().lock().take(64 * 1024).read_to_string(&mut text);
+    serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_owned))
+        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
+        .unwrap_or_else(|| "1.1.0".to_owned())
 }
 
 fn emit(text: &str) -> ExitCode {

@@ -234,6 +234,16 @@ async fn teardown_with(host: &Handle, host_veth: &str, ip: Option<Ipv4Addr>) -> 
     }
 }
 
+fn rule_table(rule: &rtnetlink::packet_route::rule::RuleMessage) -> u32 {
+    rule.attributes
+        .iter()
+        .find_map(|a| match a {
+            rtnetlink::packet_route::rule::RuleAttribute::Table(table) => Some(*table),
+            _ => None,
+        })
+        .unwrap_or(u32::from(rule.header.table))
+}
+
 /// Compares the node and the pod with what [`setup_pod`] makes; returns the differences in plain words.
 pub async fn check_pod(spec: &PodSpec) -> Result<Vec<String>, DataplaneError> {
     let host = connect()?;
@@ -273,15 +283,25 @@ pub async fn check_pod(spec: &PodSpec) -> Result<Vec<String>, DataplaneError> {
             spec.ip
         ));
     }
-    if let Some(table) = spec.route_table.filter(|t| *t != MAIN_TABLE)
-        && rules_for(&host, FROM_POD_RULE_PRIORITY, spec.ip, true)
-            .await?
-            .is_empty()
-    {
-        differences.push(format!(
-            "rule 'from {} lookup {table}' at {FROM_POD_RULE_PRIORITY} is missing",
-            spec.ip
-        ));
+    if let Some(table) = spec.route_table {
+        let from_rules = rules_for(&host, FROM_POD_RULE_PRIORITY, spec.ip, true).await?;
+        let tables: Vec<u32> = from_rules.iter().map(rule_table).collect();
+        if table == MAIN_TABLE && !tables.is_empty() {
+            differences.push(format!(
+                "rule 'from {} lookup {tables:?}' at {FROM_POD_RULE_PRIORITY} should not exist for a pod on the primary ENI",
+                spec.ip
+            ));
+        } else if table != MAIN_TABLE && !tables.contains(&table) {
+            differences.push(format!(
+                "rule 'from {} lookup {table}' at {FROM_POD_RULE_PRIORITY} is missing{}",
+                spec.ip,
+                if tables.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (found tables {tables:?})")
+                }
+            ));
+        }
     }
 
     let ifname = spec.ifname.clone();

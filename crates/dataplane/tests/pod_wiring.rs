@@ -15,7 +15,7 @@ impl Namespaces {
     fn new(names: &[&str]) -> Self {
         let unique: Vec<String> = names
             .iter()
-            .map(|n| format!("vpcni-t-{}-{n}", std::process::id()))
+            .map(|n| format!("vt-dp-{}-{n}", std::process::id()))
             .collect();
         for name in &unique {
             let _ = Command::new("ip")
@@ -220,13 +220,13 @@ fn two_pods_on_a_node_reach_each_other_and_a_failed_setup_leaves_nothing() {
 
     // A pod namespace that does not exist: an error naming it, and no veth or rule left behind.
     let bad = spec(
-        "/var/run/netns/vpcni-t-no-such-netns".into(),
+        "/var/run/netns/vt-dp-no-such-netns".into(),
         "enit00000000c",
         "10.0.0.43",
         254,
     );
     let error = on_node(ns.path(0), move || block_on(setup_pod(&bad)).unwrap_err());
-    assert!(error.to_string().contains("vpcni-t-no-such-netns"), "{error}");
+    assert!(error.to_string().contains("vt-dp-no-such-netns"), "{error}");
     assert!(!ip(&node, &["link"]).contains("enit00000000c"));
     assert!(!ip(&node, &["rule"]).contains("10.0.0.43"));
 }

@@ -42,6 +42,8 @@ pub struct NodeIdentity {
     pub primary_subnet_cidr: Ipv4Net,
     /// VPC CIDRs (primary and secondary).
     pub vpc_cidrs: Vec<Ipv4Net>,
+    /// The VPC (from EC2's view of the primary ENI; empty until ENIs are discovered).
+    pub vpc_id: String,
     /// Primary ENI's security groups (new ENIs get the same).
     pub security_groups: Vec<String>,
 }
@@ -145,6 +147,7 @@ pub async fn discover_identity(imds: &dyn Imds) -> Result<NodeIdentity, Discover
         primary_subnet_id: primary.subnet_id,
         primary_subnet_cidr: primary.subnet_ipv4_cidr_block,
         vpc_cidrs: primary.vpc_ipv4_cidr_blocks,
+        vpc_id: String::new(),
         security_groups: primary.security_group_ids,
     })
 }
@@ -274,6 +277,7 @@ mod tests {
             primary_subnet_id: "subnet-1".into(),
             primary_subnet_cidr: "10.0.0.0/24".parse().unwrap(),
             vpc_cidrs: vec!["10.0.0.0/16".parse().unwrap()],
+            vpc_id: "vpc-1".into(),
             security_groups: vec![],
         }
     }

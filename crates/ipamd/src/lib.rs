@@ -8,11 +8,18 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod clock;
 pub mod config;
 pub mod discovery;
+pub mod enis;
+pub mod host;
 pub mod introspection;
+pub mod leaked;
+pub mod metered;
 pub mod metrics;
 pub mod node;
 pub mod pool_loop;
+pub mod reconcile;
 pub mod server;
 pub mod startup;
+mod views;

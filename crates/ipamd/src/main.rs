@@ -1,21 +1,30 @@
 //! `vpcni-ipamd`: the node daemon's life, in order: configuration from the environment (a bad value stops it
-//! with one line per variable), identity and ENIs from instance metadata and EC2, the pool and its checkpoint,
-//! then the gRPC socket, introspection, metrics and the pool loop, until SIGTERM.
+//! with one line per variable), identity and ENIs from instance metadata and EC2, the host programmed, the
+//! pool and its checkpoint, then the gRPC socket, introspection, metrics, the pool manager and the
+//! leaked-ENI sweep, until SIGTERM: then no new requests, the EC2 work under way finished, the checkpoint
+//! written, and no ENI detached.
 
 #![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use vpcni_ec2::{Ec2, Imds};
 use vpcni_ec2_sdk::{SdkEc2, SdkEc2Options, SdkImds};
 use vpcni_ipamd::config::{Config, ListenAddress};
+use vpcni_ipamd::host::LinuxHost;
 use vpcni_ipamd::introspection::{introspection_router, metrics_router};
-use vpcni_ipamd::{pool_loop, server, startup};
+use vpcni_ipamd::metered::MeteredEc2;
+use vpcni_ipamd::metrics::Metrics;
+use vpcni_ipamd::pool_loop::PoolManager;
+use vpcni_ipamd::{leaked, pool_loop, server, startup};
 
 /// The exit code for bad configuration (EX_USAGE), as linkerd and sysexits use it.
 const EXIT_CONFIG: u8 = 64;
+/// How long shutdown waits for the work under way (an ENI attach included) before giving up on it.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 fn main() -> ExitCode {
     let config = match Config::from_process_env() {
@@ -35,14 +44,13 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(EXIT_CONFIG);
     }
-    let filter = tracing_subscriber::EnvFilter::new(format!(
-        "vpcni={0},vpcni_ipamd={0},vpcni_ec2_sdk={0}",
-        config.log_level
-    ));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+    if let Err(error) = init_logging(&config) {
+        eprintln!(
+            "vpcni-ipamd: AWS_VPC_K8S_CNI_LOG_FILE={}: {error}",
+            config.log_file
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -57,34 +65,126 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
+            tracing::error!("{error:#}");
             eprintln!("vpcni-ipamd: {error:#}");
             ExitCode::FAILURE
         }
     }
 }
 
+fn init_logging(config: &Config) -> std::io::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::new(format!(
+        "vpcni={0},vpcni_ipamd={0},vpcni_ec2_sdk={0},vpcni_dataplane={0}",
+        config.log_level
+    ));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_file.as_str() {
+        "stdout" => {
+            let _ = builder.with_writer(std::io::stdout).try_init();
+        }
+        "stderr" => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+        }
+        path => {
+            if let Some(parent) = std::path::Path::new(path).parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            let _ = builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .try_init();
+        }
+    }
+    Ok(())
+}
+
+async fn serve_http(
+    address: ListenAddress,
+    router: axum::Router,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let shutdown = async move {
+        let _ = stop.changed().await;
+    };
+    tracing::info!(%address, "listening");
+    Ok(match address {
+        ListenAddress::Tcp(address) => {
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding {address}"))?;
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await;
+            })
+        }
+        ListenAddress::Unix(path) => {
+            let listener =
+                server::bind_socket(&path).with_context(|| format!("binding {}", path.display()))?;
+            tokio::spawn(async move {
+                let _ = axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await;
+            })
+        }
+    })
+}
+
+/// Keeps the API-budget metric in step with the SDK backend's counters.
+async fn export_budget(
+    sdk: Arc<SdkEc2>,
+    metrics: Arc<Metrics>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut reported = Duration::ZERO;
+    loop {
+        let waited = sdk.budget().stats().waited();
+        metrics
+            .ec2_budget_wait_seconds
+            .inc_by(waited.saturating_sub(reported).as_secs_f64());
+        reported = waited;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
-    let imds = SdkImds::new(None).context("instance metadata client")?;
-    let ec2 = Arc::new(
+    let started = Instant::now();
+    let metrics = Arc::new(Metrics::new());
+    let imds: Arc<dyn Imds> = Arc::new(SdkImds::new(None).context("instance metadata client")?);
+    let sdk = Arc::new(
         SdkEc2::new(SdkEc2Options {
             endpoint: config.ec2_endpoint.clone(),
             ..SdkEc2Options::default()
         })
         .await,
     );
-    let interval = config.pool_interval;
+    let ec2: Arc<dyn Ec2> = Arc::new(MeteredEc2::new(sdk.clone(), metrics.clone()));
     let socket = config.socket_path.clone();
     let introspection = config.introspection.clone();
     let metrics_address = config.metrics.clone();
-    let node = startup::start(
+    let node = match startup::start(
         config,
         ec2.as_ref(),
-        &imds,
-        std::path::Path::new(startup::ORIGINAL_CHECKPOINT),
+        imds.as_ref(),
+        Arc::new(LinuxHost),
+        metrics.clone(),
     )
     .await
-    .context("start-up")?;
-    tracing::info!(instance = %node.identity.instance_id, instance_type = %node.identity.instance_type, "node discovered");
+    {
+        Ok(node) => node,
+        Err(error) => {
+            metrics
+                .ipamd_startup_duration_seconds
+                .with_label_values(&["false", "false", "startup"])
+                .observe(started.elapsed().as_secs_f64());
+            return Err(error).context("start-up");
+        }
+    };
+    tracing::info!(instance = %node.identity.instance_id, instance_type = %node.identity.instance_type, "node discovered and set up");
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut tasks = Vec::new();
@@ -101,42 +201,53 @@ async fn run(config: Config) -> anyhow::Result<()> {
             }
         }));
     }
-    for (address, router) in [
-        (introspection, introspection_router(node.clone())),
-        (metrics_address, metrics_router(node.metrics.clone())),
-    ] {
-        let Some(ListenAddress::Tcp(address)) = address else {
-            continue;
-        };
-        let listener = TcpListener::bind(address)
-            .await
-            .with_context(|| format!("binding {address}"))?;
-        tracing::info!(%address, "listening");
-        let mut stop = stop_rx.clone();
-        tasks.push(tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move {
-                    let _ = stop.changed().await;
-                })
-                .await;
-        }));
+    if let Some(address) = introspection {
+        tasks.push(serve_http(address, introspection_router(node.clone()), stop_rx.clone()).await?);
     }
-    tasks.push(tokio::spawn(pool_loop::run(node.clone(), ec2, interval, stop_rx)));
-    node.set_ready();
-    tracing::info!(socket = %socket.display(), "ready");
+    if let Some(address) = metrics_address {
+        tasks.push(serve_http(address, metrics_router(node.metrics.clone()), stop_rx.clone()).await?);
+    }
+    let manager = PoolManager {
+        node: node.clone(),
+        ec2: ec2.clone(),
+        imds,
+    };
+    tasks.push(tokio::spawn(pool_loop::run(manager, stop_rx.clone())));
+    tasks.push(tokio::spawn(leaked::run(node.clone(), ec2, stop_rx.clone())));
+    tasks.push(tokio::spawn(export_budget(sdk, metrics.clone(), stop_rx)));
+    node.set_ready(true);
+    let took = started.elapsed().as_secs_f64();
+    metrics
+        .ipamd_startup_duration_seconds
+        .with_label_values(&["true", "false", ""])
+        .observe(took);
+    metrics
+        .ipamd_node_initialization_duration_seconds
+        .with_label_values(&["true"])
+        .observe(took);
+    tracing::info!(socket = %socket.display(), seconds = took, "ready");
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM: shutting down"),
         _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
     }
-    // Stop taking requests, let in-flight calls and the current pool cycle finish; ENIs stay attached.
+    // No new addresses from here; in-flight calls and the pool cycle under way finish; ENIs stay attached.
+    node.set_ready(false);
     let _ = stop_tx.send(true);
+    let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     for task in tasks {
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(20), task).await;
+        if tokio::time::timeout_at(deadline, task).await.is_err() {
+            tracing::warn!(
+                "shutdown: work still under way after {} s was abandoned",
+                SHUTDOWN_GRACE.as_secs()
+            );
+            break;
+        }
     }
     let pool = node.pool();
     node.persist(&pool);
     let _ = std::fs::remove_file(&socket);
+    tracing::info!("stopped; checkpoint written");
     Ok(())
 }

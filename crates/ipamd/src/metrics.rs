@@ -7,7 +7,7 @@
 //! histograms aggregate across nodes where summaries cannot.
 
 use prometheus::{
-    Counter, Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Counter, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
@@ -45,7 +45,6 @@ pub struct Metrics {
     pub ipamd_node_initialization_duration_seconds: HistogramVec,
     pub no_ip_reason_count: IntCounterVec,
     pub ec2_budget_wait_seconds: Counter,
-    pub ec2_budget_tokens: Gauge,
     pub cooling_ip_addresses: IntGauge,
 }
 
@@ -117,11 +116,6 @@ impl Metrics {
         .expect("valid metric");
         registry
             .register(Box::new(ec2_budget_wait_seconds.clone()))
-            .expect("unique metric name");
-        let ec2_budget_tokens =
-            Gauge::new("vpcni_ec2_budget_tokens", "EC2 API budget tokens left").expect("valid metric");
-        registry
-            .register(Box::new(ec2_budget_tokens.clone()))
             .expect("unique metric name");
 
         Self {
@@ -245,7 +239,6 @@ impl Metrics {
                 &["reason"],
             ),
             ec2_budget_wait_seconds,
-            ec2_budget_tokens,
             cooling_ip_addresses: gauge(
                 "vpcni_cooling_ip_addresses",
                 "Addresses in cooldown after a pod deletion",

@@ -1,34 +1,50 @@
 //! The node: the engine's pool behind a lock, the checkpoint written on every change, metrics kept in step,
 //! and the views the gRPC server and introspection read.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use ipnet::Ipv4Net;
-use serde_json::{Value, json};
 use vpcni_engine::checkpoint::Checkpoint;
 use vpcni_engine::{Decision, Millis, NoAddressReason, PodInfo, Pool};
 use vpcni_rpc::FailureReason;
 
+pub use crate::clock::now_ms;
 use crate::config::Config;
 use crate::discovery::NodeIdentity;
-use crate::introspection::{
-    AddressInfo, CardInfo, CidrInfo, EniInfo, IntrospectionSource, IpamKey, IpamMetadata,
-};
+use crate::host::Host;
 use crate::metrics::Metrics;
 use crate::server::{AddressBook, Assigned, PodKey, PodRequest, PoolStatus, Refusal};
 
 /// Decisions kept for `/v1/pool`.
 const RECENT_DECISIONS: usize = 32;
 
-/// Milliseconds since the epoch.
-pub fn now_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
+/// A restored pod whose host veth was missing at start-up but whose address was given too recently to
+/// release at once (its plugin may still be wiring it): checked again once `due`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethCheck {
+    /// The allocation.
+    pub key: vpcni_engine::PodKey,
+    /// The host veth that should exist.
+    pub veth: String,
+    /// The pod's address.
+    pub ip: Ipv4Addr,
+    /// When to look again.
+    pub due: Millis,
+}
+
+/// How long reconcile ignores an address or ENI given back to EC2 (the original's `ipReconcileCooldown`):
+/// instance metadata may still list it for a while.
+pub const RECONCILE_COOLDOWN_MS: Millis = 60_000;
+
+/// CIDRs and ENIs given back to EC2 lately.
+#[derive(Debug, Default)]
+pub struct RecentlyFreed {
+    cidrs: HashMap<Ipv4Net, Millis>,
+    enis: HashMap<String, Millis>,
 }
 
 /// One node's state.
@@ -42,8 +58,13 @@ pub struct Node {
     /// Metrics.
     pub metrics: Arc<Metrics>,
     checkpoint_path: PathBuf,
-    decisions: Mutex<VecDeque<(Millis, Decision)>>,
+    pub(crate) decisions: Mutex<VecDeque<(Millis, Decision)>>,
     ready: AtomicBool,
+    /// The host the daemon programs.
+    pub host: Arc<dyn Host>,
+    /// Restored pods to check for their veth again.
+    pub veth_checks: Mutex<Vec<VethCheck>>,
+    recently_freed: Mutex<RecentlyFreed>,
 }
 
 fn reason_code(reason: NoAddressReason) -> FailureReason {
@@ -62,7 +83,13 @@ fn reason_code(reason: NoAddressReason) -> FailureReason {
 
 impl Node {
     /// A node around a pool that start-up has filled.
-    pub fn new(pool: Pool, identity: NodeIdentity, config: Config, metrics: Arc<Metrics>) -> Self {
+    pub fn new(
+        pool: Pool,
+        identity: NodeIdentity,
+        config: Config,
+        metrics: Arc<Metrics>,
+        host: Arc<dyn Host>,
+    ) -> Self {
         Self {
             checkpoint_path: config.backing_store.clone(),
             pool: Mutex::new(pool),
@@ -71,7 +98,48 @@ impl Node {
             metrics,
             decisions: Mutex::default(),
             ready: AtomicBool::new(false),
+            host,
+            veth_checks: Mutex::default(),
+            recently_freed: Mutex::default(),
         }
+    }
+
+    fn freed(&self) -> MutexGuard<'_, RecentlyFreed> {
+        self.recently_freed
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Notes CIDRs given back to EC2 now.
+    pub fn recently_freed_cidrs(&self, nets: &[Ipv4Net]) {
+        let now = now_ms();
+        let mut freed = self.freed();
+        freed.cidrs.retain(|_, at| now < *at + RECONCILE_COOLDOWN_MS);
+        freed.cidrs.extend(nets.iter().map(|n| (*n, now)));
+    }
+
+    /// Notes an ENI given back to EC2 now.
+    pub fn recently_freed_eni(&self, eni_id: &str) {
+        let now = now_ms();
+        let mut freed = self.freed();
+        freed.enis.retain(|_, at| now < *at + RECONCILE_COOLDOWN_MS);
+        freed.enis.insert(eni_id.to_owned(), now);
+    }
+
+    /// Whether a CIDR was given back less than [`RECONCILE_COOLDOWN_MS`] ago.
+    pub fn is_recently_freed_cidr(&self, net: &Ipv4Net, now: Millis) -> bool {
+        self.freed()
+            .cidrs
+            .get(net)
+            .is_some_and(|at| now < at + RECONCILE_COOLDOWN_MS)
+    }
+
+    /// Whether an ENI was given back less than [`RECONCILE_COOLDOWN_MS`] ago.
+    pub fn is_recently_freed_eni(&self, eni_id: &str, now: Millis) -> bool {
+        self.freed()
+            .enis
+            .get(eni_id)
+            .is_some_and(|at| now < at + RECONCILE_COOLDOWN_MS)
     }
 
     /// The pool, locked. A panic while holding it cannot leave it torn: every pool method is all-or-nothing.
@@ -79,9 +147,18 @@ impl Node {
         self.pool.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Marks start-up done.
-    pub fn set_ready(&self) {
-        self.ready.store(true, Ordering::SeqCst);
+    /// Marks start-up done (or, on shutdown, undone: requests still in flight are told to retry).
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Releases an allocation the daemon found stale (its pod is gone); returns what it held.
+    pub fn release_stale(&self, key: &vpcni_engine::PodKey, why: &str) -> Option<vpcni_engine::Assignment> {
+        let mut pool = self.pool();
+        let released = pool.unassign(key, now_ms())?;
+        self.persist(&pool);
+        tracing::warn!(container = %key.container_id, ip = %released.ip, "released: {why}");
+        Some(released)
     }
 
     /// Writes the checkpoint and refreshes the gauges. Called with the pool locked, so the file always
@@ -101,11 +178,19 @@ impl Node {
         self.metrics.total_ipv4_prefixes.set(stats.total_prefixes as i64);
         self.metrics.eni_allocated.set(stats.enis as i64);
         self.metrics.cooling_ip_addresses.set(stats.cooling as i64);
+        self.metrics.assigned_ip_per_eni.reset();
         for eni in pool.eni_stats(now) {
             self.metrics
                 .assigned_ip_per_eni
                 .with_label_values(&[eni.eni_id.as_str()])
                 .set(eni.assigned as i64);
+        }
+        self.metrics.assigned_ip_per_cidr.reset();
+        for cidr in pool.enis().flat_map(|e| e.cidrs.values()) {
+            self.metrics
+                .assigned_ip_per_cidr
+                .with_label_values(&[cidr.net.to_string().as_str()])
+                .set(cidr.assigned() as i64);
         }
     }
 
@@ -235,190 +320,5 @@ impl AddressBook for Node {
             cidrs.extend(self.config.network.exclude_snat_cidrs.iter().copied());
         }
         (cidrs, self.config.network.external_snat)
-    }
-}
-
-/// Go's zero time, which the original prints for "never".
-const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
-
-fn rfc3339(ms: Millis) -> String {
-    // Seconds-resolution RFC 3339 without a date library: days from the epoch by the civil calendar.
-    let secs = ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-impl IntrospectionSource for Node {
-    fn enis(&self) -> BTreeMap<String, CardInfo> {
-        let pool = self.pool();
-        let now = now_ms();
-        let stats = pool.stats(now);
-        let mut enis = BTreeMap::new();
-        for eni in pool.enis() {
-            let mut cidrs = BTreeMap::new();
-            for cidr in eni.cidrs.values() {
-                let addresses = cidr
-                    .slots
-                    .iter()
-                    .filter(|s| s.holder.is_some() || s.unassigned_at.is_some())
-                    .map(|slot| {
-                        let (key, metadata, assigned) = match &slot.holder {
-                            Some((key, pod, at)) => (
-                                IpamKey {
-                                    network_name: key.network_name.clone(),
-                                    ..IpamKey::default()
-                                },
-                                IpamMetadata {
-                                    pod_namespace: pod.namespace.clone(),
-                                    pod_name: pod.name.clone(),
-                                    interfaces_count: 1,
-                                },
-                                rfc3339(*at),
-                            ),
-                            None => (IpamKey::default(), IpamMetadata::default(), ZERO_TIME.to_owned()),
-                        };
-                        let info = AddressInfo {
-                            address: slot.ip.to_string(),
-                            ipam_key: key,
-                            ipam_metadata: metadata,
-                            assigned_time: assigned,
-                            unassigned_time: slot.unassigned_at.map_or_else(|| ZERO_TIME.to_owned(), rfc3339),
-                        };
-                        (slot.ip.to_string(), info)
-                    })
-                    .collect();
-                cidrs.insert(
-                    cidr.net.to_string(),
-                    CidrInfo {
-                        cidr: cidr.net.to_string(),
-                        ip_addresses: addresses,
-                        is_prefix: cidr.is_prefix,
-                        address_family: "4".into(),
-                    },
-                );
-            }
-            enis.insert(
-                eni.id.clone(),
-                EniInfo {
-                    id: eni.id.clone(),
-                    is_primary: eni.flags.primary,
-                    is_trunk: eni.flags.trunk,
-                    is_efa: eni.flags.efa,
-                    device_number: eni.device_number,
-                    available_ipv4_cidrs: cidrs,
-                    ipv6_cidrs: BTreeMap::new(),
-                    is_excluded_for_pod_ips: eni.flags.excluded,
-                    route_table_id: eni.route_table_id(),
-                    subnet_id: eni.subnet_id.clone(),
-                },
-            );
-        }
-        let card = CardInfo {
-            total_ips: stats.total as u32,
-            assigned_ips: stats.assigned as u32,
-            enis,
-        };
-        BTreeMap::from([("0".to_owned(), card)])
-    }
-
-    fn pods(&self) -> Value {
-        let pool = self.pool();
-        let pods: Vec<Value> = pool
-            .allocations()
-            .into_iter()
-            .map(|(key, pod, assignment)| {
-                json!({
-                    "namespace": pod.namespace, "name": pod.name, "containerID": key.container_id, "ifName": key.if_name,
-                    "networkName": key.network_name, "ipv4": assignment.ip.to_string(), "eni": assignment.eni_id,
-                    "deviceNumber": assignment.device_number, "routeTableId": assignment.route_table_id,
-                })
-            })
-            .collect();
-        Value::Array(pods)
-    }
-
-    fn pool(&self) -> Value {
-        let pool = self.pool();
-        let now = now_ms();
-        let decisions: Vec<Value> = self
-            .decisions
-            .lock()
-            .map(|d| {
-                d.iter()
-                    .map(|(at, decision)| json!({ "at": rfc3339(*at), "decision": decision }))
-                    .collect()
-            })
-            .unwrap_or_default();
-        json!({
-            "stats": pool.stats(now),
-            "enis": pool.eni_stats(now),
-            "limits": pool.limits(),
-            "config": pool.config(),
-            "belowTarget": pool.is_below_target(now),
-            "nextDecision": pool.decide(now),
-            "recentDecisions": decisions,
-        })
-    }
-
-    fn eni_config(&self) -> Value {
-        Value::String(if self.config.pool.custom_networking {
-            "default".into()
-        } else {
-            String::new()
-        })
-    }
-
-    fn networkutils_env(&self) -> Value {
-        let n = &self.config.network;
-        json!({
-            "AWS_VPC_K8S_CNI_CONNMARK": n.connmark,
-            "AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS": n.exclude_snat_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "AWS_VPC_K8S_CNI_EXTERNALSNAT": n.external_snat,
-            "AWS_EXTERNAL_SERVICE_CIDRS": n.external_service_cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            "AWS_VPC_ENI_MTU": n.eni_mtu,
-            "AWS_VPC_K8S_CNI_VETHPREFIX": n.veth_prefix,
-            "AWS_VPC_CNI_NODE_PORT_SUPPORT": n.node_port_support,
-            "AWS_VPC_K8S_CNI_RANDOMIZESNAT": n.randomize_snat,
-        })
-    }
-
-    fn ipamd_env(&self) -> Value {
-        let p = &self.config.pool;
-        json!({
-            "WARM_IP_TARGET": p.warm_ip_target,
-            "WARM_ENI_TARGET": p.warm_eni_target,
-            "MINIMUM_IP_TARGET": p.minimum_ip_target,
-            "WARM_PREFIX_TARGET": p.warm_prefix_target,
-            "ENABLE_PREFIX_DELEGATION": p.prefix_delegation,
-            "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": p.custom_networking,
-            "AWS_MANAGE_ENIS_NON_SCHEDULABLE": p.manage_enis_non_schedulable,
-            "ENABLE_SUBNET_DISCOVERY": p.subnet_discovery,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn times_print_as_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_764_000_000_000), "2025-11-24T16:00:00Z");
-        assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 }

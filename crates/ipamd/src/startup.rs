@@ -1,20 +1,31 @@
-//! Start-up: identity from instance metadata, ENIs from EC2, the pool built from them, and the checkpoint
-//! restored into it (ours, or the original's when a node moves from aws-node).
+//! Start-up, in the original's order (behaviour notes §2h): identity from instance metadata; limits; ENIs
+//! from EC2 (the truth) joined with metadata and classified; the node's network programmed (primary
+//! interface, rules, SNAT and CONNMARK); every managed secondary ENI set up on the host; the checkpoint
+//! (ours, or the original's when a node moves from aws-node) restored and reconciled with EC2 (addresses
+//! the node no longer has are dropped and logged) and with the host (pods whose veth is gone are released).
 
-use std::path::Path;
+use std::net::Ipv4Addr;
 use std::sync::Arc;
 
+use ipnet::Ipv4Net;
+use vpcni_dataplane::DataplaneError;
+use vpcni_dataplane::naming::host_veth_name;
 use vpcni_ec2::{Ec2, Imds};
 use vpcni_engine::checkpoint::{Checkpoint, CheckpointError};
 use vpcni_engine::{Eni, EniFlags, NodeLimits, Pool, PoolConfig};
 
 use crate::config::Config;
-use crate::discovery::{DiscoveryError, EniRole, discover_enis, discover_identity};
+use crate::discovery::{
+    DiscoveredEni, DiscoveryError, EniRole, discover_enis, discover_identity, route_table_id,
+};
+use crate::enis::eni_tags;
+use crate::host::{Host, NodeNetwork, eni_spec};
 use crate::metrics::Metrics;
-use crate::node::{Node, now_ms};
+use crate::node::{Node, VethCheck, now_ms};
 
-/// Where the original keeps its checkpoint; imported once if ours does not exist yet.
-pub const ORIGINAL_CHECKPOINT: &str = "/var/run/aws-node/ipam.json";
+/// A restored pod whose veth is missing is released at once if its address was given longer ago than this;
+/// a younger one may be in the middle of its CNI ADD, and is checked again when this much time has passed.
+pub const VETH_GRACE_MS: u64 = 60_000;
 
 /// Why start-up failed.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +39,19 @@ pub enum StartupError {
     /// The checkpoint is unreadable; it is never overwritten.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// The host could not be programmed.
+    #[error("programming the host: {what}: {source}")]
+    Host {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: DataplaneError,
+    },
+}
+
+fn host_error(what: impl Into<String>) -> impl FnOnce(DataplaneError) -> StartupError {
+    let what = what.into();
+    move |source| StartupError::Host { what, source }
 }
 
 /// Engine settings from the environment's.
@@ -44,16 +68,43 @@ pub fn pool_config(config: &Config) -> PoolConfig {
     }
 }
 
-/// Builds the node from EC2 and metadata, and restores the checkpoint.
+/// The subnet CIDR of an ENI: from metadata, else from EC2.
+async fn subnet_cidr(found: &DiscoveredEni, ec2: &dyn Ec2, fallback: Ipv4Net) -> Ipv4Net {
+    if let Some(metadata) = &found.metadata {
+        return metadata.subnet_ipv4_cidr_block;
+    }
+    match ec2
+        .describe_subnets(std::slice::from_ref(&found.eni.subnet_id), &[])
+        .await
+    {
+        Ok(subnets) => subnets.first().map_or(fallback, |s| s.cidr_block),
+        Err(error) => {
+            tracing::warn!(subnet = %found.eni.subnet_id, "DescribeSubnets: {error}");
+            fallback
+        }
+    }
+}
+
+/// Builds the node from EC2 and metadata, programs the host, and restores the checkpoint.
 pub async fn start(
     config: Config,
     ec2: &dyn Ec2,
     imds: &dyn Imds,
-    original_checkpoint: &Path,
+    host: Arc<dyn Host>,
+    metrics: Arc<Metrics>,
 ) -> Result<Arc<Node>, StartupError> {
-    let identity = discover_identity(imds).await?;
+    let mut identity = discover_identity(imds).await?;
     let limits = vpcni_limits::builtin().get(&identity.instance_type)?;
     let enis = discover_enis(ec2, imds, &identity, config.pool.manage_untagged_eni).await?;
+    if let Some(primary) = enis.iter().find(|e| e.role == EniRole::Primary) {
+        identity.vpc_id = primary.eni.vpc_id.clone();
+    }
+
+    host.program_node(&NodeNetwork::new(&config, &identity))
+        .await
+        .map_err(host_error("the node's rules"))?;
+    metrics.connmark_backend.with_label_values(&["iptables"]).set(1);
+
     let mut pool_config = pool_config(&config);
     if pool_config.prefix_delegation && !limits.supports_prefix_delegation() {
         tracing::warn!(instance_type = %identity.instance_type, "prefix delegation needs Nitro or bare metal; using secondary IPs");
@@ -63,65 +114,100 @@ pub async fn start(
     node_limits.unmanaged_enis = enis.iter().filter(|e| e.role == EniRole::Unmanaged).count() as u32;
     let mut pool = Pool::new(pool_config, node_limits);
     let now = now_ms();
+    let mut set_up: Vec<Ipv4Addr> = Vec::new();
     for found in enis
         .iter()
         .filter(|e| e.role != EniRole::Unmanaged && e.role != EniRole::OtherCard)
     {
+        let eni_id = &found.eni.network_interface_id;
+        let subnet = subnet_cidr(found, ec2, identity.primary_subnet_cidr).await;
+        if matches!(found.role, EniRole::Managed | EniRole::Trunk) {
+            let spec = eni_spec(
+                &found.eni.mac_address,
+                found.eni.private_ip,
+                subnet,
+                config.network.eni_mtu,
+                route_table_id(found.device_number, found.network_card),
+            );
+            host.wait_for_eni(&spec.mac, config.eni_link_timeout)
+                .await
+                .map_err(host_error(format!("waiting for the link of {eni_id}")))?;
+            host.setup_eni(&spec)
+                .await
+                .map_err(host_error(format!("setting up {eni_id}")))?;
+            set_up.push(found.eni.private_ip);
+            let wanted = eni_tags(&identity.instance_id, &config);
+            let missing: vpcni_ec2::Tags = wanted
+                .into_iter()
+                .filter(|(k, v)| found.eni.tags.get(k) != Some(v))
+                .collect();
+            if !missing.is_empty()
+                && let Err(error) = ec2.create_tags(std::slice::from_ref(eni_id), &missing).await
+            {
+                tracing::warn!(eni = %eni_id, "tagging: {error}");
+            }
+        }
         let flags = EniFlags {
             primary: found.role == EniRole::Primary,
             trunk: found.role == EniRole::Trunk,
             efa: found.role == EniRole::Efa,
             excluded: found.role == EniRole::Primary && config.pool.custom_networking,
         };
-        let subnet_cidr = found
-            .metadata
-            .as_ref()
-            .map_or(identity.primary_subnet_cidr, |m| m.subnet_ipv4_cidr_block);
+        // The ENI lifetime clock starts now: a restarted daemon must not free an ENI pods may be on before
+        // the checkpoint is read.
         let mut eni = Eni::new(
-            &found.eni.network_interface_id,
+            eni_id,
             found.device_number,
             flags,
-            subnet_cidr,
+            subnet,
             found.eni.private_ip,
             now,
         )
         .with_subnet_id(&found.eni.subnet_id);
         eni.network_card = found.network_card;
-        // Restarted daemons must not free ENIs that pods may be on before the checkpoint is read: the ENI
-        // lifetime clock starts now.
         if let Err(error) = pool.add_eni(eni) {
-            tracing::warn!("skipping ENI {}: {error}", found.eni.network_interface_id);
+            tracing::warn!("skipping ENI {eni_id}: {error}");
             continue;
         }
-        let mut cidrs: Vec<ipnet::Ipv4Net> = found
+        let mut cidrs: Vec<Ipv4Net> = found
             .eni
             .secondary_ips
             .iter()
-            .map(|ip| ipnet::Ipv4Net::from(*ip))
+            .map(|ip| Ipv4Net::from(*ip))
             .collect();
         cidrs.extend(found.eni.ipv4_prefixes.iter().copied());
-        if let Err(error) = pool.add_cidrs(&found.eni.network_interface_id, &cidrs) {
-            tracing::warn!("addresses of {}: {error}", found.eni.network_interface_id);
+        if let Err(error) = pool.add_cidrs(eni_id, &cidrs) {
+            tracing::warn!("addresses of {eni_id}: {error}");
         }
     }
+    let pruned = host
+        .prune_eni_rules(&set_up)
+        .await
+        .map_err(host_error("removing rules of ENIs that are gone"))?;
+    if !pruned.is_empty() {
+        tracing::info!(?pruned, "removed ENI rules left by ENIs no longer attached");
+    }
 
-    let ours = Checkpoint::load(&config.backing_store)?;
-    let checkpoint = match ours {
+    let checkpoint = match Checkpoint::load(&config.backing_store)? {
         Some(checkpoint) => Some(checkpoint),
         None => {
-            let imported = Checkpoint::load(original_checkpoint)?;
+            let imported = Checkpoint::load(&config.import_checkpoint)?;
             if imported.is_some() {
-                tracing::info!(from = %original_checkpoint.display(), "importing the original's checkpoint");
+                tracing::info!(from = %config.import_checkpoint.display(), "importing the original's checkpoint");
             }
             imported
         }
     };
     if let Some(checkpoint) = checkpoint {
         for (allocation, why) in checkpoint.restore_into(&mut pool) {
-            tracing::warn!(container = %allocation.container_id, ip = ?allocation.ipv4, "dropped from checkpoint: {why}");
+            tracing::warn!(
+                container = %allocation.container_id, ip = ?allocation.ipv4,
+                "dropped from the checkpoint: EC2 does not list this address on the node any more ({why})"
+            );
         }
     }
-    let metrics = Arc::new(Metrics::new());
+    let veth_checks = release_pods_without_veth(&config, &mut pool, host.as_ref()).await;
+
     metrics.eni_max.set(i64::from(
         pool.limits()
             .max_enis
@@ -130,10 +216,48 @@ pub async fn start(
     metrics
         .ip_max
         .set(i64::from(pool.limits().max_enis * pool.limits().slots_per_eni));
-    let node = Arc::new(Node::new(pool, identity, config, metrics));
+    let node = Arc::new(Node::new(pool, identity, config, metrics, host));
+    node.veth_checks
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .extend(veth_checks);
     {
         let pool = node.pool();
         node.persist(&pool);
     }
     Ok(node)
+}
+
+/// Releases restored pods whose host veth is gone (the plugin's DEL came while the daemon was down) and
+/// removes their rules; returns checks for pods too young to judge yet.
+async fn release_pods_without_veth(config: &Config, pool: &mut Pool, host: &dyn Host) -> Vec<VethCheck> {
+    let now = now_ms();
+    let mut later = Vec::new();
+    for (key, pod, assignment) in pool.allocations() {
+        if pod.namespace.is_empty() || pod.name.is_empty() {
+            continue;
+        }
+        let veth = host_veth_name(&config.network.veth_prefix, &pod.namespace, &pod.name);
+        match host.veth_exists(&veth).await {
+            Ok(true) => {}
+            Ok(false) if now >= assignment.assigned_at.saturating_add(VETH_GRACE_MS) => {
+                pool.unassign(&key, now);
+                tracing::warn!(
+                    pod = %format!("{}/{}", pod.namespace, pod.name), ip = %assignment.ip, %veth,
+                    "released: the pod's host veth is gone"
+                );
+                if let Err(error) = host.remove_pod_rules(&veth, assignment.ip).await {
+                    tracing::warn!(%veth, "removing its rules: {error}");
+                }
+            }
+            Ok(false) => later.push(VethCheck {
+                key,
+                veth,
+                ip: assignment.ip,
+                due: assignment.assigned_at.saturating_add(VETH_GRACE_MS),
+            }),
+            Err(error) => tracing::warn!(%veth, "checking: {error}"),
+        }
+    }
+    later
 }

@@ -100,6 +100,41 @@ impl CniResult {
         })
     }
 
+    /// The result a chained plugin prints: `prev` (the previous plugin's result, passed on exactly as
+    /// received, IPv6 entries, DNS and unknown fields included) with this result's interfaces, addresses
+    /// and routes appended, its interface indices shifted past `prev`'s interfaces.
+    pub fn appended_to(&self, prev: Option<&Value>, cni_version: &str, version: Version) -> Value {
+        let mut ours = self.to_json(cni_version, version);
+        let Some(Value::Object(prev)) = prev else {
+            return ours;
+        };
+        let mut merged = prev.clone();
+        let offset = merged
+            .get("interfaces")
+            .and_then(Value::as_array)
+            .map_or(0, Vec::len);
+        if let Some(ips) = ours.get_mut("ips").and_then(Value::as_array_mut) {
+            for ip in ips {
+                if let Some(index) = ip.get("interface").and_then(Value::as_u64) {
+                    ip["interface"] = json!(index + offset as u64);
+                }
+            }
+        }
+        for key in ["interfaces", "ips", "routes"] {
+            let mut list = match merged.remove(key) {
+                Some(Value::Array(list)) => list,
+                _ => Vec::new(),
+            };
+            if let Some(Value::Array(added)) = ours.get_mut(key).map(Value::take) {
+                list.extend(added);
+            }
+            merged.insert(key.to_owned(), Value::Array(list));
+        }
+        merged.insert("cniVersion".to_owned(), json!(cni_version));
+        merged.entry("dns").or_insert_with(|| json!({}));
+        Value::Object(merged)
+    }
+
     /// Reads a result of any supported version. IPv6 entries are skipped (vpcni is IPv4 only for now).
     pub fn from_value(value: &Value) -> Result<Self, String> {
         let object = value.as_object().ok_or("not a JSON object")?;

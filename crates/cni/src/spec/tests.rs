@@ -324,6 +324,46 @@ fn results_take_the_shape_of_the_requested_version() {
 }
 
 #[test]
+fn a_chained_result_keeps_everything_the_previous_plugin_said() {
+    let prev = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "interfaces": [{ "name": "lo", "mac": "00:00:00:00:00:00", "sandbox": "/var/run/netns/x" }],
+        "ips": [{ "interface": 0, "address": "127.0.0.1/8" }, { "interface": 0, "address": "::1/128" }],
+        "dns": { "nameservers": ["10.0.0.2"] },
+        "vendorField": 7,
+    });
+    let ours = CniResult {
+        interfaces: vec![Interface {
+            name: "eth0".into(),
+            mac: "02:00:00:00:00:02".into(),
+            sandbox: Some("/var/run/netns/x".into()),
+        }],
+        ips: vec![IpConfig {
+            address: "10.0.1.5/32".parse().unwrap(),
+            gateway: None,
+            interface: Some(0),
+        }],
+        routes: Vec::new(),
+    };
+    let merged = ours.appended_to(Some(&prev), "1.1.0", Version::V1_1);
+    assert_eq!(merged["cniVersion"], "1.1.0");
+    assert_eq!(merged["interfaces"][0]["name"], "lo");
+    assert_eq!(merged["interfaces"][1]["name"], "eth0");
+    assert_eq!(
+        merged["ips"][1]["address"], "::1/128",
+        "IPv6 entries pass through"
+    );
+    assert_eq!(merged["ips"][2]["interface"], 1, "our index shifts past lo");
+    assert_eq!(merged["dns"]["nameservers"][0], "10.0.0.2");
+    assert_eq!(merged["vendorField"], 7);
+    // Without a previous result, ours alone.
+    assert_eq!(
+        ours.appended_to(None, "1.0.0", Version::V1_0),
+        ours.to_json("1.0.0", Version::V1_0)
+    );
+}
+
+#[test]
 fn errors_and_versions_print_as_the_spec_says() {
     let err = CniError::new(
         ErrorCode::TryAgainLater,

@@ -224,3 +224,95 @@ fn every_bad_variable_is_reported_at_once() {
     ]);
     assert_eq!(text.lines().count(), 3, "{text}");
 }
+
+#[test]
+fn more_pool_and_address_settings() {
+    assert_eq!(
+        error(&[("MINIMUM_IP_TARGET", "1.5")]),
+        r#"MINIMUM_IP_TARGET="1.5" is not valid: expected a whole number (0 or more)"#
+    );
+    assert_eq!(
+        error(&[("WARM_PREFIX_TARGET", "many")]),
+        r#"WARM_PREFIX_TARGET="many" is not valid: expected a whole number (0 or more)"#
+    );
+    assert_eq!(
+        error(&[("ENABLE_IPv4", "false")]),
+        r#"ENABLE_IPv4="false" is not valid: expected true: vpcni serves IPv4 clusters"#
+    );
+    assert_eq!(
+        error(&[("AWS_EXTERNAL_SERVICE_CIDRS", "10.0.0.0/33")]),
+        r#"AWS_EXTERNAL_SERVICE_CIDRS="10.0.0.0/33" is not valid: expected comma-separated IPv4 CIDRs such as 10.1.0.0/16 ("10.0.0.0/33" is not one)"#
+    );
+    let config = load(&[("AWS_EXTERNAL_SERVICE_CIDRS", "192.0.2.7/24")]).unwrap();
+    assert_eq!(
+        config.network.external_service_cidrs,
+        vec!["192.0.2.0/24".parse::<Ipv4Net>().unwrap()],
+        "host bits are cleared, as Go's ParseCIDR does"
+    );
+}
+
+#[test]
+fn logging() {
+    assert_eq!(
+        error(&[("AWS_VPC_K8S_CNI_LOG_FILE", "ipamd.log")]),
+        r#"AWS_VPC_K8S_CNI_LOG_FILE="ipamd.log" is not valid: expected stdout, stderr or an absolute path"#
+    );
+    let config = load(&[("AWS_VPC_K8S_CNI_LOGLEVEL", "INFO")]).unwrap();
+    assert_eq!(config.log_level, "info");
+}
+
+#[test]
+fn vpcni_knobs() {
+    let config = load(&[]).unwrap();
+    assert_eq!(config.pool_interval, Duration::from_secs(5));
+    assert_eq!(config.reconcile_interval, Duration::from_secs(60));
+    assert_eq!(config.leaked_eni_cleanup_interval, Duration::from_secs(3600));
+    assert_eq!(config.eni_link_timeout, Duration::from_secs(60));
+    assert_eq!(
+        config.import_checkpoint,
+        PathBuf::from("/var/run/aws-node/ipam.json")
+    );
+    assert_eq!(
+        error(&[("VPCNI_POOL_INTERVAL_MS", "50")]),
+        r#"VPCNI_POOL_INTERVAL_MS="50" is not valid: expected a whole number from 100 to 60000"#
+    );
+    assert_eq!(
+        error(&[("VPCNI_RECONCILE_INTERVAL_MS", "1m")]),
+        r#"VPCNI_RECONCILE_INTERVAL_MS="1m" is not valid: expected a whole number from 100 to 3600000"#
+    );
+    assert_eq!(
+        error(&[("VPCNI_LEAKED_ENI_CLEANUP_INTERVAL_MS", "0")]),
+        r#"VPCNI_LEAKED_ENI_CLEANUP_INTERVAL_MS="0" is not valid: expected a whole number from 100 to 86400000"#
+    );
+    assert_eq!(
+        error(&[("VPCNI_ENI_LINK_TIMEOUT_MS", "999999999")]),
+        r#"VPCNI_ENI_LINK_TIMEOUT_MS="999999999" is not valid: expected a whole number from 100 to 600000"#
+    );
+    assert_eq!(
+        error(&[("VPCNI_IMPORT_CHECKPOINT", "/var/run/../ipam.json")]),
+        r#"VPCNI_IMPORT_CHECKPOINT="/var/run/../ipam.json" is not valid: expected an absolute path without '..'"#
+    );
+    assert_eq!(
+        error(&[("VPCNI_IPAMD_SOCKET", "ipamd.sock")]),
+        r#"VPCNI_IPAMD_SOCKET="ipamd.sock" is not valid: expected an absolute path without '..'"#
+    );
+    assert_eq!(
+        error(&[("METRICS_BIND_ADDRESS", "unix:relative")]),
+        r#"METRICS_BIND_ADDRESS="unix:relative" is not valid: expected HOST:PORT such as 127.0.0.1:61679, :PORT, or unix:/absolute/path"#
+    );
+}
+
+#[test]
+fn more_tags_and_cluster() {
+    assert_eq!(
+        error(&[("ADDITIONAL_ENI_TAGS", "team=net")]),
+        r#"ADDITIONAL_ENI_TAGS="team=net" is not valid: expected a JSON object of string tags, e.g. {"team":"net"}, with no key containing k8s.amazonaws.com"#
+    );
+    let long = "c".repeat(101);
+    assert_eq!(
+        error(&[("CLUSTER_NAME", long.as_str())]),
+        format!(
+            r#"CLUSTER_NAME="{long}" is not valid: expected a cluster name of at most 100 printable characters"#
+        )
+    );
+}

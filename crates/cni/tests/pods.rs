@@ -1,0 +1,413 @@
+//! The real `vpcni` binary against a real ipamd on a testbed node, in real namespaces: ADD / CHECK / DEL
+//! cycles, 100 pods on a node, 16 ADDs at once, pods on the primary and a secondary ENI, and DEL repeated,
+//! without a netns and with ipamd stopped. Needs root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is its failure report
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Barrier};
+
+use common::{pod_state, result_ip, rules_for};
+use serde_json::{Value, json};
+use vpcni_testbed::{PluginCall, PluginOutput, PodNetns, TestNode};
+
+/// The config with the ADD result as prevResult, as runtimes send it to DEL and CHECK.
+fn with_prev(config: &Value, result: &Value) -> String {
+    let mut config = config.clone();
+    config["prevResult"] = result.clone();
+    config.to_string()
+}
+
+fn add(node: &TestNode, pod: &PodNetns, name: &str, config: &Value) -> PluginOutput {
+    node.plugin(&PluginCall::add(pod, name, &config.to_string()))
+        .unwrap()
+}
+
+fn del(node: &TestNode, pod: &PodNetns, name: &str, config: &Value, result: &Value) -> PluginOutput {
+    node.plugin(&PluginCall::del(pod, name, &with_prev(config, result)))
+        .unwrap()
+}
+
+/// The pod address in an ADD result.
+fn ip_of(result: &Value) -> Ipv4Addr {
+    let address = result["ips"][0]["address"].as_str().unwrap();
+    address.trim_end_matches("/32").parse().unwrap()
+}
+
+/// The ENI device number ADD recorded in its result.
+fn device_of(result: &Value) -> u32 {
+    result["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"].as_str().unwrap().starts_with("dummy"))
+        .and_then(|i| i["sandbox"].as_str())
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+fn ping(node: &TestNode, from: Option<&PodNetns>, to: Ipv4Addr) -> bool {
+    let target = to.to_string();
+    let args = ["ping", "-c1", "-W2", target.as_str()];
+    let output = match from {
+        Some(pod) => pod.exec(&args).unwrap(),
+        None => node.exec(&args).unwrap(),
+    };
+    output.status.success()
+}
+
+#[test]
+fn add_check_del_cycles_wire_the_pod_and_leave_nothing() {
+    let node = TestNode::start().unwrap();
+    node.wait_for_addresses(2).unwrap();
+    let config = node.cni_config_value("1.0.0");
+    let baseline = pod_state(&node);
+    let pod = node.pod_netns("cycle").unwrap();
+    let neighbour = node.pod_netns("neighbour").unwrap();
+    let neighbour_result = add(&node, &neighbour, "neighbour", &config);
+    let neighbour_ip = result_ip(&neighbour_result);
+
+    for round in 0..3 {
+        let added = add(&node, &pod, "cycle", &config);
+        let ip = result_ip(&added);
+        let result = added.json();
+        let host_veth = result["interfaces"][0]["name"].as_str().unwrap().to_owned();
+        assert!(
+            host_veth.starts_with("eni") && host_veth.len() == 14,
+            "{host_veth}"
+        );
+        assert_eq!(result["interfaces"][1]["name"], "eth0");
+        assert_eq!(result["interfaces"][1]["sandbox"], pod.path());
+        assert_eq!(result["ips"][0]["gateway"], "169.254.1.1");
+
+        // The pod side, as the original wires it.
+        let addr =
+            String::from_utf8(pod.exec(&["ip", "-4", "addr", "show", "eth0"]).unwrap().stdout).unwrap();
+        assert!(addr.contains(&format!("{ip}/32")), "round {round}: {addr}");
+        let routes = String::from_utf8(pod.exec(&["ip", "route"]).unwrap().stdout).unwrap();
+        assert!(routes.contains("default via 169.254.1.1 dev eth0"), "{routes}");
+        assert!(routes.contains("169.254.1.1 dev eth0 scope link"), "{routes}");
+        let neigh =
+            String::from_utf8(pod.exec(&["ip", "neigh", "show", "169.254.1.1"]).unwrap().stdout).unwrap();
+        assert!(
+            neigh.contains(result["interfaces"][0]["mac"].as_str().unwrap()) && neigh.contains("PERMANENT"),
+            "{neigh}"
+        );
+        // The host side.
+        let host_route = String::from_utf8(
+            node.exec(&["ip", "route", "show", &format!("{ip}/32")])
+                .unwrap()
+                .stdout,
+        )
+        .unwrap();
+        assert!(
+            host_route.contains(&format!("dev {host_veth} scope link")),
+            "{host_route}"
+        );
+        assert_eq!(
+            rules_for(&node, ip),
+            [format!("512:\tfrom all to {ip} lookup main")]
+        );
+        // Traffic: node to pod, pod to pod through the node.
+        assert!(ping(&node, None, ip), "node → pod {ip}");
+        assert!(ping(&node, Some(&pod), neighbour_ip), "pod → pod");
+
+        let check = node
+            .plugin(&PluginCall::check(&pod, "cycle", &with_prev(&config, &result)))
+            .unwrap();
+        assert!(check.success(), "{check}");
+        // CHECK says what differs.
+        let rule = node
+            .exec(&[
+                "ip",
+                "rule",
+                "del",
+                "to",
+                &ip.to_string(),
+                "lookup",
+                "main",
+                "priority",
+                "512",
+            ])
+            .unwrap();
+        assert!(rule.status.success());
+        let broken = node
+            .plugin(&PluginCall::check(&pod, "cycle", &with_prev(&config, &result)))
+            .unwrap();
+        assert_eq!(broken.error_code(), Some(100), "{broken}");
+        assert!(
+            broken.json()["details"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("'to {ip} lookup main' at 512 is missing")),
+            "{broken}"
+        );
+
+        let deleted = del(&node, &pod, "cycle", &config, &result);
+        assert!(deleted.success() && deleted.stdout.is_empty(), "{deleted}");
+        let links = String::from_utf8(pod.exec(&["ip", "-o", "link"]).unwrap().stdout).unwrap();
+        assert!(!links.contains("eth0"), "the pod's eth0 goes with DEL: {links}");
+    }
+    let deleted = del(&node, &neighbour, "neighbour", &config, &neighbour_result.json());
+    assert!(deleted.success(), "{deleted}");
+    assert_eq!(pod_state(&node), baseline);
+}
+
+#[test]
+fn a_hundred_pods_on_one_node() {
+    // m5.4xlarge: 8 ENIs of 30 addresses, 234 pods.
+    let node = TestNode::builder()
+        .instance_type("m5.4xlarge")
+        .ipamd_env("WARM_IP_TARGET", "105")
+        .start()
+        .unwrap();
+    node.wait_for_addresses(100).unwrap();
+    let config = node.cni_config_value("1.1.0");
+    let baseline = pod_state(&node);
+    let pods: Vec<(String, PodNetns)> = (0..100)
+        .map(|i| {
+            let name = format!("p{i}");
+            let netns = node.pod_netns(&name).unwrap();
+            (name, netns)
+        })
+        .collect();
+    let results: Vec<Value> = pods
+        .iter()
+        .map(|(name, netns)| {
+            let output = add(&node, netns, name, &config);
+            assert!(output.success(), "{name}: {output}");
+            output.json()
+        })
+        .collect();
+    let ips: Vec<Ipv4Addr> = results.iter().map(ip_of).collect();
+    assert_eq!(ips.iter().collect::<BTreeSet<_>>().len(), 100, "no address twice");
+    let assigned = node.sim_state().unwrap().assigned_addresses(node.instance_id());
+    let devices: BTreeSet<u32> = results.iter().map(device_of).collect();
+    assert!(devices.len() >= 4, "100 pods span several ENIs: {devices:?}");
+    for (ip, result) in ips.iter().zip(&results) {
+        assert!(assigned.contains(ip), "{ip} is assigned to this node in EC2");
+        let device = device_of(result);
+        let mut expected = vec![format!("512:\tfrom all to {ip} lookup main")];
+        if device > 0 {
+            expected.push(format!("1536:\tfrom {ip} lookup {}", device + 1));
+        }
+        assert_eq!(rules_for(&node, *ip), expected);
+        assert!(ping(&node, None, *ip), "node → {ip}");
+    }
+    let state = pod_state(&node);
+    assert_eq!(state.veths.len(), 100);
+    assert_eq!(state.allocations.len(), 100);
+    for ((name, netns), result) in pods.iter().zip(&results) {
+        let output = del(&node, netns, name, &config, result);
+        assert!(output.success(), "{name}: {output}");
+    }
+    assert_eq!(pod_state(&node), baseline);
+}
+
+#[test]
+fn sixteen_parallel_adds_never_share_an_address() {
+    let node = Arc::new(
+        TestNode::builder()
+            .instance_type("m5.xlarge")
+            .ipamd_env("WARM_IP_TARGET", "20")
+            .start()
+            .unwrap(),
+    );
+    node.wait_for_addresses(16).unwrap();
+    let baseline = pod_state(&node);
+    let config = node.cni_config_value("1.0.0");
+    let pods: Arc<Vec<PodNetns>> = Arc::new(
+        (0..16)
+            .map(|i| node.pod_netns(&format!("par{i}")).unwrap())
+            .collect(),
+    );
+    let barrier = Arc::new(Barrier::new(16));
+    let run = |verb: &'static str, results: Option<Vec<Value>>| {
+        let handles: Vec<_> = (0..16)
+            .map(|i| {
+                let (node, pods, barrier, config) =
+                    (node.clone(), pods.clone(), barrier.clone(), config.clone());
+                let prev = results.as_ref().map(|r| r[i].clone());
+                std::thread::spawn(move || {
+                    let name = format!("par{i}");
+                    barrier.wait();
+                    let output = match &prev {
+                        None => add(&node, &pods[i], &name, &config),
+                        Some(result) => del(&node, &pods[i], &name, &config, result),
+                    };
+                    assert!(output.success(), "{verb} {name}: {output}");
+                    output.json()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect::<Vec<Value>>()
+    };
+    let results = run("ADD", None);
+    let ips: BTreeSet<&str> = results
+        .iter()
+        .map(|r| r["ips"][0]["address"].as_str().unwrap())
+        .collect();
+    assert_eq!(ips.len(), 16, "16 pods, 16 addresses: {ips:?}");
+    assert_eq!(pod_state(&node).allocations.len(), 16);
+    run("DEL", Some(results));
+    assert_eq!(pod_state(&node), baseline);
+}
+
+#[test]
+fn pods_on_the_primary_and_a_secondary_eni_get_their_rules() {
+    // 12 warm addresses: the primary ENI's 9 and some of a second ENI's.
+    let node = TestNode::builder()
+        .ipamd_env("WARM_IP_TARGET", "12")
+        .start()
+        .unwrap();
+    node.wait_for_addresses(12).unwrap();
+    let config = node.cni_config_value("1.0.0");
+    let mut by_device = std::collections::BTreeMap::new();
+    let mut pods = Vec::new();
+    for i in 0..12 {
+        let name = format!("eni{i}");
+        let netns = node.pod_netns(&name).unwrap();
+        let output = add(&node, &netns, &name, &config);
+        let ip = result_ip(&output);
+        by_device.entry(device_of(&output.json())).or_insert(ip);
+        pods.push((name, netns, output.json()));
+    }
+    let primary = by_device[&0];
+    let secondary = by_device[&1];
+    assert_eq!(
+        rules_for(&node, primary),
+        [format!("512:\tfrom all to {primary} lookup main")]
+    );
+    assert_eq!(
+        rules_for(&node, secondary),
+        [
+            format!("512:\tfrom all to {secondary} lookup main"),
+            format!("1536:\tfrom {secondary} lookup 2"),
+        ]
+    );
+    // The secondary address belongs to the ENI on eth1 in EC2.
+    let state = node.sim_state().unwrap();
+    let eni1 = state.attached_enis(node.instance_id(), u64::MAX)[&1].clone();
+    assert!(eni1.secondary.contains_key(&secondary));
+    for (name, netns, result) in &pods {
+        let check = node
+            .plugin(&PluginCall::check(netns, name, &with_prev(&config, result)))
+            .unwrap();
+        assert!(check.success(), "{check}");
+    }
+    // A missing 1536 rule is a difference CHECK reports.
+    let (name, netns, result) = pods.iter().find(|(_, _, r)| device_of(r) == 1).unwrap();
+    let ip = ip_of(result);
+    node.exec(&[
+        "ip",
+        "rule",
+        "del",
+        "from",
+        &ip.to_string(),
+        "lookup",
+        "2",
+        "priority",
+        "1536",
+    ])
+    .unwrap();
+    let check = node
+        .plugin(&PluginCall::check(netns, name, &with_prev(&config, result)))
+        .unwrap();
+    assert_eq!(check.error_code(), Some(100), "{check}");
+    assert!(check.stdout.contains("lookup 2' at 1536 is missing"), "{check}");
+}
+
+#[test]
+fn del_is_safe_twice_without_a_netns_and_with_ipamd_stopped() {
+    let node = TestNode::start().unwrap();
+    node.wait_for_addresses(3).unwrap();
+    let config = node.cni_config_value("1.0.0");
+    let baseline = pod_state(&node);
+
+    // Twice, then once more without a netns, as containerd does.
+    let a = node.pod_netns("a").unwrap();
+    let result = add(&node, &a, "a", &config).json();
+    for _ in 0..2 {
+        let output = del(&node, &a, "a", &config, &result);
+        assert!(output.success(), "{output}");
+    }
+    let no_netns = PluginCall::new("DEL", None, "a", &with_prev(&config, &result));
+    assert!(node.plugin(&no_netns).unwrap().success());
+    assert_eq!(pod_state(&node), baseline);
+
+    // The sandbox is gone before DEL: the rules and the allocation still go.
+    let b = node.pod_netns("b").unwrap();
+    let added = add(&node, &b, "b", &config);
+    let (b_ip, result) = (result_ip(&added), added.json());
+    let path = b.path().to_owned();
+    b.remove();
+    let gone = PluginCall::new("DEL", Some(&path), "b", &with_prev(&config, &result));
+    assert!(node.plugin(&gone).unwrap().success());
+    assert!(rules_for(&node, b_ip).is_empty());
+    let no_netns = PluginCall::new("DEL", None, "b", &with_prev(&config, &result));
+    assert!(node.plugin(&no_netns).unwrap().success());
+    assert_eq!(pod_state(&node), baseline);
+
+    // ipamd down: DEL tears down from prevResult and succeeds; GC releases the address afterwards.
+    let c = node.pod_netns("c").unwrap();
+    let added = add(&node, &c, "c", &config);
+    let (c_ip, result) = (result_ip(&added), added.json());
+    node.stop_ipamd().unwrap();
+    let output = del(&node, &c, "c", &config, &result);
+    assert!(output.success(), "{output}");
+    assert!(rules_for(&node, c_ip).is_empty());
+    node.start_ipamd().unwrap();
+    let held = pod_state(&node);
+    assert_eq!(held.allocations.len(), 1, "ipamd never heard the DEL: {held:?}");
+    let gc = json!({
+        "cniVersion": "1.1.0", "name": "vpcni", "type": "vpcni",
+        "ipamdSocket": node.socket_path(), "pluginLogFile": node.plugin_log_path(),
+        "cni.dev/valid-attachments": [],
+    });
+    let output = node
+        .plugin(&PluginCall::new("GC", None, "gc", &gc.to_string()))
+        .unwrap();
+    assert!(output.success(), "{output}");
+    assert_eq!(pod_state(&node), baseline);
+}
+
+#[test]
+fn a_wiring_failure_after_the_address_was_given_undoes_everything_and_gives_it_back() {
+    let node = TestNode::start().unwrap();
+    node.wait_for_addresses(1).unwrap();
+    let config = node.cni_config_value("1.0.0");
+    let baseline = pod_state(&node);
+    // Something in the pod already holds the name eth0: the veth cannot be made after ipamd said yes.
+    let pod = node.pod_netns("taken").unwrap();
+    let squatter = pod
+        .exec(&[
+            "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "squat",
+        ])
+        .unwrap();
+    assert!(squatter.status.success());
+    let output = add(&node, &pod, "taken", &config);
+    assert_eq!(output.error_code(), Some(100), "{output}");
+    assert!(
+        output
+            .error_msg()
+            .starts_with("failed to wire the pod with 10.0."),
+        "{output}"
+    );
+    assert_eq!(
+        pod_state(&node),
+        baseline,
+        "veth, routes, rules and the allocation are all gone"
+    );
+    let log = std::fs::read_to_string(node.plugin_log_path()).unwrap();
+    assert!(
+        log.contains("taken"),
+        "the plugin logged the failure to its file: {log}"
+    );
+}

@@ -1,0 +1,358 @@
+//! An ENI's life as the daemon drives it: created with the original's description and tags in the subnet
+//! subnet discovery picks, attached at the lowest free device index, DeleteOnTermination set, then — once
+//! its link shows up on the host — set up there, and only then its addresses join the pool. An ENI whose
+//! attach fails, or whose link never appears, is given back to EC2, so none is left behind. Freeing one
+//! removes it from the pool first, then detaches and deletes it and removes its host rules.
+
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use vpcni_ec2::{
+    CreateNetworkInterfaceRequest, DescribeNetworkInterfacesRequest, Ec2, Ec2Error, Ec2ErrorKind, Filter,
+    NetworkInterface, Tags,
+};
+use vpcni_engine::{Eni, EniFlags, GrowFailure};
+
+use crate::clock::{now_ms, rfc3339};
+use crate::config::Config;
+use crate::discovery::{
+    CLUSTER_NAME_TAG, CREATED_AT_TAG, ENI_DESCRIPTION_PREFIX, INSTANCE_ID_TAG, route_table_id,
+};
+use crate::host::eni_spec;
+use crate::node::Node;
+
+/// `eks:eni:owner`, set with the cluster tag as the original does.
+pub const OWNER_TAG: &str = "eks:eni:owner";
+/// Its value.
+pub const OWNER_TAG_VALUE: &str = "amazon-vpc-cni";
+/// Subnet tag that opts a subnet in (≠ "0") or out ("0") of pod ENIs.
+pub const CNI_ROLE_TAG: &str = "kubernetes.io/role/cni";
+/// Prefix of the tags that reserve a subnet for named clusters.
+pub const CLUSTER_SUBNET_TAG_PREFIX: &str = "cni.networking.k8s.aws/cluster/";
+
+/// The tags every managed ENI carries (the original's `buildENITags`): the instance, and with CLUSTER_NAME
+/// the cluster and owner, plus ADDITIONAL_ENI_TAGS.
+pub fn eni_tags(instance_id: &str, config: &Config) -> Tags {
+    let mut tags = Tags::new();
+    tags.extend(config.additional_eni_tags.iter().cloned());
+    tags.insert(INSTANCE_ID_TAG.into(), instance_id.to_owned());
+    if !config.cluster_name.is_empty() {
+        tags.insert(CLUSTER_NAME_TAG.into(), config.cluster_name.clone());
+        tags.insert(OWNER_TAG.into(), OWNER_TAG_VALUE.into());
+    }
+    tags
+}
+
+/// Subnets a new ENI may go to, best first. With ENABLE_SUBNET_DISCOVERY: the node's subnet unless tagged
+/// `kubernetes.io/role/cni=0`, and same-AZ subnets tagged with that key ≠ 0 and not reserved for another
+/// cluster, most free addresses first. Otherwise, or if EC2 cannot list them, the node's subnet.
+pub async fn candidate_subnets(node: &Node, ec2: &dyn Ec2) -> Vec<(String, Ipv4Net)> {
+    let identity = &node.identity;
+    let primary = vec![(identity.primary_subnet_id.clone(), identity.primary_subnet_cidr)];
+    if !node.config.pool.subnet_discovery || identity.vpc_id.is_empty() {
+        return primary;
+    }
+    let filters = [
+        Filter::new("vpc-id", &identity.vpc_id),
+        Filter::new("availability-zone", &identity.availability_zone),
+    ];
+    let subnets = match ec2.describe_subnets(&[], &filters).await {
+        Ok(subnets) => subnets,
+        Err(error) => {
+            tracing::warn!("subnet discovery: {error}; using the node's subnet");
+            return primary;
+        }
+    };
+    let own_cluster_tag = format!("{CLUSTER_SUBNET_TAG_PREFIX}{}", node.config.cluster_name);
+    let mut candidates: Vec<_> = subnets
+        .into_iter()
+        .filter(|subnet| {
+            let role = subnet.tags.get(CNI_ROLE_TAG).map(String::as_str);
+            if subnet.subnet_id == identity.primary_subnet_id {
+                return role != Some("0");
+            }
+            let other_cluster = subnet
+                .tags
+                .keys()
+                .any(|k| k.starts_with(CLUSTER_SUBNET_TAG_PREFIX))
+                && !subnet.tags.contains_key(&own_cluster_tag);
+            role.is_some_and(|r| r != "0") && !other_cluster
+        })
+        .collect();
+    candidates.sort_by_key(|s| {
+        (
+            std::cmp::Reverse(s.available_ip_address_count),
+            s.subnet_id != identity.primary_subnet_id,
+        )
+    });
+    if candidates.is_empty() {
+        return primary;
+    }
+    candidates
+        .into_iter()
+        .map(|s| (s.subnet_id, s.cidr_block))
+        .collect()
+}
+
+fn grow_failure(error: &Ec2Error, subnet: &str) -> GrowFailure {
+    match error.kind {
+        Ec2ErrorKind::InsufficientFreeAddressesInSubnet => GrowFailure::SubnetExhausted(subnet.to_owned()),
+        Ec2ErrorKind::InsufficientCidrBlocks => GrowFailure::NoFreePrefix(subnet.to_owned()),
+        Ec2ErrorKind::Throttled => GrowFailure::Throttled,
+        _ => GrowFailure::Other(error.to_string()),
+    }
+}
+
+/// Records the outcome of an EC2 call that was to add addresses.
+pub fn record_grow(node: &Node, result: &Result<Vec<Ipv4Net>, Ec2Error>, eni_id: &str, subnet: &str) {
+    let mut pool = node.pool();
+    match result {
+        Ok(cidrs) => {
+            if let Err(error) = pool.add_cidrs(eni_id, cidrs) {
+                tracing::warn!("adding {cidrs:?} to {eni_id}: {error}");
+            }
+            pool.record_grow_success();
+            node.persist(&pool);
+        }
+        Err(error) => pool.record_grow_failure(grow_failure(error, subnet), now_ms()),
+    }
+}
+
+/// Why an ENI could not be added.
+#[derive(Debug)]
+enum AddEniError {
+    Ec2(Ec2Error, String),
+    Host(String),
+}
+
+/// Creates, attaches and sets up an ENI with `ips` addresses or `prefixes` prefixes requested inline.
+pub async fn create_eni(node: &Node, ec2: &dyn Ec2, ips: u32, prefixes: u32) -> Result<(), Ec2Error> {
+    node.pool().set_eni_attach_in_progress(true);
+    node.metrics
+        .ipamd_action_inprogress
+        .with_label_values(&["increaseIPPool"])
+        .inc();
+    let outcome = attach_new_eni(node, ec2, ips, prefixes).await;
+    node.metrics
+        .ipamd_action_inprogress
+        .with_label_values(&["increaseIPPool"])
+        .dec();
+    let mut pool = node.pool();
+    pool.set_eni_attach_in_progress(false);
+    match outcome {
+        Ok((eni, device, subnet_cidr)) => {
+            let mut cidrs: Vec<Ipv4Net> = eni.secondary_ips.iter().map(|ip| Ipv4Net::from(*ip)).collect();
+            cidrs.extend(eni.ipv4_prefixes.iter().copied());
+            let entry = Eni::new(
+                &eni.network_interface_id,
+                device,
+                EniFlags::default(),
+                subnet_cidr,
+                eni.private_ip,
+                now_ms(),
+            )
+            .with_subnet_id(&eni.subnet_id);
+            if let Err(error) = pool
+                .add_eni(entry)
+                .and_then(|()| pool.add_cidrs(&eni.network_interface_id, &cidrs))
+            {
+                tracing::error!("registering {}: {error}", eni.network_interface_id);
+            }
+            pool.record_grow_success();
+            node.persist(&pool);
+            tracing::info!(eni = %eni.network_interface_id, device, addresses = cidrs.len(), "ENI attached and set up");
+            Ok(())
+        }
+        Err(AddEniError::Ec2(error, subnet)) => {
+            pool.record_grow_failure(grow_failure(&error, &subnet), now_ms());
+            Err(error)
+        }
+        Err(AddEniError::Host(text)) => {
+            node.metrics
+                .ipamd_error_count
+                .with_label_values(&["setupENI"])
+                .inc();
+            pool.record_grow_failure(GrowFailure::Other(text.clone()), now_ms());
+            Err(Ec2Error::new("HostSetupFailed", text))
+        }
+    }
+}
+
+async fn attach_new_eni(
+    node: &Node,
+    ec2: &dyn Ec2,
+    ips: u32,
+    prefixes: u32,
+) -> Result<(NetworkInterface, u32, Ipv4Net), AddEniError> {
+    let identity = &node.identity;
+    let mut tags = eni_tags(&identity.instance_id, &node.config);
+    tags.insert(CREATED_AT_TAG.into(), rfc3339(now_ms()));
+    let mut last = None;
+    let mut created = None;
+    for (subnet_id, subnet_cidr) in candidate_subnets(node, ec2).await {
+        let request = CreateNetworkInterfaceRequest {
+            subnet_id: subnet_id.clone(),
+            description: format!("{ENI_DESCRIPTION_PREFIX}{}", identity.instance_id),
+            security_groups: identity.security_groups.clone(),
+            tags: tags.clone(),
+            secondary_ip_count: ips,
+            ipv4_prefix_count: prefixes,
+        };
+        match ec2.create_network_interface(&request).await {
+            Ok(eni) => {
+                created = Some((eni, subnet_cidr));
+                break;
+            }
+            // Another subnet may still have room.
+            Err(error)
+                if matches!(
+                    error.kind,
+                    Ec2ErrorKind::InsufficientFreeAddressesInSubnet | Ec2ErrorKind::InsufficientCidrBlocks
+                ) =>
+            {
+                last = Some(AddEniError::Ec2(error, subnet_id));
+            }
+            Err(error) => return Err(AddEniError::Ec2(error, subnet_id)),
+        }
+    }
+    let Some((eni, subnet_cidr)) = created else {
+        return Err(last.unwrap_or_else(|| {
+            AddEniError::Ec2(
+                Ec2Error::unavailable("no subnet to create an ENI in"),
+                String::new(),
+            )
+        }));
+    };
+    let eni_id = eni.network_interface_id.clone();
+    let subnet = eni.subnet_id.clone();
+    let ec2_error = |error: Ec2Error| AddEniError::Ec2(error, subnet.clone());
+    let used: Vec<u32> = match ec2.describe_instance(&identity.instance_id).await {
+        Ok(instance) => instance
+            .network_interfaces
+            .iter()
+            .filter_map(|e| e.attachment.as_ref())
+            .filter(|a| a.network_card_index == 0)
+            .map(|a| a.device_index)
+            .collect(),
+        Err(error) => {
+            delete_quietly(ec2, &eni_id).await;
+            return Err(ec2_error(error));
+        }
+    };
+    let device = (1..100).find(|d| !used.contains(d)).unwrap_or(1);
+    let attachment = match ec2
+        .attach_network_interface(&eni_id, &identity.instance_id, device, 0)
+        .await
+    {
+        Ok(attachment) => attachment,
+        Err(error) => {
+            delete_quietly(ec2, &eni_id).await;
+            return Err(ec2_error(error));
+        }
+    };
+    if let Err(error) = ec2.set_delete_on_termination(&eni_id, &attachment, true).await {
+        // The ENI works without it; only a terminated instance would leave it behind for the sweep.
+        tracing::warn!(eni = %eni_id, "DeleteOnTermination not set: {error}");
+    }
+    let spec = eni_spec(
+        &eni.mac_address,
+        eni.private_ip,
+        subnet_cidr,
+        node.config.network.eni_mtu,
+        route_table_id(device, 0),
+    );
+    let host = node.host.clone();
+    let on_host = async {
+        host.wait_for_eni(&eni.mac_address, node.config.eni_link_timeout)
+            .await?;
+        host.setup_eni(&spec).await
+    }
+    .await;
+    if let Err(error) = on_host {
+        let text = format!("ENI {eni_id} was attached but could not be set up on the host: {error}");
+        tracing::error!("{text}; giving it back to EC2");
+        if let Err(error) = detach_and_delete(ec2, &eni_id).await {
+            tracing::error!(eni = %eni_id, "giving it back failed (the leaked-ENI sweep will delete it once detached): {error}");
+        }
+        let _ = host.teardown_eni(spec.primary_ip, spec.table).await;
+        return Err(AddEniError::Host(text));
+    }
+    Ok((eni, device, subnet_cidr))
+}
+
+async fn delete_quietly(ec2: &dyn Ec2, eni_id: &str) {
+    if let Err(error) = ec2.delete_network_interface(eni_id).await {
+        tracing::error!(eni = %eni_id, "attach failed and delete failed too (the leaked-ENI sweep will retry): {error}");
+    }
+}
+
+/// Detaches (if attached) and deletes an ENI, retrying the delete while the detach completes.
+pub async fn detach_and_delete(ec2: &dyn Ec2, eni_id: &str) -> Result<(), Ec2Error> {
+    let described = ec2
+        .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
+            network_interface_ids: vec![eni_id.to_owned()],
+            ..Default::default()
+        })
+        .await;
+    match described {
+        Ok(page) => {
+            if let Some(attachment) = page
+                .network_interfaces
+                .first()
+                .and_then(|e| e.attachment.as_ref())
+            {
+                ec2.detach_network_interface(&attachment.attachment_id, false)
+                    .await?;
+            }
+        }
+        Err(error) if error.kind == Ec2ErrorKind::NotFound => return Ok(()),
+        Err(error) => return Err(error),
+    }
+    let mut last = None;
+    for attempt in 0..12u32 {
+        match ec2.delete_network_interface(eni_id).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.kind == Ec2ErrorKind::NotFound => return Ok(()),
+            Err(error) => last = Some(error),
+        }
+        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+    }
+    Err(last.unwrap_or_else(|| Ec2Error::unavailable("delete did not complete")))
+}
+
+/// Frees an ENI the engine chose: out of the pool first (so no pod can get one of its addresses), then
+/// detached and deleted, then its host rules removed.
+pub async fn free_eni(node: &Node, ec2: &dyn Ec2, eni_id: &str) -> Result<(), Ec2Error> {
+    let removed = {
+        let mut pool = node.pool();
+        match pool.remove_eni(eni_id) {
+            Ok(eni) => {
+                node.persist(&pool);
+                eni
+            }
+            Err(error) => {
+                tracing::info!("not freeing {eni_id}: {error}");
+                return Ok(());
+            }
+        }
+    };
+    node.recently_freed_eni(eni_id);
+    node.metrics
+        .ipamd_action_inprogress
+        .with_label_values(&["decreaseIPPool"])
+        .inc();
+    let result = detach_and_delete(ec2, eni_id).await;
+    node.metrics
+        .ipamd_action_inprogress
+        .with_label_values(&["decreaseIPPool"])
+        .dec();
+    if let Err(error) = node
+        .host
+        .teardown_eni(removed.primary_ip, removed.route_table_id())
+        .await
+    {
+        tracing::warn!(eni = %eni_id, "removing its host rules: {error}");
+    }
+    tracing::info!(eni = %eni_id, ok = result.is_ok(), "ENI freed");
+    result
+}

@@ -1,0 +1,171 @@
+//! What the daemon does to the host, behind a role trait: [`LinuxHost`] programs the network namespace the
+//! daemon runs in (netlink and iptables through `vpcni-dataplane`); [`NoHost`] does nothing, for tests of
+//! the pool logic that run without a namespace.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ipnet::Ipv4Net;
+use vpcni_dataplane::eni::EniSpec;
+use vpcni_dataplane::iptables::{SnatPorts, SnatSettings};
+use vpcni_dataplane::rules::NodeRules;
+use vpcni_dataplane::{DataplaneError, eni, iptables, rules, sysctl};
+
+use crate::config::{Config, RandomizeSnat};
+use crate::discovery::NodeIdentity;
+
+/// The node-wide settings the host needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeNetwork {
+    /// The primary ENI's MAC: the primary interface is found by it.
+    pub primary_mac: String,
+    /// SNAT, CONNMARK and mangle rules (the primary interface name is filled in by the host).
+    pub snat: SnatSettings,
+    /// Rules at 1024 and 1535.
+    pub rules: NodeRules,
+    /// AWS_VPC_ENI_MTU, for the primary interface too.
+    pub mtu: u32,
+}
+
+impl NodeNetwork {
+    /// From the configuration and the node's identity.
+    pub fn new(config: &Config, identity: &NodeIdentity) -> Self {
+        let network = &config.network;
+        let use_snat = !network.external_snat;
+        Self {
+            primary_mac: identity.primary_mac.clone(),
+            snat: SnatSettings {
+                primary_ip: identity.primary_ip,
+                primary_interface: String::new(),
+                vpc_cidrs: identity.vpc_cidrs.clone(),
+                excluded_cidrs: network.exclude_snat_cidrs.clone(),
+                external_snat: network.external_snat,
+                ports: match network.randomize_snat {
+                    RandomizeSnat::Prng => SnatPorts::RandomFully,
+                    RandomizeSnat::Hashrandom => SnatPorts::Random,
+                    RandomizeSnat::None => SnatPorts::Sequential,
+                },
+                connmark: network.connmark,
+                node_port_support: network.node_port_support,
+                veth_prefix: network.veth_prefix.clone(),
+            },
+            rules: NodeRules {
+                fwmark: (network.node_port_support || use_snat).then_some(network.connmark),
+                external_service_cidrs: network.external_service_cidrs.clone(),
+            },
+            mtu: network.eni_mtu,
+        }
+    }
+}
+
+/// A secondary ENI to set up: the dataplane's spec.
+pub type HostEni = EniSpec;
+
+/// The host operations ipamd performs.
+#[async_trait]
+pub trait Host: Send + Sync + std::fmt::Debug {
+    /// Primary interface MTU, `rp_filter=2` on it, rules at 1024/1535, SNAT/CONNMARK/mangle rules; idempotent.
+    async fn program_node(&self, node: &NodeNetwork) -> Result<(), DataplaneError>;
+    /// Waits for the link of a just-attached ENI.
+    async fn wait_for_eni(&self, mac: &str, timeout: Duration) -> Result<(), DataplaneError>;
+    /// Sets a secondary ENI up (idempotent).
+    async fn setup_eni(&self, eni: &HostEni) -> Result<(), DataplaneError>;
+    /// Removes what [`Host::setup_eni`] added for a freed ENI.
+    async fn teardown_eni(&self, primary_ip: Ipv4Addr, table: u32) -> Result<(), DataplaneError>;
+    /// Removes ENI rules of ENIs that are gone.
+    async fn prune_eni_rules(&self, keep: &[Ipv4Addr]) -> Result<Vec<Ipv4Addr>, DataplaneError>;
+    /// Whether a pod's host veth exists.
+    async fn veth_exists(&self, name: &str) -> Result<bool, DataplaneError>;
+    /// Removes a released pod's host rules (priorities 512 and 1536).
+    async fn remove_pod_rules(&self, veth: &str, ip: Ipv4Addr) -> Result<(), DataplaneError>;
+}
+
+/// The host the daemon runs on (its network namespace).
+#[derive(Debug, Default)]
+pub struct LinuxHost;
+
+#[async_trait]
+impl Host for LinuxHost {
+    async fn program_node(&self, node: &NodeNetwork) -> Result<(), DataplaneError> {
+        let (index, name) = eni::link_by_mac(&node.primary_mac).await?.ok_or_else(|| {
+            DataplaneError::LinkNotFound(format!("with the primary ENI's MAC {}", node.primary_mac))
+        })?;
+        eni::set_mtu_and_up(index, node.mtu).await?;
+        sysctl::set_rp_filter(&name, sysctl::RP_FILTER_LOOSE)?;
+        let rule_changes = rules::program_node_rules(&node.rules).await?;
+        let mut snat = node.snat.clone();
+        snat.primary_interface = name.clone();
+        let iptables_changes = tokio::task::spawn_blocking(move || iptables::apply(&snat))
+            .await
+            .map_err(|e| DataplaneError::System(format!("iptables worker: {e}")))??;
+        tracing::info!(primary = %name, rule_changes, iptables_changes, "node network programmed");
+        Ok(())
+    }
+
+    async fn wait_for_eni(&self, mac: &str, timeout: Duration) -> Result<(), DataplaneError> {
+        eni::wait_for_link_by_mac(mac, timeout).await.map(|_| ())
+    }
+
+    async fn setup_eni(&self, spec: &HostEni) -> Result<(), DataplaneError> {
+        let name = eni::setup_eni(spec).await?;
+        tracing::info!(interface = %name, ip = %spec.primary_ip, table = spec.table, "ENI set up on the host");
+        Ok(())
+    }
+
+    async fn teardown_eni(&self, primary_ip: Ipv4Addr, table: u32) -> Result<(), DataplaneError> {
+        eni::teardown_eni(primary_ip, table).await
+    }
+
+    async fn prune_eni_rules(&self, keep: &[Ipv4Addr]) -> Result<Vec<Ipv4Addr>, DataplaneError> {
+        eni::prune_eni_rules(keep).await
+    }
+
+    async fn veth_exists(&self, name: &str) -> Result<bool, DataplaneError> {
+        eni::link_exists(name).await
+    }
+
+    async fn remove_pod_rules(&self, veth: &str, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        vpcni_dataplane::teardown_pod(veth, Some(ip)).await
+    }
+}
+
+/// A host that is not touched: every ENI link "exists" and every veth too.
+#[derive(Debug, Default)]
+pub struct NoHost;
+
+#[async_trait]
+impl Host for NoHost {
+    async fn program_node(&self, _: &NodeNetwork) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+    async fn wait_for_eni(&self, _: &str, _: Duration) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+    async fn setup_eni(&self, _: &HostEni) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+    async fn teardown_eni(&self, _: Ipv4Addr, _: u32) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+    async fn prune_eni_rules(&self, _: &[Ipv4Addr]) -> Result<Vec<Ipv4Addr>, DataplaneError> {
+        Ok(Vec::new())
+    }
+    async fn veth_exists(&self, _: &str) -> Result<bool, DataplaneError> {
+        Ok(true)
+    }
+    async fn remove_pod_rules(&self, _: &str, _: Ipv4Addr) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+}
+
+/// The host spec of a secondary ENI.
+pub fn eni_spec(mac: &str, primary_ip: Ipv4Addr, subnet: Ipv4Net, mtu: u32, table: u32) -> HostEni {
+    EniSpec {
+        mac: mac.to_owned(),
+        primary_ip,
+        subnet,
+        mtu,
+        table,
+    }
+}

@@ -1,0 +1,136 @@
+//! The leaked-ENI sweep (behaviour notes §2f): ENIs ipamd created that nobody attached — the window between
+//! detach and delete, a node terminated mid-way, an attach whose clean-up failed — are deleted. As the
+//! original: ENIs of this VPC that are `available`, carry the `node.k8s.amazonaws.com/instance_id` tag (and
+//! the cluster tag when CLUSTER_NAME is set), have an `aws-K8S-` description and a `createdAt` tag older than
+//! five minutes; one without `createdAt` is stamped now and left for a later sweep. Runs every hour after a
+//! random pause of up to five minutes (the first one shortly after start-up), so a fleet started together does not sweep together.
+
+use std::time::Duration;
+
+use vpcni_ec2::{DescribeNetworkInterfacesRequest, Ec2, Ec2Error, Filter, Tags};
+
+use crate::clock::{now_ms, parse_rfc3339, rfc3339};
+use crate::discovery::{CLUSTER_NAME_TAG, CREATED_AT_TAG, ENI_DESCRIPTION_PREFIX, INSTANCE_ID_TAG};
+use crate::node::Node;
+
+/// An ENI younger than this is never swept: it may be between create and attach.
+pub const MIN_LEAKED_AGE_MS: u64 = 5 * 60 * 1000;
+/// The longest random pause before a sweep.
+const MAX_JITTER: Duration = Duration::from_secs(300);
+
+/// What one sweep did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sweep {
+    /// ENIs deleted.
+    pub deleted: Vec<String>,
+    /// ENIs stamped with `createdAt`.
+    pub stamped: Vec<String>,
+}
+
+/// One sweep.
+pub async fn sweep(node: &Node, ec2: &dyn Ec2) -> Result<Sweep, Ec2Error> {
+    let mut filters = vec![
+        Filter {
+            name: "tag-key".into(),
+            values: vec![INSTANCE_ID_TAG.into()],
+        },
+        Filter::new("status", "available"),
+    ];
+    if !node.identity.vpc_id.is_empty() {
+        filters.push(Filter::new("vpc-id", &node.identity.vpc_id));
+    }
+    if !node.config.cluster_name.is_empty() {
+        filters.push(Filter::new(
+            format!("tag:{CLUSTER_NAME_TAG}"),
+            &node.config.cluster_name,
+        ));
+    }
+    let mut result = Sweep::default();
+    let mut next_token = None;
+    let now = now_ms();
+    loop {
+        let page = ec2
+            .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
+                filters: filters.clone(),
+                max_results: Some(1000),
+                next_token: next_token.take(),
+                ..Default::default()
+            })
+            .await?;
+        for eni in page.network_interfaces {
+            if !eni.description.starts_with(ENI_DESCRIPTION_PREFIX) || eni.attachment.is_some() {
+                continue;
+            }
+            let id = eni.network_interface_id.clone();
+            match eni.tags.get(CREATED_AT_TAG).map(|t| parse_rfc3339(t)) {
+                None => {
+                    let mut tags = Tags::new();
+                    tags.insert(CREATED_AT_TAG.into(), rfc3339(now));
+                    ec2.create_tags(std::slice::from_ref(&id), &tags).await?;
+                    result.stamped.push(id);
+                }
+                Some(Some(created)) if now >= created.saturating_add(MIN_LEAKED_AGE_MS) => {
+                    match ec2.delete_network_interface(&id).await {
+                        Ok(()) => {
+                            tracing::info!(eni = %id, created = %rfc3339(created), "deleted a leaked ENI");
+                            result.deleted.push(id);
+                        }
+                        Err(error) => tracing::warn!(eni = %id, "deleting a leaked ENI: {error}"),
+                    }
+                }
+                // Young, or a createdAt we cannot read: left alone.
+                Some(_) => {}
+            }
+        }
+        match page.next_token {
+            Some(token) if !token.is_empty() => next_token = Some(token),
+            _ => break,
+        }
+    }
+    Ok(result)
+}
+
+/// Whether this node sweeps at all: not with DISABLE_LEAKED_ENI_CLEANUP, nor when EC2 must not be
+/// changed (DISABLE_NETWORK_RESOURCE_PROVISIONING, ENABLE_IMDS_ONLY_MODE).
+pub fn enabled(node: &Node) -> bool {
+    let pool = &node.config.pool;
+    !(pool.disable_leaked_eni_cleanup || pool.disable_provisioning || pool.imds_only)
+}
+
+/// A random pause in `[0, min(5 min, interval))`.
+fn jitter(interval: Duration) -> Duration {
+    let limit = MAX_JITTER.min(interval).as_millis().max(1) as u64;
+    let mut bytes = [0u8; 8];
+    if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = urandom.read_exact(&mut bytes);
+    }
+    Duration::from_millis(u64::from_le_bytes(bytes) % limit)
+}
+
+/// Sweeps after a random pause, then every interval (plus a random pause), until `stop` changes.
+pub async fn run(
+    node: std::sync::Arc<Node>,
+    ec2: std::sync::Arc<dyn Ec2>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    if !enabled(&node) {
+        return;
+    }
+    let interval = node.config.leaked_eni_cleanup_interval;
+    let mut pause = jitter(interval);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.changed() => return,
+        }
+        pause = interval + jitter(interval);
+        match sweep(&node, ec2.as_ref()).await {
+            Ok(done) if !done.deleted.is_empty() || !done.stamped.is_empty() => {
+                tracing::info!(deleted = ?done.deleted, stamped = ?done.stamped, "leaked-ENI sweep");
+            }
+            Ok(_) => tracing::debug!("leaked-ENI sweep: nothing to do"),
+            Err(error) => tracing::warn!("leaked-ENI sweep: {error}"),
+        }
+    }
+}
