@@ -85,11 +85,18 @@ impl Lab {
         let paths = StatePaths::new(&spec.state_dir);
         let names = Names::new(&spec.prefix);
         if paths.state_file().exists() {
-            return Err(LabError::AlreadyUp(paths.dir.clone()));
+            return Err(LabError::AlreadyUp {
+                state_dir: paths.dir.clone(),
+                status: crate::lab_command(&paths.dir, &spec.prefix, "status"),
+                down: crate::lab_command(&paths.dir, &spec.prefix, "down"),
+            });
         }
         let leftovers: Vec<String> = netns_list().into_iter().filter(|n| names.owns(n)).collect();
         if !leftovers.is_empty() {
-            return Err(LabError::Leftovers(leftovers));
+            return Err(LabError::Leftovers {
+                namespaces: leftovers,
+                down: crate::lab_command(&paths.dir, &spec.prefix, "down"),
+            });
         }
         std::fs::create_dir_all(&paths.dir).map_err(LabError::io(&paths.dir))?;
         let _lock = StateLock::acquire(&paths)?;
