@@ -142,6 +142,7 @@ async fn release(node: &Node, ec2: &dyn Ec2, cidrs: &[(String, Ipv4Net)]) -> Res
         // Out of the pool first, so no pod can be given an address on its way back to EC2.
         {
             let mut pool = node.pool();
+            node.returned.remember_nets(&pool, eni_id, &nets, now_ms());
             if let Err(error) = pool.remove_cidrs(eni_id, &nets) {
                 tracing::info!("not releasing from {eni_id}: {error}");
                 continue;

@@ -417,3 +417,32 @@ async fn start_up_drops_what_ec2_and_the_host_no_longer_have() {
     );
     let _ = Arc::strong_count(&node);
 }
+
+#[tokio::test]
+async fn imds_only_mode_makes_no_ec2_call() {
+    let world = World::new("m5.large", "10.0.0.0/24");
+    let primary = world.enis().remove(0);
+    world
+        .sim
+        .assign_private_ip_addresses(&primary.network_interface_id, &AddressRequest::Count(3))
+        .await
+        .unwrap();
+    let calls = world.sim.counters().total_calls();
+    let node = world
+        .start(&[("ENABLE_IMDS_ONLY_MODE", "true")], RecordingHost::new())
+        .await;
+    node.set_ready(true);
+    for _ in 0..3 {
+        cycle(&node, &world.sim).await;
+    }
+    vpcni_ipamd::reconcile::reconcile(&world.manager(&node)).await;
+    assert_eq!(
+        world.sim.counters().total_calls(),
+        calls,
+        "{:?}",
+        world.sim.counters()
+    );
+    // The addresses metadata lists are used.
+    assert_eq!(node.pool().stats(now_ms()).total, 3);
+    assert!(node.add(&pod(0)).is_ok());
+}
