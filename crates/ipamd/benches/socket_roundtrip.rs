@@ -1,6 +1,6 @@
 //! ADD+DEL round trips to the real `vpcni-ipamd` over its unix socket: throughput, p50 and p99.
 //!
-//! `cargo build --release -p vpcni-ipamd -p vpcnictl && cargo bench -p vpcni-ipamd --bench socket_roundtrip -- --pairs 2000 --clients 4`
+//! `cargo build --release -p vpcni-ipamd -p vpcnictl && cargo bench -p vpcni-ipamd --bench socket_roundtrip -- --pairs 2000 --clients 4 [--checkpoint-dir /dev/shm]`
 //!
 //! Runs as root: the daemon runs in a testbed node (its own network namespace, `vpcnictl sim serve` as EC2),
 //! with the binaries next to the bench (`target/release`, or `VPCNI_BIN_DIR`). The cooldown is 0 so the
@@ -23,18 +23,23 @@ use vpcni_testbed::TestNode;
 struct Options {
     pairs: usize,
     clients: usize,
+    /// Where the checkpoint goes (default: the node's directory under /tmp); a tmpfs such as /dev/shm
+    /// separates the daemon's own cost from the disk's fsync.
+    checkpoint_dir: Option<PathBuf>,
 }
 
 fn parse_args() -> Options {
     let mut options = Options {
         pairs: 2000,
         clients: 4,
+        checkpoint_dir: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--pairs" => options.pairs = args.next().and_then(|n| n.parse().ok()).unwrap_or(2000),
             "--clients" => options.clients = args.next().and_then(|n| n.parse().ok()).unwrap_or(4),
+            "--checkpoint-dir" => options.checkpoint_dir = args.next().map(PathBuf::from),
             // cargo bench passes --bench; nothing else is ours.
             _ => {}
         }
@@ -86,12 +91,27 @@ fn report(what: &str, mut times: Vec<Duration>, wall: Duration) {
 
 fn main() {
     let options = parse_args();
-    let node = TestNode::builder()
+    let mut builder = TestNode::builder()
         .ipamd_env("IP_COOLDOWN_PERIOD", "0")
         .ipamd_env("WARM_IP_TARGET", &options.clients.max(1).to_string())
-        .ipamd_env("AWS_VPC_K8S_CNI_LOGLEVEL", "warn")
-        .start()
-        .unwrap();
+        .ipamd_env("AWS_VPC_K8S_CNI_LOGLEVEL", "warn");
+    let scratch = options.checkpoint_dir.as_ref().map(|dir| {
+        let path = dir.join(format!("vpcni-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap();
+        path
+    });
+    if let Some(dir) = &scratch {
+        let checkpoint = dir.join("ipam.json").display().to_string();
+        builder = builder.ipamd_env("AWS_VPC_K8S_CNI_BACKING_STORE", &checkpoint);
+    }
+    let node = builder.start().unwrap();
+    println!(
+        "checkpoint in {}",
+        scratch
+            .as_ref()
+            .map_or_else(|| node.checkpoint_path(), |d| d.join("ipam.json"))
+            .display()
+    );
     node.wait_for_addresses(options.clients.max(1) as i32).unwrap();
     let socket = node.socket_path();
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -163,4 +183,8 @@ fn main() {
             started.elapsed(),
         );
     });
+    drop(node);
+    if let Some(dir) = scratch {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -68,6 +68,8 @@ pub struct Node {
     recently_freed: Mutex<RecentlyFreed>,
     /// Cooldowns of addresses given back to EC2 while cooling.
     pub returned: ReturnedCooldowns,
+    /// The VPC's CIDRs as last read (a CIDR associated later joins them).
+    vpc_cidrs: Mutex<Vec<Ipv4Net>>,
 }
 
 fn reason_code(reason: NoAddressReason) -> FailureReason {
@@ -93,6 +95,7 @@ impl Node {
         metrics: Arc<Metrics>,
         host: Arc<dyn Host>,
     ) -> Self {
+        let vpc_cidrs = Mutex::new(identity.vpc_cidrs.clone());
         Self {
             journal: Journal::new(config.backing_store.clone()),
             pool: Mutex::new(pool),
@@ -105,7 +108,27 @@ impl Node {
             veth_checks: Mutex::default(),
             recently_freed: Mutex::default(),
             returned: ReturnedCooldowns::default(),
+            vpc_cidrs,
         }
+    }
+
+    /// The VPC's CIDRs.
+    pub fn vpc_cidrs(&self) -> Vec<Ipv4Net> {
+        self.vpc_cidrs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the VPC's CIDRs; returns whether they changed.
+    pub fn set_vpc_cidrs(&self, cidrs: Vec<Ipv4Net>) -> bool {
+        let mut current = self
+            .vpc_cidrs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let changed = *current != cidrs;
+        *current = cidrs;
+        changed
     }
 
     fn freed(&self) -> MutexGuard<'_, RecentlyFreed> {
@@ -367,7 +390,7 @@ impl AddressBook for Node {
     }
 
     fn snat_info(&self) -> (Vec<Ipv4Net>, bool) {
-        let mut cidrs = self.identity.vpc_cidrs.clone();
+        let mut cidrs = self.vpc_cidrs();
         if !self.config.network.external_snat {
             cidrs.extend(self.config.network.exclude_snat_cidrs.iter().copied());
         }

@@ -105,7 +105,7 @@ pub async fn start(
         identity.vpc_id = primary.eni.vpc_id.clone();
     }
 
-    host.program_node(&NodeNetwork::new(&config, &identity))
+    host.program_node(&NodeNetwork::new(&config, &identity, &identity.vpc_cidrs))
         .await
         .map_err(host_error("the node's rules"))?;
     metrics.connmark_backend.with_label_values(&["iptables"]).set(1);
@@ -230,6 +230,10 @@ pub async fn start(
         .ip_max
         .set(i64::from(pool.limits().max_enis * pool.limits().slots_per_eni));
     let node = Arc::new(Node::new(pool, identity, config, metrics, host));
+    node.metrics
+        .connmark_reconcile_total
+        .with_label_values(&["success"])
+        .inc();
     node.veth_checks
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())

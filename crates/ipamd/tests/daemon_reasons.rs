@@ -135,16 +135,19 @@ fn eni_attach_in_progress() {
     }
     let message = refused_with(&node, "att-9", "ENI_ATTACH_IN_PROGRESS");
     assert!(message.contains("ENI is being attached"), "{message}");
-    // EC2 has the ENI, the host has no link for it yet, and the pool does not use its addresses.
-    let state = node.sim_state().unwrap();
-    assert!(
-        state
-            .enis
-            .values()
-            .any(|e| e.attachment.as_ref().is_some_and(|a| a.device_index == 1))
-    );
+    // EC2 has the ENI (attaching), the host has no link for it yet, and the pool does not use its addresses.
+    node.wait_until("the ENI to be attaching in EC2", EVENTUALLY, || {
+        node.sim_state().unwrap().enis.values().any(|e| {
+            e.attachment
+                .as_ref()
+                .is_some_and(|a| a.instance_id == node.instance_id() && a.device_index == 1)
+        })
+    })
+    .unwrap();
     assert!(!node.plugged_enis().contains_key(&1));
     assert_eq!(node_support::stats(&node).0, 1);
+    let again = outcome(&node.ipamd_add("att-9").unwrap()).unwrap_err();
+    assert_eq!(again.0, "ENI_ATTACH_IN_PROGRESS", "{again:?}");
 }
 
 #[test]

@@ -446,3 +446,30 @@ async fn imds_only_mode_makes_no_ec2_call() {
     assert_eq!(node.pool().stats(now_ms()).total, 3);
     assert!(node.add(&pod(0)).is_ok());
 }
+
+#[tokio::test]
+async fn a_cidr_added_to_the_vpc_joins_the_snat_exemptions() {
+    let world = World::new("m5.large", "10.0.0.0/24");
+    let host = RecordingHost::new();
+    let node = world.start(&[], host.clone()).await;
+    let manager = world.manager(&node);
+    vpcni_ipamd::pool_loop::refresh_vpc_cidrs(&manager).await;
+    assert_eq!(host.programmed.lock().unwrap().len(), 1, "nothing changed yet");
+
+    world
+        .sim
+        .add_vpc_cidr(&world.vpc, "10.1.0.0/16".parse().unwrap())
+        .unwrap();
+    vpcni_ipamd::pool_loop::refresh_vpc_cidrs(&manager).await;
+    let programmed = host.programmed.lock().unwrap().clone();
+    assert_eq!(programmed.len(), 2);
+    assert_eq!(
+        programmed[1].snat.vpc_cidrs,
+        vec![
+            "10.0.0.0/16".parse::<ipnet::Ipv4Net>().unwrap(),
+            "10.1.0.0/16".parse().unwrap()
+        ]
+    );
+    let (cidrs, _) = node.snat_info();
+    assert_eq!(cidrs.len(), 2, "the plugin is told too");
+}
