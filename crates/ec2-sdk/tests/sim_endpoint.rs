@@ -222,7 +222,17 @@ async fn throttling_is_retried_with_backoff_and_the_budget_paces_calls() {
         "{counters:?}"
     );
 
-    // Without retries the throttle surfaces, typed.
+    // Without retries the throttle surfaces, typed. The bucket stops refilling first, so the answer does not
+    // depend on how long the machine takes between the two calls.
+    handle.sim.configure(|config| {
+        config.throttle.per_action.insert(
+            "DescribeSubnets".into(),
+            BucketSpec {
+                capacity: 1.0,
+                refill_per_second: 0.0,
+            },
+        );
+    });
     let once = client(&handle, 1, BudgetConfig::default()).await;
     let _ = once.describe_subnets(&[], &[]).await;
     let error = once.describe_subnets(&[], &[]).await.unwrap_err();

@@ -15,9 +15,27 @@ pub enum OutputFormat {
     Json,
 }
 
+/// `println!` that ends quietly on a closed pipe (`vpcnictl max-pods --all | head`) instead of panicking.
+macro_rules! say {
+    () => { $crate::output::emit("\n") };
+    ($($arg:tt)*) => { $crate::output::emit(&(format!($($arg)*) + "\n")) };
+}
+/// `print!`, the same way.
+macro_rules! say_raw {
+    ($($arg:tt)*) => { $crate::output::emit(&format!($($arg)*)) };
+}
+pub(crate) use {say, say_raw};
+
+/// Writes to stdout; a reader that went away ends the output quietly.
+pub(crate) fn emit(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+}
+
 /// Prints `value` as pretty JSON.
 pub fn print_json<T: Serialize>(value: &T) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
+    say!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
 

@@ -296,3 +296,27 @@ fn limits_import_merges_describe_instance_types_output() {
     );
     assert!(!fresh.exists());
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_the_output_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    for format in ["text", "json"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vpcnictl"))
+            .args(["max-pods", "--all", "--output", format])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vpcnictl runs");
+        // Read one line, then hang up, as `| head -1` does.
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        assert!(!first.is_empty());
+        let output = child.wait_with_output().unwrap();
+        let errors = stderr(&output);
+        assert!(!errors.contains("panicked"), "{format}: {errors}");
+        assert!(output.status.success(), "{format}: {errors}");
+    }
+}

@@ -12,18 +12,7 @@ use ipnet::Ipv4Net;
 use vpcni_lab::spec::{DEFAULT_PREFIX, DEFAULT_STATE_DIR};
 use vpcni_lab::{Lab, LabError, LabSpec, LabStatus, PodsError};
 
-use crate::output::{OutputFormat, usage_error};
-
-/// `println!` that ends quietly on a closed pipe (`vpcnictl lab status | head`) instead of panicking.
-macro_rules! say {
-    () => { $crate::commands::lab::emit("\n") };
-    ($($arg:tt)*) => { $crate::commands::lab::emit(&(format!($($arg)*) + "\n")) };
-}
-/// `print!`, the same way.
-macro_rules! say_raw {
-    ($($arg:tt)*) => { $crate::commands::lab::emit(&format!($($arg)*)) };
-}
-pub(crate) use {say, say_raw};
+use crate::output::{OutputFormat, emit, say, say_raw, usage_error};
 
 /// The lab's subcommands; `--state` and `--prefix` pick the lab (defaults: /run/vpcni-lab, vpcni-).
 #[derive(Debug, Args)]
@@ -272,12 +261,6 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Writes to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
-pub(crate) fn emit(text: &str) {
-    use std::io::Write;
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
-}
-
 fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(

@@ -8,7 +8,8 @@ use std::time::Duration;
 use vpcni_lab::{Lab, LabError, LabSpec, PodRecord, PodsError};
 use vpcni_limits::max_pods::{MaxPodsOptions, max_pods};
 
-use super::lab::{bring_up, say, say_raw, status_text};
+use super::lab::{bring_up, status_text};
+use crate::output::{say, say_raw};
 
 fn step(number: u32, title: &str) {
     say!("\n━━ {number}. {title}");

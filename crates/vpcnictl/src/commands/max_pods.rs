@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Args;
 use vpcni_limits::max_pods::{MaxPods, MaxPodsOptions, max_pods};
 
-use crate::output::{OutputFormat, print_json, usage_error};
+use crate::output::{OutputFormat, print_json, say, usage_error};
 
 /// Computes max pods the way EKS does, per instance type, and says how.
 ///
@@ -68,7 +68,7 @@ pub fn run(args: &MaxPodsArgs) -> anyhow::Result<ExitCode> {
         match args.output {
             OutputFormat::Text => {
                 for result in &results {
-                    println!("{} {}", result.instance_type, result.max_pods);
+                    say!("{} {}", result.instance_type, result.max_pods);
                 }
             }
             OutputFormat::Json => print_json(&results)?,
@@ -85,10 +85,10 @@ pub fn run(args: &MaxPodsArgs) -> anyhow::Result<ExitCode> {
     let result = max_pods(limits, &options);
     match args.output {
         OutputFormat::Text => {
-            println!("{}", result.max_pods);
-            println!("{}: {}", result.instance_type, result.derivation());
+            say!("{}", result.max_pods);
+            say!("{}: {}", result.instance_type, result.derivation());
             for note in &result.notes {
-                println!("note: {note}");
+                say!("note: {note}");
             }
         }
         OutputFormat::Json => print_json(&result)?,

@@ -9,7 +9,7 @@ use vpcni_engine::forecast::{ForecastNode, TraceEntry};
 use vpcni_engine::{EniStats, NoAddress, NodeLimits, PoolConfig};
 use vpcni_limits::max_pods::{MaxPodsOptions, max_pods};
 
-use crate::output::{OutputFormat, print_json, usage_error};
+use crate::output::{OutputFormat, print_json, say, usage_error};
 
 /// Forecasts a node's warm pool: ENIs, addresses held, and how many sit idle.
 ///
@@ -172,7 +172,7 @@ fn is_nothing(entry: &TraceEntry) -> bool {
 }
 
 fn print_text(forecast: &Forecast) {
-    println!(
+    say!(
         "{} with {} pods ({}): {} ENIs, {} addresses held, {} in use, {} idle{}",
         forecast.instance_type,
         forecast.pods_placed,
@@ -188,7 +188,7 @@ fn print_text(forecast: &Forecast) {
         }
     );
     for eni in &forecast.per_eni {
-        println!(
+        say!(
             "  {} (device {}): {} addresses, {} in use{}",
             eni.eni_id,
             eni.device_number,
@@ -202,7 +202,7 @@ fn print_text(forecast: &Forecast) {
         );
     }
     if forecast.total_ips > 0 {
-        println!(
+        say!(
             "meaning: {} of {} addresses ({:.0}%) sit idle on this node, taken from the subnet but used by no pod",
             forecast.idle_ips,
             forecast.total_ips,
@@ -210,7 +210,7 @@ fn print_text(forecast: &Forecast) {
         );
     }
     if let Some(refused) = &forecast.refused {
-        println!(
+        say!(
             "pod {} of {} got no address: {}",
             forecast.pods_placed + 1,
             forecast.pods,
@@ -218,12 +218,12 @@ fn print_text(forecast: &Forecast) {
         );
     }
     for note in &forecast.notes {
-        println!("note: {note}");
+        say!("note: {note}");
     }
     if let Some(trace) = &forecast.trace {
-        println!("decisions:");
+        say!("decisions:");
         for entry in trace {
-            println!(
+            say!(
                 "  t={:>6.1}s pods={:<4} {}",
                 entry.at_ms as f64 / 1000.0,
                 entry.pods,

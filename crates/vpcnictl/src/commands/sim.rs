@@ -1,6 +1,7 @@
 //! `vpcnictl sim serve`: the EC2 simulator as an EC2 endpoint (Query API) and an instance metadata service,
 //! for the lab, the daemon's tests, or any EC2 client with an endpoint override.
 
+use crate::output::say;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -74,20 +75,20 @@ pub fn run(command: SimCommand) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         let handle = vpcni_ec2_endpoint::serve(config).await?;
-        println!("ec2 listening on {}", handle.ec2_url());
-        println!("imds listening on {}", handle.imds_url());
+        say!("ec2 listening on {}", handle.ec2_url());
+        say!("imds listening on {}", handle.imds_url());
         for (name, id, ip) in &handle.created.instances {
             let default = if handle.created.default_instance.as_deref() == Some(id.as_str()) {
                 " (default)"
             } else {
                 ""
             };
-            println!("instance {name} {id} {ip}{default}");
+            say!("instance {name} {id} {ip}{default}");
         }
         for (name, id) in &handle.created.subnets {
-            println!("subnet {name} {id}");
+            say!("subnet {name} {id}");
         }
-        println!("ready");
+        say!("ready");
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
