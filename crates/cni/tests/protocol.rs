@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{pod_state, result_ip};
+use common::{pod_state, result_ip, settle};
 use serde_json::{Value, json};
 use vpcni_testbed::{PluginCall, TestNode};
 
@@ -66,7 +66,7 @@ fn results_come_in_the_version_the_configuration_asks_for() {
             .unwrap();
         assert!(deleted.success(), "{version}: {deleted}");
     }
-    assert_eq!(pod_state(&node), baseline);
+    settle(&node, &baseline);
 }
 
 /// Background process in a namespace, killed on drop.
@@ -140,7 +140,7 @@ fn chained_between_loopback_and_portmap_a_host_port_reaches_the_pod() {
     let www = node.dir().join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("index.html"), "hello from the pod\n").unwrap();
-    let _server = Background(
+    let server = Background(
         std::process::Command::new("ip")
             .args([
                 "netns",
@@ -193,7 +193,10 @@ fn chained_between_loopback_and_portmap_a_host_port_reaches_the_pod() {
         !iptables_nat(&node).contains(&ip.to_string()),
         "portmap's rules are gone"
     );
-    assert_eq!(pod_state(&node), baseline);
+    // The runtime stops the pod and deletes its namespace.
+    drop(server);
+    drop(pod);
+    settle(&node, &baseline);
 }
 
 fn status(node: &TestNode) -> vpcni_testbed::PluginOutput {
