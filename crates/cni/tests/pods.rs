@@ -314,6 +314,36 @@ fn pods_on_the_primary_and_a_secondary_eni_get_their_rules() {
     let state = node.sim_state().unwrap();
     let eni1 = state.attached_enis(node.instance_id(), u64::MAX)[&1].clone();
     assert!(eni1.secondary.contains_key(&secondary));
+    // Table 2 (ipamd's, for the ENI on eth1) sends the pod's traffic out of eth1 via the subnet router.
+    let gateway = node.subnet_gateway();
+    let table = String::from_utf8(node.exec(&["ip", "route", "show", "table", "2"]).unwrap().stdout).unwrap();
+    assert!(
+        table.contains(&format!("default via {gateway} dev eth1")),
+        "{table}"
+    );
+    assert!(
+        table.contains(&format!("{gateway} dev eth1 scope link")),
+        "{table}"
+    );
+    let lookup = String::from_utf8(
+        node.exec(&[
+            "ip",
+            "route",
+            "get",
+            "10.0.99.9",
+            "from",
+            &secondary.to_string(),
+            "iif",
+            "lo",
+        ])
+        .unwrap()
+        .stdout,
+    )
+    .unwrap();
+    assert!(
+        lookup.contains("dev eth1"),
+        "the pod on ENI 1 leaves through eth1: {lookup}"
+    );
     for (name, netns, result) in &pods {
         let check = node
             .plugin(&PluginCall::check(netns, name, &with_prev(&config, result)))
