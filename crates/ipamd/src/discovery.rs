@@ -207,6 +207,73 @@ pub async fn discover_enis(
     Ok(found)
 }
 
+/// ENABLE_IMDS_ONLY_MODE: the ENIs as instance metadata lists them, with no EC2 call. Metadata carries no
+/// tags or interface type, so every ENI but the primary is managed unless MANAGE_UNTAGGED_ENI=false.
+pub async fn discover_enis_from_metadata(
+    imds: &dyn Imds,
+    identity: &NodeIdentity,
+    manage_untagged: bool,
+) -> Result<Vec<DiscoveredEni>, DiscoveryError> {
+    let mut found = Vec::new();
+    for mac in imds
+        .macs()
+        .await
+        .map_err(metadata_error("network/interfaces/macs"))?
+    {
+        let interface = imds
+            .interface(&mac)
+            .await
+            .map_err(metadata_error("an ENI's interface"))?;
+        let Some((&primary_ip, secondary)) = interface.local_ipv4s.split_first() else {
+            continue;
+        };
+        let eni = NetworkInterface {
+            network_interface_id: interface.interface_id.clone(),
+            mac_address: interface.mac.clone(),
+            subnet_id: interface.subnet_id.clone(),
+            vpc_id: String::new(),
+            availability_zone: identity.availability_zone.clone(),
+            description: String::new(),
+            private_ip: primary_ip,
+            secondary_ips: secondary.to_vec(),
+            ipv4_prefixes: interface.ipv4_prefixes.clone(),
+            security_groups: interface.security_group_ids.clone(),
+            tags: Default::default(),
+            status: vpcni_ec2::InterfaceStatus::InUse,
+            interface_type: "interface".into(),
+            attachment: Some(vpcni_ec2::Attachment {
+                attachment_id: String::new(),
+                instance_id: identity.instance_id.clone(),
+                device_index: interface.device_number,
+                network_card_index: interface.network_card,
+                delete_on_termination: true,
+                status: vpcni_ec2::AttachmentStatus::Attached,
+            }),
+        };
+        let role = classify(
+            &eni,
+            interface.device_number,
+            interface.network_card,
+            identity,
+            manage_untagged,
+        );
+        found.push(DiscoveredEni {
+            device_number: interface.device_number,
+            network_card: interface.network_card,
+            role,
+            eni,
+            metadata: Some(interface),
+        });
+    }
+    found.sort_by_key(|d| (d.network_card, d.device_number));
+    if !found.iter().any(|d| d.role == EniRole::Primary) {
+        return Err(DiscoveryError::NoPrimaryEni {
+            instance_id: identity.instance_id.clone(),
+        });
+    }
+    Ok(found)
+}
+
 /// The original's rules: primary first; then `no_manage`; trunk and EFA by interface type; other cards
 /// ignored; untagged ENIs managed unless MANAGE_UNTAGGED_ENI=false.
 pub fn classify(

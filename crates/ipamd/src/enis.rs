@@ -111,6 +111,7 @@ pub fn record_grow(node: &Node, result: &Result<Vec<Ipv4Net>, Ec2Error>, eni_id:
             if let Err(error) = pool.add_cidrs(eni_id, cidrs) {
                 tracing::warn!("adding {cidrs:?} to {eni_id}: {error}");
             }
+            node.returned.reapply(&mut pool, now_ms());
             pool.record_grow_success();
             node.persist(&pool);
         }
@@ -158,6 +159,7 @@ pub async fn create_eni(node: &Node, ec2: &dyn Ec2, ips: u32, prefixes: u32) -> 
             {
                 tracing::error!("registering {}: {error}", eni.network_interface_id);
             }
+            node.returned.reapply(&mut pool, now_ms());
             pool.record_grow_success();
             node.persist(&pool);
             tracing::info!(eni = %eni.network_interface_id, device, addresses = cidrs.len(), "ENI attached and set up");
@@ -327,6 +329,8 @@ pub async fn free_eni(node: &Node, ec2: &dyn Ec2, eni_id: &str) -> Result<(), Ec
         let mut pool = node.pool();
         match pool.remove_eni(eni_id) {
             Ok(eni) => {
+                node.returned
+                    .remember(eni.cidrs.values(), pool.config().ip_cooldown_ms, now_ms());
                 node.persist(&pool);
                 eni
             }

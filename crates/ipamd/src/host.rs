@@ -29,8 +29,8 @@ pub struct NodeNetwork {
 }
 
 impl NodeNetwork {
-    /// From the configuration and the node's identity.
-    pub fn new(config: &Config, identity: &NodeIdentity) -> Self {
+    /// From the configuration and the node's identity (with its VPC CIDRs as metadata lists them now).
+    pub fn new(config: &Config, identity: &NodeIdentity, vpc_cidrs: &[Ipv4Net]) -> Self {
         let network = &config.network;
         let use_snat = !network.external_snat;
         Self {
@@ -38,7 +38,7 @@ impl NodeNetwork {
             snat: SnatSettings {
                 primary_ip: identity.primary_ip,
                 primary_interface: String::new(),
-                vpc_cidrs: identity.vpc_cidrs.clone(),
+                vpc_cidrs: vpc_cidrs.to_vec(),
                 excluded_cidrs: network.exclude_snat_cidrs.clone(),
                 external_snat: network.external_snat,
                 ports: match network.randomize_snat {

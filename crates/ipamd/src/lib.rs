@@ -10,10 +10,12 @@
 
 pub mod clock;
 pub mod config;
+pub mod cooldown;
 pub mod discovery;
 pub mod enis;
 pub mod host;
 pub mod introspection;
+pub mod journal;
 pub mod leaked;
 pub mod metered;
 pub mod metrics;

@@ -3,19 +3,20 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ipnet::Ipv4Net;
-use vpcni_engine::checkpoint::Checkpoint;
+use vpcni_engine::checkpoint::{Checkpoint, CheckpointError};
 use vpcni_engine::{Decision, Millis, NoAddressReason, PodInfo, Pool};
 use vpcni_rpc::FailureReason;
 
 pub use crate::clock::now_ms;
 use crate::config::Config;
+use crate::cooldown::ReturnedCooldowns;
 use crate::discovery::NodeIdentity;
 use crate::host::Host;
+use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::server::{AddressBook, Assigned, PodKey, PodRequest, PoolStatus, Refusal};
 
@@ -57,7 +58,7 @@ pub struct Node {
     pub config: Config,
     /// Metrics.
     pub metrics: Arc<Metrics>,
-    checkpoint_path: PathBuf,
+    journal: Journal,
     pub(crate) decisions: Mutex<VecDeque<(Millis, Decision)>>,
     ready: AtomicBool,
     /// The host the daemon programs.
@@ -65,6 +66,10 @@ pub struct Node {
     /// Restored pods to check for their veth again.
     pub veth_checks: Mutex<Vec<VethCheck>>,
     recently_freed: Mutex<RecentlyFreed>,
+    /// Cooldowns of addresses given back to EC2 while cooling.
+    pub returned: ReturnedCooldowns,
+    /// The VPC's CIDRs as last read (a CIDR associated later joins them).
+    vpc_cidrs: Mutex<Vec<Ipv4Net>>,
 }
 
 fn reason_code(reason: NoAddressReason) -> FailureReason {
@@ -90,8 +95,9 @@ impl Node {
         metrics: Arc<Metrics>,
         host: Arc<dyn Host>,
     ) -> Self {
+        let vpc_cidrs = Mutex::new(identity.vpc_cidrs.clone());
         Self {
-            checkpoint_path: config.backing_store.clone(),
+            journal: Journal::new(config.backing_store.clone()),
             pool: Mutex::new(pool),
             identity,
             config,
@@ -101,7 +107,28 @@ impl Node {
             host,
             veth_checks: Mutex::default(),
             recently_freed: Mutex::default(),
+            returned: ReturnedCooldowns::default(),
+            vpc_cidrs,
         }
+    }
+
+    /// The VPC's CIDRs.
+    pub fn vpc_cidrs(&self) -> Vec<Ipv4Net> {
+        self.vpc_cidrs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Replaces the VPC's CIDRs; returns whether they changed.
+    pub fn set_vpc_cidrs(&self, cidrs: Vec<Ipv4Net>) -> bool {
+        let mut current = self
+            .vpc_cidrs
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let changed = *current != cidrs;
+        *current = cidrs;
+        changed
     }
 
     fn freed(&self) -> MutexGuard<'_, RecentlyFreed> {
@@ -161,17 +188,41 @@ impl Node {
         Some(released)
     }
 
-    /// Writes the checkpoint and refreshes the gauges. Called with the pool locked, so the file always
-    /// matches a state the pool was in.
+    /// Writes the checkpoint (durably, before returning) and refreshes the gauges. Called with the pool
+    /// locked, so the file always matches a state the pool was in.
     pub fn persist(&self, pool: &Pool) {
-        let now = now_ms();
-        if let Err(error) = Checkpoint::from_pool(pool, now).write(&self.checkpoint_path) {
+        let seq = self.stage(pool);
+        if let Err(error) = self.commit(seq) {
+            tracing::error!("{error}");
+        }
+    }
+
+    /// Makes checkpoint `seq` (or a newer one) durable; see [`Journal`].
+    pub fn commit(&self, seq: u64) -> Result<(), CheckpointError> {
+        let result = self.journal.commit(seq);
+        if result.is_err() {
             self.metrics
                 .ipamd_error_count
                 .with_label_values(&["checkpoint"])
                 .inc();
-            tracing::error!("{error}");
         }
+        result
+    }
+
+    /// Stages a checkpoint of the pool and refreshes the gauges; returns the checkpoint's sequence number
+    /// for [`Node::commit`]. Called with the pool locked.
+    pub fn stage(&self, pool: &Pool) -> u64 {
+        let now = now_ms();
+        let mut checkpoint = Checkpoint::from_pool(pool, now);
+        for (ip, at) in self.returned.running(pool.config().ip_cooldown_ms, now) {
+            if !checkpoint.cooling.iter().any(|c| c.ipv4 == ip) {
+                checkpoint.cooling.push(vpcni_engine::checkpoint::Cooling {
+                    ipv4: ip,
+                    unassigned_timestamp: at.saturating_mul(1_000_000),
+                });
+            }
+        }
+        let seq = self.journal.stage(checkpoint);
         let stats = pool.stats(now);
         self.metrics.total_ip_addresses.set(stats.total as i64);
         self.metrics.assigned_ip_addresses.set(stats.assigned as i64);
@@ -192,6 +243,7 @@ impl Node {
                 .with_label_values(&[cidr.net.to_string().as_str()])
                 .set(cidr.assigned() as i64);
         }
+        seq
     }
 
     /// Records a decision for `/v1/pool`.
@@ -215,7 +267,7 @@ impl AddressBook for Node {
         if !self.ready.load(Ordering::SeqCst) {
             return Err(Refusal {
                 reason: FailureReason::NotReady,
-                message: "ipamd is still starting".into(),
+                message: "ipamd is starting or shutting down; retry shortly".into(),
             });
         }
         let mut pool = self.pool();
@@ -223,9 +275,26 @@ impl AddressBook for Node {
             namespace: request.pod_namespace.clone(),
             name: request.pod_name.clone(),
         };
-        match pool.assign(&Self::engine_key(&request.key), &pod, now_ms()) {
+        let key = Self::engine_key(&request.key);
+        match pool.assign(&key, &pod, now_ms()) {
             Ok(assignment) => {
-                self.persist(&pool);
+                let seq = self.stage(&pool);
+                drop(pool);
+                // The reply waits until the checkpoint holds the allocation: a crash after it must not forget it.
+                if let Err(error) = self.commit(seq) {
+                    let mut pool = self.pool();
+                    if pool.lookup(&key).is_some_and(|a| a.ip == assignment.ip) {
+                        pool.unassign(&key, now_ms());
+                        self.stage(&pool);
+                    }
+                    tracing::error!("{error}");
+                    return Err(Refusal {
+                        reason: FailureReason::NotReady,
+                        message: format!(
+                            "ipamd could not write its checkpoint, so it gives out no address it might forget: {error}"
+                        ),
+                    });
+                }
                 Ok(Assigned {
                     ipv4: assignment.ip,
                     device_number: assignment.device_number,
@@ -255,7 +324,13 @@ impl AddressBook for Node {
             .inc();
         let mut pool = self.pool();
         let released = pool.unassign(&Self::engine_key(key), now_ms())?;
-        self.persist(&pool);
+        let seq = self.stage(&pool);
+        drop(pool);
+        if let Err(error) = self.commit(seq) {
+            // The release stands; a restart before the next good write restores the allocation, and the
+            // pod's missing veth releases it then.
+            tracing::error!("{error}");
+        }
         Some(Assigned {
             ipv4: released.ip,
             device_number: released.device_number,
@@ -315,7 +390,7 @@ impl AddressBook for Node {
     }
 
     fn snat_info(&self) -> (Vec<Ipv4Net>, bool) {
-        let mut cidrs = self.identity.vpc_cidrs.clone();
+        let mut cidrs = self.vpc_cidrs();
         if !self.config.network.external_snat {
             cidrs.extend(self.config.network.exclude_snat_cidrs.iter().copied());
         }

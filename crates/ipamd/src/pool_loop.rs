@@ -68,7 +68,12 @@ pub async fn run(manager: PoolManager, mut stop: tokio::sync::watch::Receiver<bo
     let interval = manager.node.config.pool_interval;
     let reconcile_interval = manager.node.config.reconcile_interval;
     let mut last_action = Instant::now();
+    let mut last_cidr_check = Instant::now();
     loop {
+        if last_cidr_check.elapsed() >= VPC_CIDR_CHECK_INTERVAL {
+            refresh_vpc_cidrs(&manager).await;
+            last_cidr_check = Instant::now();
+        }
         let (_, acted) = cycle(&manager.node, manager.ec2.as_ref()).await;
         if acted {
             last_action = Instant::now();
@@ -96,6 +101,36 @@ pub async fn run(manager: PoolManager, mut stop: tokio::sync::watch::Receiver<bo
             return;
         }
     }
+}
+
+/// How often the VPC's CIDRs are read again (the original's 30 s): a CIDR associated with the VPC later
+/// must join the SNAT and CONNMARK exemptions and the plugin's VPC CIDRs.
+const VPC_CIDR_CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Reads the VPC's CIDRs from instance metadata and reprograms the node's rules if they changed.
+pub async fn refresh_vpc_cidrs(manager: &PoolManager) {
+    let node = &manager.node;
+    let cidrs = match manager.imds.interface(&node.identity.primary_mac).await {
+        Ok(primary) => primary.vpc_ipv4_cidr_blocks,
+        Err(error) => {
+            tracing::debug!("reading the VPC's CIDRs: {error}");
+            return;
+        }
+    };
+    if cidrs.is_empty() || !node.set_vpc_cidrs(cidrs.clone()) {
+        return;
+    }
+    tracing::info!(?cidrs, "the VPC's CIDRs changed; reprogramming the node's rules");
+    let network = crate::host::NodeNetwork::new(&node.config, &node.identity, &cidrs);
+    let result = if node.host.program_node(&network).await.is_ok() {
+        "success"
+    } else {
+        "failure"
+    };
+    node.metrics
+        .connmark_reconcile_total
+        .with_label_values(&[result])
+        .inc();
 }
 
 /// Sleeps; true if told to stop meanwhile.
@@ -142,6 +177,7 @@ async fn release(node: &Node, ec2: &dyn Ec2, cidrs: &[(String, Ipv4Net)]) -> Res
         // Out of the pool first, so no pod can be given an address on its way back to EC2.
         {
             let mut pool = node.pool();
+            node.returned.remember_nets(&pool, eni_id, &nets, now_ms());
             if let Err(error) = pool.remove_cidrs(eni_id, &nets) {
                 tracing::info!("not releasing from {eni_id}: {error}");
                 continue;

@@ -114,6 +114,10 @@ pub async fn reconcile(manager: &PoolManager) {
         let removed = {
             let mut pool = node.pool();
             let primary = pool.eni(eni_id).map(|e| (e.primary_ip, e.route_table_id()));
+            if let Some(eni) = pool.eni(eni_id) {
+                node.returned
+                    .remember(eni.cidrs.values(), pool.config().ip_cooldown_ms, now);
+            }
             let keys = pool.force_remove_eni(eni_id);
             node.persist(&pool);
             primary.map(|p| (p, keys))
@@ -175,6 +179,7 @@ fn reconcile_addresses(node: &Node, eni_id: &str, listed: &BTreeSet<Ipv4Net>, no
     };
     let gone: Vec<Ipv4Net> = held.difference(listed).copied().collect();
     if !gone.is_empty() {
+        node.returned.remember_nets(&pool, eni_id, &gone, now);
         let keys = pool.force_remove_cidrs(eni_id, &gone);
         node.metrics.force_removed_ips.inc_by(gone.len() as u64);
         node.metrics
@@ -191,6 +196,7 @@ fn reconcile_addresses(node: &Node, eni_id: &str, listed: &BTreeSet<Ipv4Net>, no
     if !new.is_empty() {
         match pool.add_cidrs(eni_id, &new) {
             Ok(()) => {
+                node.returned.reapply(&mut pool, now);
                 node.metrics
                     .reconcile_count
                     .with_label_values(&["eniIPPoolReconcileAdd"])
@@ -255,6 +261,7 @@ async fn adopt(manager: &PoolManager, eni: &NetworkInterface, role: EniRole, dev
     let mut pool = node.pool();
     match pool.add_eni(entry).and_then(|()| pool.add_cidrs(eni_id, &cidrs)) {
         Ok(()) => {
+            node.returned.reapply(&mut pool, now_ms());
             node.metrics
                 .reconcile_count
                 .with_label_values(&["eniReconcileAdd"])

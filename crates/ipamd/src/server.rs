@@ -165,7 +165,14 @@ impl<B: AddressBook + ?Sized> CniBackend for Service<B> {
             pod_name: request.k8s_pod_name,
         };
         let (cidrs, external_snat) = self.book.snat_info();
-        let reply = match self.book.add(&pod) {
+        // The address book blocks on the checkpoint's fsync: off the async workers, so concurrent calls
+        // share fsyncs (see the journal) instead of queueing behind one worker.
+        let book = self.book.clone();
+        let request_pod = pod.clone();
+        let result = tokio::task::spawn_blocking(move || book.add(&request_pod))
+            .await
+            .map_err(|e| Status::internal(format!("address book worker: {e}")))?;
+        let reply = match result {
             Ok(assigned) => {
                 tracing::info!(
                     pod = %format!("{}/{}", pod.pod_namespace, pod.pod_name),
@@ -204,7 +211,11 @@ impl<B: AddressBook + ?Sized> CniBackend for Service<B> {
         let request = request.into_inner();
         check_version(request.client_version)?;
         let key = check_key(&request.network_name, &request.container_id, &request.if_name)?;
-        let released = self.book.del(&key);
+        let book = self.book.clone();
+        let request_key = key.clone();
+        let released = tokio::task::spawn_blocking(move || book.del(&request_key))
+            .await
+            .map_err(|e| Status::internal(format!("address book worker: {e}")))?;
         if let Some(assigned) = &released {
             tracing::info!(container = %key.container_id, ip = %assigned.ipv4, reason = %request.reason, "released");
         }

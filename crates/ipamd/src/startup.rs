@@ -16,7 +16,8 @@ use vpcni_engine::{Eni, EniFlags, NodeLimits, Pool, PoolConfig};
 
 use crate::config::Config;
 use crate::discovery::{
-    DiscoveredEni, DiscoveryError, EniRole, discover_enis, discover_identity, route_table_id,
+    DiscoveredEni, DiscoveryError, EniRole, discover_enis, discover_enis_from_metadata, discover_identity,
+    route_table_id,
 };
 use crate::enis::eni_tags;
 use crate::host::{Host, NodeNetwork, eni_spec};
@@ -95,12 +96,16 @@ pub async fn start(
 ) -> Result<Arc<Node>, StartupError> {
     let mut identity = discover_identity(imds).await?;
     let limits = vpcni_limits::builtin().get(&identity.instance_type)?;
-    let enis = discover_enis(ec2, imds, &identity, config.pool.manage_untagged_eni).await?;
+    let enis = if config.pool.imds_only {
+        discover_enis_from_metadata(imds, &identity, config.pool.manage_untagged_eni).await?
+    } else {
+        discover_enis(ec2, imds, &identity, config.pool.manage_untagged_eni).await?
+    };
     if let Some(primary) = enis.iter().find(|e| e.role == EniRole::Primary) {
         identity.vpc_id = primary.eni.vpc_id.clone();
     }
 
-    host.program_node(&NodeNetwork::new(&config, &identity))
+    host.program_node(&NodeNetwork::new(&config, &identity, &identity.vpc_cidrs))
         .await
         .map_err(host_error("the node's rules"))?;
     metrics.connmark_backend.with_label_values(&["iptables"]).set(1);
@@ -142,6 +147,7 @@ pub async fn start(
                 .filter(|(k, v)| found.eni.tags.get(k) != Some(v))
                 .collect();
             if !missing.is_empty()
+                && !config.pool.imds_only
                 && let Err(error) = ec2.create_tags(std::slice::from_ref(eni_id), &missing).await
             {
                 tracing::warn!(eni = %eni_id, "tagging: {error}");
@@ -188,6 +194,7 @@ pub async fn start(
         tracing::info!(?pruned, "removed ENI rules left by ENIs no longer attached");
     }
 
+    let mut cooldowns = Vec::new();
     let checkpoint = match Checkpoint::load(&config.backing_store)? {
         Some(checkpoint) => Some(checkpoint),
         None => {
@@ -199,6 +206,12 @@ pub async fn start(
         }
     };
     if let Some(checkpoint) = checkpoint {
+        cooldowns.extend(
+            checkpoint
+                .cooling
+                .iter()
+                .map(|c| (c.ipv4, c.unassigned_timestamp / 1_000_000)),
+        );
         for (allocation, why) in checkpoint.restore_into(&mut pool) {
             tracing::warn!(
                 container = %allocation.container_id, ip = ?allocation.ipv4,
@@ -217,12 +230,19 @@ pub async fn start(
         .ip_max
         .set(i64::from(pool.limits().max_enis * pool.limits().slots_per_eni));
     let node = Arc::new(Node::new(pool, identity, config, metrics, host));
+    node.metrics
+        .connmark_reconcile_total
+        .with_label_values(&["success"])
+        .inc();
     node.veth_checks
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
         .extend(veth_checks);
     {
-        let pool = node.pool();
+        // Addresses given back to EC2 while cooling, before the restart, keep cooling if they return.
+        node.returned.load(cooldowns);
+        let mut pool = node.pool();
+        node.returned.reapply(&mut pool, now_ms());
         node.persist(&pool);
     }
     Ok(node)

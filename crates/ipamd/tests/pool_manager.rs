@@ -417,3 +417,59 @@ async fn start_up_drops_what_ec2_and_the_host_no_longer_have() {
     );
     let _ = Arc::strong_count(&node);
 }
+
+#[tokio::test]
+async fn imds_only_mode_makes_no_ec2_call() {
+    let world = World::new("m5.large", "10.0.0.0/24");
+    let primary = world.enis().remove(0);
+    world
+        .sim
+        .assign_private_ip_addresses(&primary.network_interface_id, &AddressRequest::Count(3))
+        .await
+        .unwrap();
+    let calls = world.sim.counters().total_calls();
+    let node = world
+        .start(&[("ENABLE_IMDS_ONLY_MODE", "true")], RecordingHost::new())
+        .await;
+    node.set_ready(true);
+    for _ in 0..3 {
+        cycle(&node, &world.sim).await;
+    }
+    vpcni_ipamd::reconcile::reconcile(&world.manager(&node)).await;
+    assert_eq!(
+        world.sim.counters().total_calls(),
+        calls,
+        "{:?}",
+        world.sim.counters()
+    );
+    // The addresses metadata lists are used.
+    assert_eq!(node.pool().stats(now_ms()).total, 3);
+    assert!(node.add(&pod(0)).is_ok());
+}
+
+#[tokio::test]
+async fn a_cidr_added_to_the_vpc_joins_the_snat_exemptions() {
+    let world = World::new("m5.large", "10.0.0.0/24");
+    let host = RecordingHost::new();
+    let node = world.start(&[], host.clone()).await;
+    let manager = world.manager(&node);
+    vpcni_ipamd::pool_loop::refresh_vpc_cidrs(&manager).await;
+    assert_eq!(host.programmed.lock().unwrap().len(), 1, "nothing changed yet");
+
+    world
+        .sim
+        .add_vpc_cidr(&world.vpc, "10.1.0.0/16".parse().unwrap())
+        .unwrap();
+    vpcni_ipamd::pool_loop::refresh_vpc_cidrs(&manager).await;
+    let programmed = host.programmed.lock().unwrap().clone();
+    assert_eq!(programmed.len(), 2);
+    assert_eq!(
+        programmed[1].snat.vpc_cidrs,
+        vec![
+            "10.0.0.0/16".parse::<ipnet::Ipv4Net>().unwrap(),
+            "10.1.0.0/16".parse().unwrap()
+        ]
+    );
+    let (cidrs, _) = node.snat_info();
+    assert_eq!(cidrs.len(), 2, "the plugin is told too");
+}

@@ -18,6 +18,8 @@ use crate::{LabError, node, router};
 
 /// How long the fabric may take to create the instances and plug their primary ENIs.
 const FABRIC_START: Duration = Duration::from_secs(30);
+/// How long `up` waits for the nodes' warm pools.
+const POOL_SETTLE: Duration = Duration::from_secs(10);
 /// The binaries a lab runs.
 pub const BINARIES: [&str; 3] = ["vpcnictl", "vpcni-ipamd", "vpcni"];
 
@@ -83,11 +85,18 @@ impl Lab {
         let paths = StatePaths::new(&spec.state_dir);
         let names = Names::new(&spec.prefix);
         if paths.state_file().exists() {
-            return Err(LabError::AlreadyUp(paths.dir.clone()));
+            return Err(LabError::AlreadyUp {
+                state_dir: paths.dir.clone(),
+                status: crate::lab_command(&paths.dir, &spec.prefix, "status"),
+                down: crate::lab_command(&paths.dir, &spec.prefix, "down"),
+            });
         }
         let leftovers: Vec<String> = netns_list().into_iter().filter(|n| names.owns(n)).collect();
         if !leftovers.is_empty() {
-            return Err(LabError::Leftovers(leftovers));
+            return Err(LabError::Leftovers {
+                namespaces: leftovers,
+                down: crate::lab_command(&paths.dir, &spec.prefix, "down"),
+            });
         }
         std::fs::create_dir_all(&paths.dir).map_err(LabError::io(&paths.dir))?;
         let _lock = StateLock::acquire(&paths)?;
@@ -180,7 +189,27 @@ impl Lab {
             }
         }
         self.state.save(&self.paths)?;
-        self.check_gateway()
+        self.check_gateway()?;
+        self.settle();
+        Ok(())
+    }
+
+    /// Gives each ipamd a moment to fill its warm pool, as a node becomes Ready once its CNI can serve a
+    /// pod. Best effort: warm targets of zero legitimately leave a node with no spare address.
+    fn settle(&self) {
+        let deadline = Instant::now() + POOL_SETTLE;
+        while Instant::now() < deadline {
+            let filled = self.status().is_ok_and(|status| {
+                status
+                    .nodes
+                    .iter()
+                    .all(|n| n.enis.iter().any(|e| e.pod_addresses() > 0))
+            });
+            if filled {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The whole path to the internet works: node-1 asks who it is and hears its public address.

@@ -97,16 +97,25 @@ pub enum LabError {
     },
     /// A lab already runs with this state directory.
     #[error(
-        "a lab is already up (state in {}): see it with `vpcnictl lab status`, or remove it with `vpcnictl lab down`",
-        .0.display()
+        "a lab is already up (state in {}): see it with `{status}`, or remove it with `{down}`",
+        .state_dir.display()
     )]
-    AlreadyUp(PathBuf),
+    AlreadyUp {
+        /// Its state directory.
+        state_dir: PathBuf,
+        /// The command that shows it.
+        status: String,
+        /// The command that removes it.
+        down: String,
+    },
     /// Namespaces of an earlier lab are left over.
-    #[error(
-        "namespaces of an earlier lab are still there ({}): remove them with `vpcnictl lab down`",
-        .0.join(", ")
-    )]
-    Leftovers(Vec<String>),
+    #[error("namespaces of an earlier lab are still there ({}): remove them with `{down}`", .namespaces.join(", "))]
+    Leftovers {
+        /// The namespaces.
+        namespaces: Vec<String>,
+        /// The command that removes them.
+        down: String,
+    },
     /// No lab at this state directory.
     #[error("no lab is up (no state in {}): start one with `vpcnictl lab up`", .0.display())]
     NotUp(PathBuf),
@@ -154,6 +163,19 @@ pub enum LabError {
         /// Names it does know.
         known: String,
     },
+}
+
+/// `vpcnictl lab [--state DIR] [--prefix P] <subcommand>`, with the flags only where they differ from
+/// the defaults, so a message's advice can be pasted as is.
+pub fn lab_command(state_dir: &std::path::Path, prefix: &str, subcommand: &str) -> String {
+    let mut command = "vpcnictl lab".to_owned();
+    if state_dir != std::path::Path::new(spec::DEFAULT_STATE_DIR) {
+        command.push_str(&format!(" --state {}", state_dir.display()));
+    }
+    if prefix != spec::DEFAULT_PREFIX {
+        command.push_str(&format!(" --prefix {prefix}"));
+    }
+    format!("{command} {subcommand}")
 }
 
 impl LabError {

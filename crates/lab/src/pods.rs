@@ -14,7 +14,7 @@ use crate::LabError;
 use crate::cmd::{NETNS_DIR, ip, netns_add, netns_command, netns_exists};
 use crate::node::{CNI_VERSION, conflist};
 use crate::spec::Names;
-use crate::state::{LabState, NodeRecord, PodRecord, StatePaths};
+use crate::state::{FabricReport, LabState, NodeRecord, PodRecord, StatePaths};
 
 /// CNI's "try again later".
 pub const TRY_AGAIN_LATER: u32 = 11;
@@ -218,7 +218,7 @@ pub(crate) fn add(
         let run = run_plugin(paths, state, node, &call);
         let failure = match run {
             Ok(PluginRun { ok: true, output }) => match result_ip(&output) {
-                Some(ip) => {
+                Some(ip) if routed_by_the_vpc(paths, &node.name, ip) => {
                     return Ok(PodRecord {
                         name: name.to_owned(),
                         node: node.name.clone(),
@@ -228,6 +228,15 @@ pub(crate) fn add(
                         result: output,
                     });
                 }
+                Some(ip) => lab_failure(
+                    LabError::Spec(format!(
+                        "the VPC fabric did not route {ip} to {}'s ENIs within {} s; see {}",
+                        node.name,
+                        ROUTED_WITHIN.as_secs(),
+                        paths.fabric_log().display()
+                    )),
+                    attempts,
+                ),
                 None => lab_failure(
                     LabError::Spec(format!("the plugin's result has no IPv4 address: {output}")),
                     attempts,
@@ -252,6 +261,30 @@ pub(crate) fn add(
         }
         tracing::debug!("{failure}; retrying");
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// How long the fabric may take to route an address EC2 assigned to an ENI.
+const ROUTED_WITHIN: Duration = Duration::from_secs(10);
+
+/// Waits until the fabric routes `ip` to one of `node`'s ENIs. EC2 makes an assigned address reachable as
+/// soon as the call returns; the fabric follows the simulator every 100 ms, so a pod given an address
+/// ipamd has just obtained would otherwise be unreachable for that long.
+fn routed_by_the_vpc(paths: &StatePaths, node: &str, ip: Ipv4Addr) -> bool {
+    let deadline = Instant::now() + ROUTED_WITHIN;
+    loop {
+        let routed = FabricReport::load(paths).ok().flatten().is_some_and(|report| {
+            report.plugged.iter().any(|eni| {
+                eni.node == node && (eni.primary_ip == ip || eni.routed.iter().any(|net| net.contains(&ip)))
+            })
+        });
+        if routed {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

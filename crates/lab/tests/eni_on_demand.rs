@@ -42,11 +42,13 @@ fn enis_are_attached_and_plugged_as_pods_grow_past_one_eni() {
     for eni in attached {
         // The fabric plugged it into the node with its MAC, under eth<device>.
         let plugged = eventually(&format!("{} plugged", eni.id), Duration::from_secs(20), || {
-            lab.fabric_report()
-                .unwrap()
-                .plugged
-                .into_iter()
-                .find(|p| p.eni_id == eni.id && p.routed.len() + 1 == eni.ips.len())
+            lab.fabric_report().unwrap().plugged.into_iter().find(|p| {
+                // Every address the status saw is routed (ipamd may have added more since).
+                p.eni_id == eni.id
+                    && eni.ips[1..]
+                        .iter()
+                        .all(|ip| p.routed.contains(&ipnet::Ipv4Net::from(*ip)))
+            })
         });
         assert_eq!(plugged.node_link, format!("eth{}", eni.device_number));
         let link = lab.ip("node-1", &["-o", "link", "show", &plugged.node_link]);

@@ -77,10 +77,13 @@ fn up_status_pods_exec_and_down_as_a_user_runs_them() {
     let again = cli.run(&["up"]);
     assert_eq!(again.status.code(), Some(1));
     let err = text(&again.stderr);
-    assert!(
-        err.contains("already up") && err.contains("vpcnictl lab down"),
-        "{err}"
+    // The advice names this lab's flags, so it can be pasted as is.
+    let down = format!(
+        "vpcnictl lab --state {} --prefix {} down",
+        cli.state.display(),
+        cli.prefix
     );
+    assert!(err.contains("already up") && err.contains(&down), "{err}");
 
     // t3.micro: 2 pods get addresses, the third meets max pods and the command says why.
     let pods = cli.run(&["pods", "add", "--node", "1", "--count", "3"]);

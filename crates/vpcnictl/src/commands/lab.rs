@@ -308,6 +308,14 @@ pub fn bring_up(spec: LabSpec) -> Result<Lab, LabError> {
         lab.paths().dir.display()
     );
     say!("\ntry next:");
+    if vpcni_lab::find_tool("vpcnictl").is_none()
+        && let Ok(exe) = std::env::current_exe()
+    {
+        say!(
+            "  (vpcnictl is {}: put its directory on PATH, or run scripts/lab.sh <subcommand>)",
+            exe.display()
+        );
+    }
     let second = if lab.state().nodes.len() > 1 { "2" } else { "1" };
     for (command, why) in [
         (

@@ -191,7 +191,46 @@ pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
         say!("(no pod was refused; the node has more room than max pods suggests)");
     }
 
-    step(6, "Where things stand");
+    let status = lab.status()?;
+    let secondary = status
+        .pods
+        .iter()
+        .find(|p| p.node == node && p.device_number.is_some_and(|d| d >= 1));
+    if let (Some(pod), Some(far)) = (secondary, demo_pods.get(1)) {
+        let device = pod.device_number.unwrap_or_default();
+        step(
+            6,
+            &format!(
+                "{} lives on a secondary ENI (eth{device}): its packets must leave through it",
+                pod.name
+            ),
+        );
+        say!(
+            "The VPC drops a packet whose source is not assigned to the ENI it came from (the source/destination\n\
+             check), so {node} routes {}'s traffic by source, through eth{device}'s route table:",
+            pod.name
+        );
+        shell(&format!("vpcnictl lab exec {node} -- ip rule show priority 1536"));
+        lab.exec(
+            &node,
+            &[
+                "ip".into(),
+                "rule".into(),
+                "show".into(),
+                "priority".into(),
+                "1536".into(),
+            ],
+        )?;
+        let ping = ["ping", "-c", "1", "-W", "2", "-q"].map(str::to_owned);
+        let mut argv = ping.to_vec();
+        argv.push(far.ip.to_string());
+        shell(&format!("vpcnictl lab exec {} -- {}", pod.name, argv.join(" ")));
+        if vpcni_lab::find_tool("ping").is_some() {
+            lab.exec(&pod.name, &argv)?;
+        }
+    }
+
+    step(7, "Where things stand");
     say_raw!("{}", status_text(&lab.status()?));
     say!(
         "\nKeep exploring: vpcnictl lab exec node-1 -- curl -s http://127.0.0.1:61679/v1/enis   (ipamd's view)\n\

@@ -1,0 +1,140 @@
+//! Bad environment values stop the real binary before it touches anything: exit code 64 and exactly one
+//! line per bad variable naming it, its value and what is accepted. One case per family of variables.
+//! (VPCNI_EC2_BACKEND is never set here, so even a configuration that passed could not reach EC2 or the
+//! host: it would stop at that check, which has its own case.)
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::process::Command;
+
+fn run(env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_vpcni-ipamd"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+fn refused(env: &[(&str, &str)], line: &str) {
+    let (code, stderr) = run(env);
+    assert_eq!(code, Some(64), "{stderr}");
+    assert_eq!(stderr, format!("vpcni-ipamd: {line}\n"));
+}
+
+#[test]
+fn pool_sizes() {
+    refused(
+        &[("WARM_IP_TARGET", "ten")],
+        r#"WARM_IP_TARGET="ten" is not valid: expected a whole number (0 or more)"#,
+    );
+    refused(
+        &[("MAX_ENI", "0")],
+        r#"MAX_ENI="0" is not valid: expected a whole number (1 or more), or -1 for no limit"#,
+    );
+}
+
+#[test]
+fn booleans() {
+    refused(
+        &[("ENABLE_PREFIX_DELEGATION", "yes")],
+        r#"ENABLE_PREFIX_DELEGATION="yes" is not valid: expected true or false"#,
+    );
+}
+
+#[test]
+fn address_families() {
+    refused(
+        &[("ENABLE_IPv6", "true")],
+        r#"ENABLE_IPv6="true" is not valid: expected false: vpcni serves IPv4 clusters only, for now"#,
+    );
+}
+
+#[test]
+fn snat() {
+    refused(
+        &[("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "always")],
+        r#"AWS_VPC_K8S_CNI_RANDOMIZESNAT="always" is not valid: expected one of prng, hashrandom, none"#,
+    );
+    refused(
+        &[("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", "10.0.0.0/8,banana")],
+        r#"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS="10.0.0.0/8,banana" is not valid: expected comma-separated IPv4 CIDRs such as 10.1.0.0/16 ("banana" is not one)"#,
+    );
+}
+
+#[test]
+fn mtu_and_veth_prefix() {
+    refused(
+        &[("AWS_VPC_ENI_MTU", "9002")],
+        r#"AWS_VPC_ENI_MTU="9002" is not valid: expected a whole number from 576 to 9001"#,
+    );
+    refused(
+        &[("AWS_VPC_K8S_CNI_VETHPREFIX", "vlan")],
+        r#"AWS_VPC_K8S_CNI_VETHPREFIX="vlan" is not valid: expected 1 to 4 letters, digits, '_' or '-', and not eth, lo or vlan"#,
+    );
+}
+
+#[test]
+fn listeners_and_paths() {
+    refused(
+        &[("INTROSPECTION_BIND_ADDRESS", "localhost")],
+        r#"INTROSPECTION_BIND_ADDRESS="localhost" is not valid: expected HOST:PORT such as 127.0.0.1:61679, :PORT, or unix:/absolute/path"#,
+    );
+    refused(
+        &[("AWS_VPC_K8S_CNI_BACKING_STORE", "ipam.json")],
+        r#"AWS_VPC_K8S_CNI_BACKING_STORE="ipam.json" is not valid: expected an absolute path without '..'"#,
+    );
+}
+
+#[test]
+fn tags_and_cluster() {
+    refused(
+        &[("ADDITIONAL_ENI_TAGS", r#"{"node.k8s.amazonaws.com/x":"y"}"#)],
+        r#"ADDITIONAL_ENI_TAGS="{\"node.k8s.amazonaws.com/x\":\"y\"}" is not valid: expected a JSON object of string tags, e.g. {"team":"net"}, with no key containing k8s.amazonaws.com"#,
+    );
+}
+
+#[test]
+fn logging() {
+    refused(
+        &[("AWS_VPC_K8S_CNI_LOGLEVEL", "chatty")],
+        r#"AWS_VPC_K8S_CNI_LOGLEVEL="chatty" is not valid: expected one of trace, debug, info, warn, error"#,
+    );
+}
+
+#[test]
+fn vpcni_timers() {
+    refused(
+        &[("VPCNI_LEAKED_ENI_CLEANUP_INTERVAL_MS", "0")],
+        r#"VPCNI_LEAKED_ENI_CLEANUP_INTERVAL_MS="0" is not valid: expected a whole number from 100 to 86400000"#,
+    );
+    refused(
+        &[("VPCNI_ENI_LINK_TIMEOUT_MS", "soon")],
+        r#"VPCNI_ENI_LINK_TIMEOUT_MS="soon" is not valid: expected a whole number from 100 to 600000"#,
+    );
+}
+
+#[test]
+fn ec2_backend() {
+    refused(
+        &[("VPCNI_EC2_BACKEND", "sim")],
+        r#"VPCNI_EC2_BACKEND="sim" is not valid: expected aws (EC2 and instance metadata through the AWS SDK; point AWS_EC2_ENDPOINT and AWS_EC2_METADATA_SERVICE_ENDPOINT at `vpcnictl sim serve` to run without AWS)"#,
+    );
+}
+
+#[test]
+fn every_bad_variable_is_named_at_once() {
+    let (code, stderr) = run(&[
+        ("WARM_IP_TARGET", "x"),
+        ("AWS_VPC_ENI_MTU", "1"),
+        ("DISABLE_METRICS", "nah"),
+    ]);
+    assert_eq!(code, Some(64));
+    assert_eq!(stderr.lines().count(), 3, "{stderr}");
+    for name in ["WARM_IP_TARGET", "AWS_VPC_ENI_MTU", "DISABLE_METRICS"] {
+        assert!(stderr.contains(&format!("vpcni-ipamd: {name}=")), "{stderr}");
+    }
+}

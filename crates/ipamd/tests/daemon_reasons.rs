@@ -1,0 +1,182 @@
+//! Every reason the real daemon gives for not giving a pod an address is reachable, as a stable code and a
+//! sentence: node max pods reached, subnet exhausted, no free /28 block (a fragmented subnet), EC2
+//! throttled, ENI attach in progress, pool empty while growing, and all free addresses cooling down.
+//! Runs `vpcni-ipamd` in a testbed node against `vpcnictl sim serve`; needs root.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod node_support;
+
+use node_support::{EVENTUALLY, outcome};
+use vpcni_testbed::{TestNode, TestNodeBuilder};
+
+/// Adds pods `prefix-0`, `prefix-1`, … (each retried while the pool grows) until one is refused with a
+/// reason other than "growing"; returns how many got an address and the refusal.
+fn fill(node: &TestNode, prefix: &str) -> (usize, (String, String)) {
+    let mut placed = 0;
+    let mut refusal = None;
+    node.wait_until("a refusal that is not about growing", EVENTUALLY, || {
+        match outcome(&node.ipamd_add(&format!("{prefix}-{placed}")).unwrap()) {
+            Ok(_) => placed += 1,
+            Err((reason, _)) if reason == "POOL_EMPTY_GROWING" || reason == "ENI_ATTACH_IN_PROGRESS" => {}
+            Err(other) => refusal = Some(other),
+        }
+        refusal.is_some()
+    })
+    .unwrap();
+    (placed, refusal.unwrap())
+}
+
+/// Retries one pod until the refusal has `reason`.
+fn refused_with(node: &TestNode, pod: &str, reason: &str) -> String {
+    let mut message = String::new();
+    node.wait_until(
+        &format!("{pod} refused with {reason}"),
+        EVENTUALLY,
+        || match outcome(&node.ipamd_add(pod).unwrap()) {
+            Err((got, text)) if got == reason => {
+                message = text;
+                true
+            }
+            Err(_) => false,
+            Ok(ip) => panic!("{pod} got {ip}, expected a refusal with {reason}"),
+        },
+    )
+    .unwrap();
+    message
+}
+
+fn reason_counted(node: &TestNode, reason: &str) {
+    let metrics = node.metrics().unwrap().body;
+    let counted = metrics
+        .lines()
+        .any(|l| l.starts_with(&format!("vpcni_no_ip_reason_count{{reason=\"{reason}\"}}")));
+    assert!(counted, "{reason} not counted:\n{metrics}");
+}
+
+#[test]
+fn node_max_pods_reached() {
+    // t3.nano: 2 ENIs of 2 addresses, so 2 pod addresses; max pods 4 (with the 2 host-network pods).
+    let node = TestNode::builder().instance_type("t3.nano").start().unwrap();
+    let (placed, (reason, message)) = fill(&node, "max");
+    assert_eq!(placed, 2);
+    assert_eq!(reason, "NODE_MAX_PODS");
+    assert!(message.starts_with("node max pods reached (4)"), "{message}");
+    reason_counted(&node, "NODE_MAX_PODS");
+}
+
+#[test]
+fn subnet_exhausted() {
+    // A /28 keeps 11 addresses after AWS's five; the node's own takes one, its primary ENI nine more.
+    let node = TestNode::builder()
+        .subnet("10.0.0.0/28".parse().unwrap())
+        .start()
+        .unwrap();
+    let (placed, (reason, message)) = fill(&node, "full");
+    assert_eq!(placed, 9);
+    assert_eq!(reason, "SUBNET_EXHAUSTED");
+    assert!(message.contains("has no free addresses"), "{message}");
+    reason_counted(&node, "SUBNET_EXHAUSTED");
+}
+
+#[test]
+fn no_free_prefix_in_a_fragmented_subnet() {
+    // A /26 has four /28 blocks: AWS's reserved addresses sit in the first and the last, this node's
+    // address in the second, another instance's in the third. Addresses are left, whole blocks are not.
+    let node = TestNode::builder()
+        .subnet("10.0.0.0/26".parse().unwrap())
+        .primary_ip("10.0.0.20".parse().unwrap())
+        .topology_extra(
+            "[[instances]]\nname = \"neighbour\"\ntype = \"m5.large\"\nsubnet = \"primary\"\nprimary_ip = \"10.0.0.40\"\n",
+        )
+        .prefix_delegation()
+        .start()
+        .unwrap();
+    let message = refused_with(&node, "pd-0", "NO_FREE_PREFIX");
+    assert!(message.contains("no free /28 block"), "{message}");
+    reason_counted(&node, "NO_FREE_PREFIX");
+}
+
+#[test]
+fn ec2_throttled() {
+    let node = TestNode::builder()
+        .sim_setting(
+            "faults",
+            r#"[{ action = "AssignPrivateIpAddresses", code = "RequestLimitExceeded" }, { action = "CreateNetworkInterface", code = "RequestLimitExceeded" }]"#,
+        )
+        .start()
+        .unwrap();
+    let message = refused_with(&node, "slow-0", "EC2_THROTTLED");
+    assert!(message.contains("EC2 is throttling"), "{message}");
+    reason_counted(&node, "EC2_THROTTLED");
+    let metrics = node.metrics().unwrap().body;
+    assert!(
+        metrics.contains(
+            r#"awscni_aws_api_error_count{api="AssignPrivateIpAddresses",error="RequestLimitExceeded"}"#
+        ),
+        "{metrics}"
+    );
+}
+
+/// The primary ENI's nine addresses used, the next growth attaches an ENI that takes ten minutes to attach.
+fn attaching() -> TestNodeBuilder {
+    TestNode::builder().sim_setting("attach_delay_ms", "600000")
+}
+
+#[test]
+fn eni_attach_in_progress() {
+    let node = attaching().start().unwrap();
+    for n in 0..9 {
+        let pod = format!("att-{n}");
+        node.wait_until(&format!("an address for {pod}"), EVENTUALLY, || {
+            node.ipamd_add(&pod).is_ok_and(|r| r.success)
+        })
+        .unwrap();
+    }
+    let message = refused_with(&node, "att-9", "ENI_ATTACH_IN_PROGRESS");
+    assert!(message.contains("ENI is being attached"), "{message}");
+    // EC2 has the ENI (attaching), the host has no link for it yet, and the pool does not use its addresses.
+    node.wait_until("the ENI to be attaching in EC2", EVENTUALLY, || {
+        node.sim_state().unwrap().enis.values().any(|e| {
+            e.attachment
+                .as_ref()
+                .is_some_and(|a| a.instance_id == node.instance_id() && a.device_index == 1)
+        })
+    })
+    .unwrap();
+    assert!(!node.plugged_enis().contains_key(&1));
+    assert_eq!(node_support::stats(&node).0, 1);
+    let again = outcome(&node.ipamd_add("att-9").unwrap()).unwrap_err();
+    assert_eq!(again.0, "ENI_ATTACH_IN_PROGRESS", "{again:?}");
+}
+
+#[test]
+fn pool_empty_while_growing() {
+    // Every AssignPrivateIpAddresses takes 8 s: the first pod arrives while the pool is still empty.
+    let node = TestNode::builder()
+        .sim_setting("latency_ms", "{ AssignPrivateIpAddresses = 8000 }")
+        .start()
+        .unwrap();
+    let message = refused_with(&node, "early-0", "POOL_EMPTY_GROWING");
+    assert!(message.contains("ipamd is adding addresses"), "{message}");
+    reason_counted(&node, "POOL_EMPTY_GROWING");
+    // And then it has one.
+    node.wait_until("an address once the pool has grown", EVENTUALLY, || {
+        node.ipamd_add("early-0").is_ok_and(|r| r.success)
+    })
+    .unwrap();
+}
+
+#[test]
+fn all_free_addresses_cooling_down() {
+    let node = TestNode::start().unwrap();
+    node.wait_for_addresses(9).unwrap();
+    for n in 0..9 {
+        assert!(node.ipamd_add(&format!("cool-{n}")).unwrap().success);
+    }
+    for n in 0..9 {
+        assert!(node.ipamd_del(&format!("cool-{n}")).unwrap().found);
+    }
+    let message = refused_with(&node, "cool-new", "ALL_COOLING_DOWN");
+    assert!(message.contains("IP_COOLDOWN_PERIOD 30 s"), "{message}");
+}
