@@ -1,41 +1,48 @@
-//! Whole-process ADD and DEL latency of a CNI plugin, called exactly as a container runtime calls it.
+//! Whole-process ADD and DEL latency of `vpcni` (+ a real ipamd) against Debian's `ptp` + `host-local`
+//! doing the equivalent work, in one run on one machine, called exactly as a container runtime calls a
+//! plugin: a fresh process per call, the configuration on stdin, `CNI_*` in the environment, DEL with the
+//! ADD result as prevResult.
 //!
-//! `cargo bench -p vpcni-cni --bench plugin_latency -- --plugin ptp --pods 200`
+//! ```sh
+//! cargo build --release -p vpcni-ipamd -p vpcnictl      # the daemon and the simulator, optimised
+//! cargo bench -p vpcni-cni --bench plugin_latency -- --pods 200
+//! ```
 //!
-//! Runs as root. The process re-executes itself inside a fresh "node" network namespace so the plugin's
-//! host-side changes never touch the machine's real namespace; every pod is a network namespace of its own,
-//! created before timing starts. Prints p50, p99 and mean per verb.
+//! Runs as root. Each plugin gets a testbed node of its own (a network namespace with eth0 as the primary
+//! ENI; vpcni's with the EC2 simulator and ipamd, its pool filled before timing starts); every pod is a
+//! namespace of its own, created before timing starts. Calls alternate between the two plugins pod by pod so
+//! both see the same machine. Prints p50, p99 and mean per verb and plugin, and the ratios.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test or benchmark is its failure report
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a benchmark is its failure report
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const NODE_NETNS: &str = "vpcni-bench-node";
+use serde_json::{Value, json};
+use vpcni_testbed::{PodNetns, TestNode, in_netns};
 
 struct Options {
-    plugin: String,
     pods: usize,
-    conf: Option<PathBuf>,
-    plugin_dir: PathBuf,
+    checkpoint_on_disk: bool,
+    reference_dir: PathBuf,
 }
 
-fn parse_args() -> Options {
+fn options() -> Options {
     let mut options = Options {
-        plugin: "ptp".into(),
         pods: 200,
-        conf: None,
-        plugin_dir: PathBuf::from("/usr/lib/cni"),
+        checkpoint_on_disk: false,
+        reference_dir: PathBuf::from("/usr/lib/cni"),
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--plugin" => options.plugin = args.next().unwrap_or_default(),
-            "--pods" => options.pods = args.next().and_then(|n| n.parse().ok()).unwrap_or(200),
-            "--conf" => options.conf = args.next().map(PathBuf::from),
-            "--plugin-dir" => options.plugin_dir = args.next().map(PathBuf::from).unwrap_or_default(),
+            "--pods" => options.pods = args.next().and_then(|n| n.parse().ok()).expect("--pods N"),
+            "--checkpoint-on-disk" => options.checkpoint_on_disk = true,
+            "--reference-dir" => {
+                options.reference_dir = args.next().map(PathBuf::from).expect("--reference-dir DIR")
+            }
             // cargo bench passes --bench; nothing else is ours.
             _ => {}
         }
@@ -43,110 +50,200 @@ fn parse_args() -> Options {
     options
 }
 
-fn run(command: &mut Command) {
-    let status = command.status().expect("command runs");
-    assert!(status.success(), "{command:?} failed");
+/// One plugin under test: its binary, its node, its configuration, its pods.
+struct Subject {
+    name: &'static str,
+    binary: PathBuf,
+    cni_path: String,
+    node: TestNode,
+    config: Value,
+    pods: Vec<PodNetns>,
+    results: Vec<Value>,
+    adds: Vec<Duration>,
+    dels: Vec<Duration>,
 }
 
-fn main() {
-    let options = parse_args();
-    if std::env::var_os("VPCNI_BENCH_INNER").is_none() {
-        let _ = Command::new("ip").args(["netns", "del", NODE_NETNS]).status();
-        run(Command::new("ip").args(["netns", "add", NODE_NETNS]));
-        run(Command::new("ip").args(["-n", NODE_NETNS, "link", "set", "lo", "up"]));
-        let status = Command::new("ip")
-            .args(["netns", "exec", NODE_NETNS])
-            .arg(std::env::current_exe().expect("own path"))
-            .args(std::env::args().skip(1))
-            .env("VPCNI_BENCH_INNER", "1")
-            .status()
-            .expect("re-exec in the node namespace");
-        let _ = Command::new("ip").args(["netns", "del", NODE_NETNS]).status();
-        std::process::exit(status.code().unwrap_or(1));
-    }
-
-    let conf = match &options.conf {
-        Some(path) => std::fs::read_to_string(path).expect("read --conf"),
-        None => {
-            let data_dir = std::env::temp_dir().join("vpcni-bench-host-local");
-            let _ = std::fs::remove_dir_all(&data_dir);
-            format!(
-                r#"{{"cniVersion":"1.0.0","name":"bench","type":"{}","ipMasq":false,"mtu":9001,
-                   "ipam":{{"type":"host-local","subnet":"10.99.0.0/16","dataDir":"{}"}}}}"#,
-                options.plugin,
-                data_dir.display()
-            )
-        }
-    };
-    let binary = options.plugin_dir.join(&options.plugin);
-    let pods: Vec<String> = (0..options.pods)
-        .map(|i| format!("vpcni-bench-pod-{i}"))
-        .collect();
-    for pod in &pods {
-        let _ = Command::new("ip").args(["netns", "del", pod]).status();
-        run(Command::new("ip").args(["netns", "add", pod]));
-    }
-
-    let call = |verb: &str, index: usize, pod: &str| -> Duration {
+/// Runs one call in the node's namespace: the process is started from a thread inside it, as a runtime
+/// running on the node would start it (no `ip netns exec` in the measured time).
+fn call(subject: &Subject, verb: &str, index: usize, config: &Value) -> (Duration, Value) {
+    let (binary, cni_path) = (subject.binary.clone(), subject.cni_path.clone());
+    let netns = subject.pods[index].path().to_owned();
+    let stdin = config.to_string();
+    let verb_owned = verb.to_owned();
+    let (elapsed, output) = in_netns(subject.node.name(), move || {
+        let verb = verb_owned;
         let started = Instant::now();
         let mut child = Command::new(&binary)
-            .env("CNI_COMMAND", verb)
+            .env_clear()
+            .env("CNI_COMMAND", &verb)
             .env("CNI_CONTAINERID", format!("bench{index:08}"))
-            .env("CNI_NETNS", format!("/var/run/netns/{pod}"))
+            .env("CNI_NETNS", &netns)
             .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", &options.plugin_dir)
+            .env("CNI_PATH", &cni_path)
             .env(
                 "CNI_ARGS",
-                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={pod}"),
+                format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME=pod-{index};K8S_POD_INFRA_CONTAINER_ID=bench{index:08}"),
             )
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
             .expect("plugin starts");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(conf.as_bytes())
-            .expect("config written");
+        child.stdin.take().expect("stdin").write_all(stdin.as_bytes()).expect("config written");
         let output = child.wait_with_output().expect("plugin finishes");
-        let elapsed = started.elapsed();
-        assert!(
-            output.status.success(),
-            "{verb} {pod}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        elapsed
-    };
-
-    let mut adds: Vec<Duration> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, pod)| call("ADD", i, pod))
-        .collect();
-    let mut dels: Vec<Duration> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, pod)| call("DEL", i, pod))
-        .collect();
-    for pod in &pods {
-        let _ = Command::new("ip").args(["netns", "del", pod]).status();
-    }
-    println!(
-        "plugin {} ({} pods, whole process per call)",
-        options.plugin, options.pods
+        (started.elapsed(), output)
+    })
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{} {verb} pod {index}: {}{}",
+        subject.name,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
     );
-    for (verb, samples) in [("ADD", &mut adds), ("DEL", &mut dels)] {
-        samples.sort();
-        let percentile = |p: f64| samples[((samples.len() as f64 * p).ceil() as usize).saturating_sub(1)];
-        let mean = samples.iter().sum::<Duration>() / samples.len() as u32;
-        println!(
-            "{verb}: p50 {:.2} ms  p99 {:.2} ms  mean {:.2} ms",
-            percentile(0.50).as_secs_f64() * 1e3,
-            percentile(0.99).as_secs_f64() * 1e3,
-            mean.as_secs_f64() * 1e3
+    (
+        elapsed,
+        serde_json::from_slice(&output.stdout).unwrap_or(Value::Null),
+    )
+}
+
+fn subject(
+    name: &'static str,
+    binary: &Path,
+    cni_path: &str,
+    node: TestNode,
+    config: Value,
+    pods: usize,
+) -> Subject {
+    let pods = (0..pods)
+        .map(|i| node.pod_netns(&format!("b{i}")).unwrap())
+        .collect();
+    Subject {
+        name,
+        binary: binary.to_path_buf(),
+        cni_path: cni_path.to_owned(),
+        node,
+        config,
+        pods,
+        results: Vec::new(),
+        adds: Vec::new(),
+        dels: Vec::new(),
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 * p).ceil() as usize).saturating_sub(1);
+    sorted[index].as_secs_f64() * 1e3
+}
+
+fn summary(samples: &mut [Duration]) -> (f64, f64, f64) {
+    samples.sort();
+    let mean = samples.iter().sum::<Duration>().as_secs_f64() * 1e3 / samples.len() as f64;
+    (percentile(samples, 0.50), percentile(samples, 0.99), mean)
+}
+
+fn main() {
+    let options = options();
+    let n = options.pods;
+
+    // vpcni: m5.4xlarge (8 ENIs × 29 pod addresses), the pool filled before timing. ipamd's checkpoint on
+    // tmpfs, where it is on a node (/var/run); `--checkpoint-on-disk` keeps it in the node's directory.
+    let shm = PathBuf::from(format!("/dev/shm/vt-tb-{}-bench", std::process::id()));
+    std::fs::create_dir_all(&shm).expect("tmpfs directory");
+    let mut builder = TestNode::builder();
+    if !options.checkpoint_on_disk {
+        builder = builder.ipamd_env(
+            "AWS_VPC_K8S_CNI_BACKING_STORE",
+            &shm.join("ipam.json").display().to_string(),
         );
     }
+    let vpcni_node = builder
+        .instance_type("m5.4xlarge")
+        .ipamd_env("WARM_IP_TARGET", &(n + 5).to_string())
+        .ipamd_env("AWS_VPC_K8S_CNI_LOGLEVEL", "info")
+        .start()
+        .expect("vpcni node");
+    vpcni_node
+        .wait_for_addresses(i32::try_from(n).unwrap())
+        .expect("the pool fills");
+    let mut vpcni_config = vpcni_node.cni_config_value("1.0.0");
+    vpcni_config["pluginLogLevel"] = "info".into();
+    let vpcni_bin = PathBuf::from(env!("CARGO_BIN_EXE_vpcni"));
+    let cni_path = vpcni_bin.parent().unwrap().display().to_string();
+    let mut vpcni = subject(
+        "vpcni + ipamd",
+        &vpcni_bin,
+        &cni_path,
+        vpcni_node,
+        vpcni_config,
+        n,
+    );
+
+    // ptp + host-local on a node of its own (no ipamd needed).
+    let ptp_node = TestNode::builder()
+        .without_ipamd()
+        .without_hotplug()
+        .start()
+        .expect("ptp node");
+    let data_dir = ptp_node.dir().join("host-local");
+    let ptp_config = json!({
+        "cniVersion": "1.0.0", "name": "bench", "type": "ptp", "ipMasq": false, "mtu": 9001,
+        "ipam": { "type": "host-local", "subnet": "10.99.0.0/16", "dataDir": data_dir },
+    });
+    let reference = options.reference_dir.join("ptp");
+    let reference_path = options.reference_dir.display().to_string();
+    let mut ptp = subject(
+        "ptp + host-local",
+        &reference,
+        &reference_path,
+        ptp_node,
+        ptp_config,
+        n,
+    );
+
+    for i in 0..n {
+        for subject in [&mut ptp, &mut vpcni] {
+            let (elapsed, result) = call(subject, "ADD", i, &subject.config);
+            subject.adds.push(elapsed);
+            subject.results.push(result);
+        }
+    }
+    for i in 0..n {
+        for subject in [&mut ptp, &mut vpcni] {
+            let mut config = subject.config.clone();
+            config["prevResult"] = subject.results[i].clone();
+            let (elapsed, _) = call(subject, "DEL", i, &config);
+            subject.dels.push(elapsed);
+        }
+    }
+
+    let _ = std::fs::remove_dir_all(&shm);
+    println!(
+        "{n} pods per plugin, whole process per call, calls alternating between plugins; ipamd's checkpoint on {}",
+        if options.checkpoint_on_disk {
+            "disk (ext4)"
+        } else {
+            "tmpfs"
+        }
+    );
+    println!("| plugin | ADD p50 | ADD p99 | ADD mean | DEL p50 | DEL p99 | DEL mean |");
+    println!("|---|---|---|---|---|---|---|");
+    let mut rows = Vec::new();
+    for subject in [&mut vpcni, &mut ptp] {
+        let add = summary(&mut subject.adds);
+        let del = summary(&mut subject.dels);
+        println!(
+            "| {} | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms | {:.2} ms |",
+            subject.name, add.0, add.1, add.2, del.0, del.1, del.2
+        );
+        rows.push((add, del));
+    }
+    let (ours, theirs) = (rows[0], rows[1]);
+    println!(
+        "ptp / vpcni: ADD p50 {:.2}×, p99 {:.2}×; DEL p50 {:.2}×, p99 {:.2}× (above 1: vpcni is faster)",
+        theirs.0.0 / ours.0.0,
+        theirs.0.1 / ours.0.1,
+        theirs.1.0 / ours.1.0,
+        theirs.1.1 / ours.1.1
+    );
 }

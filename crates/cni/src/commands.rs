@@ -9,7 +9,7 @@ use crate::ipamd::{IpamdClient, refusal_error};
 use crate::spec::{CniError, CniResult, Command, ErrorCode, Interface, Invocation, IpConfig, NetConf, Route};
 use vpcni_dataplane::naming::host_veth_name as veth_name;
 use vpcni_dataplane::pod::MAIN_TABLE;
-use vpcni_dataplane::{PodSpec, check_pod, setup_pod, teardown_pod};
+use vpcni_dataplane::{PodSpec, check_pod, setup_pod, unroute_pod};
 
 /// The gateway every pod routes through: a link-local address answered by a static ARP entry.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -202,36 +202,52 @@ fn del_request(invocation: &Invocation, config: &NetConf, reason: &str) -> DelNe
     }
 }
 
-/// DEL must succeed whenever it can: repeated, without a netns, with ipamd down (ipamd reclaims addresses
-/// of vanished pods when it starts).
+/// DEL must succeed whenever it can: repeated, without a netns, with ipamd down (the address comes back
+/// with GC, or when ipamd reconciles).
+///
+/// As the original's, DEL removes the pod's rules and the node's route to it and leaves the veth pair to
+/// the pod's namespace, which the runtime deletes next: deleting a veth costs an RCU grace period (15–25
+/// ms) that the kernel's batched namespace cleanup pays instead. With the address known from `prevResult`
+/// (runtimes send it), the unrouting overlaps ipamd's release.
 async fn del(invocation: &Invocation, config: &NetConf) -> Result<(), CniError> {
-    let mut ip = None;
+    let known = pod_ip_from(config.prev_result.as_ref(), &invocation.ifname);
+    let (released, mut outcome) = match known {
+        Some(ip) => tokio::join!(release(invocation, config), unroute_pod(ip)),
+        None => (release(invocation, config).await, Ok(())),
+    };
+    // ipamd knew the pod by another address than prevResult said: that one is unrouted too.
+    if let Some(released) = released
+        && Some(released) != known
+    {
+        outcome = outcome.and(unroute_pod(released).await);
+    }
+    outcome.map_err(|error| {
+        CniError::new(
+            ErrorCode::Internal,
+            "failed to remove the pod's routes and rules",
+            error.to_string(),
+        )
+    })
+}
+
+/// Asks ipamd to release the pod's address; the address it held, if ipamd answered.
+async fn release(invocation: &Invocation, config: &NetConf) -> Option<Ipv4Addr> {
     match IpamdClient::connect(&config.ipamd_socket).await {
         Ok(client) => match client.del(del_request(invocation, config, "PodDeleted")).await {
-            Ok(reply) => {
-                ip = reply
-                    .ip_allocation_metadata
-                    .first()
-                    .and_then(|m| m.i_pv4_addr.parse().ok())
-            }
+            Ok(reply) => reply
+                .ip_allocation_metadata
+                .first()
+                .and_then(|m| m.i_pv4_addr.parse().ok()),
             Err(error) => {
-                tracing::warn!(container = %invocation.container_id, "ipamd DEL failed, tearing down anyway: {error}")
+                tracing::warn!(container = %invocation.container_id, "ipamd DEL failed, tearing down anyway: {error}");
+                None
             }
         },
         Err(error) => {
-            tracing::warn!(container = %invocation.container_id, "ipamd unreachable, tearing down from prevResult: {error}")
+            tracing::warn!(container = %invocation.container_id, "ipamd unreachable, tearing down from prevResult: {error}");
+            None
         }
     }
-    let ip = ip.or_else(|| pod_ip_from(config.prev_result.as_ref(), &invocation.ifname));
-    teardown_pod(&host_veth_name(invocation, config), ip)
-        .await
-        .map_err(|error| {
-            CniError::new(
-                ErrorCode::Internal,
-                "failed to remove the pod's wiring",
-                error.to_string(),
-            )
-        })
 }
 
 fn pod_ip_from(result: Option<&CniResult>, ifname: &str) -> Option<Ipv4Addr> {

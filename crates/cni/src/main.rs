@@ -24,6 +24,14 @@ fn main() -> ExitCode {
         Err(error) => return fail(&error, "1.1.0"),
     };
     vpcni_cni::logging::init(&config.plugin_log_file, &config.plugin_log_level);
+    tracing::info!(
+        command = ?invocation.command,
+        container = %invocation.container_id,
+        netns = invocation.netns.as_deref().unwrap_or(""),
+        pod = %format!("{}/{}", invocation.args.pod_namespace, invocation.args.pod_name),
+        version = %config.cni_version,
+        "CNI call"
+    );
     let version = config.cni_version.clone();
     match vpcni_cni::commands::run(&invocation, &config) {
         Ok(Some(output)) => emit(&output),

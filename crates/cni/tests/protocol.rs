@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{pod_state, result_ip};
+use common::{pod_state, result_ip, settle};
 use serde_json::{Value, json};
 use vpcni_testbed::{PluginCall, TestNode};
 
@@ -66,7 +66,48 @@ fn results_come_in_the_version_the_configuration_asks_for() {
             .unwrap();
         assert!(deleted.success(), "{version}: {deleted}");
     }
-    assert_eq!(pod_state(&node), baseline);
+    settle(&node, &baseline);
+}
+
+#[test]
+fn runtimes_that_send_a_name_only_or_nothing_still_get_pods() {
+    let node = TestNode::start().unwrap();
+    node.wait_for_addresses(2).unwrap();
+    let config = node.cni_config("1.0.0");
+    let podman = node.pod_netns("podman").unwrap();
+    // podman: only the container's name.
+    let named = node
+        .plugin(
+            &PluginCall::add(&podman, "ctr-podman", &config)
+                .env("CNI_ARGS", "IgnoreUnknown=1;K8S_POD_NAME=web"),
+        )
+        .unwrap();
+    result_ip(&named);
+    let veth = vpcni_dataplane_name("default", "web");
+    assert_eq!(named.json()["interfaces"][0]["name"], veth.as_str());
+    // ctr run --cni: nothing at all; the container id names the pod.
+    let bare = node.pod_netns("bare").unwrap();
+    let unnamed = node
+        .plugin(&PluginCall::add(&bare, "ctr-bare", &config).without_env("CNI_ARGS"))
+        .unwrap();
+    result_ip(&unnamed);
+    assert_eq!(
+        unnamed.json()["interfaces"][0]["name"],
+        vpcni_dataplane_name("default", "ctr-bare").as_str()
+    );
+    let pods = node.introspection("/v1/pods").unwrap().json().unwrap();
+    let names: Vec<&str> = pods
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"web") && names.contains(&"ctr-bare"), "{names:?}");
+}
+
+/// The host veth name the original gives a pod: `eni` + 11 hex digits of sha1("namespace.name").
+fn vpcni_dataplane_name(namespace: &str, name: &str) -> String {
+    vpcni_dataplane::naming::host_veth_name("eni", namespace, name)
 }
 
 /// Background process in a namespace, killed on drop.
@@ -140,7 +181,7 @@ fn chained_between_loopback_and_portmap_a_host_port_reaches_the_pod() {
     let www = node.dir().join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("index.html"), "hello from the pod\n").unwrap();
-    let _server = Background(
+    let server = Background(
         std::process::Command::new("ip")
             .args([
                 "netns",
@@ -193,7 +234,10 @@ fn chained_between_loopback_and_portmap_a_host_port_reaches_the_pod() {
         !iptables_nat(&node).contains(&ip.to_string()),
         "portmap's rules are gone"
     );
-    assert_eq!(pod_state(&node), baseline);
+    // The runtime stops the pod and deletes its namespace.
+    drop(server);
+    drop(pod);
+    settle(&node, &baseline);
 }
 
 fn status(node: &TestNode) -> vpcni_testbed::PluginOutput {

@@ -20,7 +20,7 @@ pub mod pod;
 pub mod rules;
 pub mod sysctl;
 
-pub use pod::{PodSpec, Wired, check_pod, setup_pod, teardown_pod};
+pub use pod::{PodSpec, Wired, check_pod, setup_pod, teardown_pod, unroute_pod};
 
 /// Errors programming the node.
 #[derive(Debug, thiserror::Error)]

@@ -170,8 +170,11 @@ async fn wire(host: &Handle, spec: &PodSpec) -> Result<Wired, DataplaneError> {
         .scope(RouteScope::Link)
         .protocol(RouteProtocol::Boot)
         .build();
+    // Replace: a route left by a pod that had this address before (DEL leaves the veth to its namespace)
+    // must not block this one.
     host.route()
         .add(host_route)
+        .replace()
         .execute()
         .await
         .map_err(netlink_error("adding the host route"))?;
@@ -211,17 +214,50 @@ pub async fn teardown_pod(host_veth: &str, ip: Option<Ipv4Addr>) -> Result<(), D
     teardown_with(&host, host_veth, ip).await
 }
 
-async fn teardown_with(host: &Handle, host_veth: &str, ip: Option<Ipv4Addr>) -> Result<(), DataplaneError> {
+/// What the original's DEL does: removes the pod's rules and the node's route to it, and leaves the veth
+/// pair to the pod's namespace, which the runtime deletes next (the kernel then destroys the pair in its
+/// batched namespace cleanup). Deleting a veth here would cost the caller an RCU grace period, about
+/// 15–25 ms. A later ADD of a pod with the same name replaces a veth left behind. Missing pieces are fine.
+pub async fn unroute_pod(ip: Ipv4Addr) -> Result<(), DataplaneError> {
+    let host = connect()?;
+    let mut errors = remove_rules(&host, ip).await?;
+    // The kernel matches scope and protocol too: they must be those ADD used.
+    let route = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(ip, 32)
+        .table_id(MAIN_TABLE)
+        .scope(RouteScope::Link)
+        .protocol(RouteProtocol::Boot)
+        .build();
+    match host.route().del(route).execute().await {
+        Ok(()) => {}
+        // ESRCH: no such route (DEL repeated, or the namespace and its veth already gone).
+        Err(rtnetlink::Error::NetlinkError(e)) if e.raw_code() == -3 => {}
+        Err(e) => errors.push(format!("route to {ip}: {e}")),
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(DataplaneError::System(errors.join("; ")))
+    }
+}
+
+async fn remove_rules(host: &Handle, ip: Ipv4Addr) -> Result<Vec<String>, DataplaneError> {
     let mut errors = Vec::new();
-    if let Some(ip) = ip {
-        for (priority, from) in [(TO_POD_RULE_PRIORITY, false), (FROM_POD_RULE_PRIORITY, true)] {
-            for rule in rules_for(host, priority, ip, from).await? {
-                if let Err(e) = host.rule().del(rule).execute().await {
-                    errors.push(format!("rule {priority} for {ip}: {e}"));
-                }
+    for (priority, from) in [(TO_POD_RULE_PRIORITY, false), (FROM_POD_RULE_PRIORITY, true)] {
+        for rule in rules_for(host, priority, ip, from).await? {
+            if let Err(e) = host.rule().del(rule).execute().await {
+                errors.push(format!("rule {priority} for {ip}: {e}"));
             }
         }
     }
+    Ok(errors)
+}
+
+async fn teardown_with(host: &Handle, host_veth: &str, ip: Option<Ipv4Addr>) -> Result<(), DataplaneError> {
+    let mut errors = match ip {
+        Some(ip) => remove_rules(host, ip).await?,
+        None => Vec::new(),
+    };
     if let Some(link) = link_by_name(host, host_veth).await?
         && let Err(e) = host.link().del(link.header.index).execute().await
     {

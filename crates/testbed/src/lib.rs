@@ -61,7 +61,7 @@ mod sim_state;
 pub use builder::TestNodeBuilder;
 pub use control::NETWORK_NAME;
 pub use http::{HttpResponse, get as http_get};
-pub use netns::{PodNetns, exec_in, netns_path};
+pub use netns::{PodNetns, exec_in, in_netns, netns_path};
 pub use node::{EC2_LISTEN, IMDS_LISTEN, INTROSPECTION_LISTEN, METRICS_LISTEN, TestNode};
 pub use plugin::{PluginCall, PluginOutput, run_conflist};
 pub use sim_state::{SimAttachment, SimEni, SimInstance, SimState};

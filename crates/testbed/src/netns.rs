@@ -98,11 +98,9 @@ pub(crate) fn list_netns(prefix: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Runs `work` on a thread that has entered the namespace; the caller's thread never moves.
-pub(crate) fn in_netns<T: Send + 'static>(
-    netns: &str,
-    work: impl FnOnce() -> T + Send + 'static,
-) -> Result<T> {
+/// Runs `work` on a thread that has entered the namespace; the caller's thread never moves. Processes that
+/// `work` starts run in that namespace (without `ip netns exec`'s cost: what a benchmark wants).
+pub fn in_netns<T: Send + 'static>(netns: &str, work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
     let path = netns_path(netns);
     let file =
         std::fs::File::open(&path).map_err(|e| setup_error(format!("opening {}", path.display()), e))?;

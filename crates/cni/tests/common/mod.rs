@@ -84,3 +84,20 @@ pub fn rules_for(node: &TestNode, ip: Ipv4Addr) -> Vec<String> {
         .filter(|l| l.split_whitespace().any(|w| w == ip.to_string()))
         .collect()
 }
+
+/// Waits until the node is back to `baseline`: after DEL the runtime deletes the pod's namespace, and the
+/// kernel destroys the veth pair in its (asynchronous) namespace cleanup.
+pub fn settle(node: &TestNode, baseline: &PodState) {
+    let mut last = None;
+    let settled = node.wait_until(
+        "the node to be back to its baseline",
+        std::time::Duration::from_secs(30),
+        || {
+            let state = pod_state(node);
+            let same = &state == baseline;
+            last = Some(state);
+            same
+        },
+    );
+    assert!(settled.is_ok(), "left behind: {last:#?}\nbaseline: {baseline:#?}");
+}

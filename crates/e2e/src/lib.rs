@@ -1,0 +1,56 @@
+//! End-to-end tests with a real container runtime (support code; the tests are in `tests/`).
+//!
+//! [`containerd::Containerd`] runs Debian's containerd as a process of the test, with its own root, state,
+//! socket and configuration, inside a node's network namespace, its CRI plugin pointed at the node's CNI
+//! configuration and at a plugin directory holding `vpcni` (and `loopback`, which the CRI plugin always
+//! runs). [`cri::Cri`] drives it over its gRPC socket the way kubelet does (the `k8s-cri` crate), and
+//! [`image`] builds the only image it needs from busybox-static, with no registry.
+//!
+//! Needs root, containerd, runc, busybox-static and containernetworking-plugins (scripts/test.sh installs
+//! them); `protoc` (protobuf-compiler) to build the CRI bindings.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod containerd;
+pub mod cri;
+pub mod image;
+
+use std::path::Path;
+use std::process::Command;
+
+/// Why an end-to-end step failed.
+#[derive(Debug, thiserror::Error)]
+pub enum E2eError {
+    /// Setting something up failed.
+    #[error("{0}")]
+    Setup(String),
+    /// A CRI call failed.
+    #[error("CRI {0}")]
+    Cri(String),
+}
+
+impl E2eError {
+    fn io(path: &Path, error: std::io::Error) -> Self {
+        Self::Setup(format!("{}: {error}", path.display()))
+    }
+}
+
+/// Shorthand for this crate's results.
+pub type Result<T, E = E2eError> = std::result::Result<T, E>;
+
+/// Runs a command; fails with its output unless it succeeds.
+pub(crate) fn run(command: &mut Command) -> Result<()> {
+    let output = command
+        .output()
+        .map_err(|e| E2eError::Setup(format!("running {command:?}: {e}")))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(E2eError::Setup(format!(
+            "{command:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stderr).trim(),
+            String::from_utf8_lossy(&output.stdout).trim()
+        )))
+    }
+}

@@ -1,0 +1,160 @@
+//! Kubelet's view: containerd's CRI plugin runs the vpcni plugin on a lab node. RunPodSandbox gives the pod a
+//! VPC address from that node's ipamd; a container in the sandbox pings a pod on another node, directly
+//! through the VPC router (no overlay); StopPodSandbox releases the address and unwires the pod;
+//! RemovePodSandbox (a second DEL, without a netns) succeeds. Needs root, containerd, runc, busybox-static
+//! and containernetworking-plugins.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is its failure report
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use vpcni_e2e::containerd::{Containerd, ContainerdSpec, IMAGE};
+use vpcni_e2e::cri::Cri;
+use vpcni_lab::spec::INTROSPECTION;
+use vpcni_lab::{Lab, LabGuard, LabSpec};
+
+/// Addresses node-1's ipamd has given to pods, from its introspection.
+fn allocated(lab: &Lab, node: &str) -> Vec<String> {
+    let body = lab
+        .http_get(
+            node,
+            &format!("http://{INTROSPECTION}/v1/pods"),
+            Duration::from_secs(5),
+        )
+        .unwrap()
+        .unwrap();
+    let pods: serde_json::Value = serde_json::from_str(&body).unwrap();
+    pods.as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["ipv4"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// `ip rule` and veth lines on a node that name the address or the veth.
+fn wiring_of(lab: &Lab, node: &str, ip: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for argv in [["ip", "rule", "show"], ["ip", "route", "show"]] {
+        let output = lab.output(node, &argv).unwrap();
+        found.extend(
+            String::from_utf8_lossy(&output.stdout)
+                .lines()
+                .filter(|l| l.split_whitespace().any(|w| w == ip))
+                .map(str::to_owned),
+        );
+    }
+    found
+}
+
+fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn containerd_runs_a_pod_that_reaches_another_node_and_gives_its_address_back() {
+    let mut spec = LabSpec::isolated("e2e");
+    spec.nodes = 2;
+    let mut lab = LabGuard::up(spec).unwrap();
+    let peer = lab
+        .add_pods("node-2", 1, Duration::from_secs(60))
+        .unwrap()
+        .remove(0);
+    let node = lab.node("node-1").unwrap().clone();
+
+    // The CRI plugin's plugin directory: vpcni, and loopback, which it runs for every sandbox.
+    let dir = lab.paths().node_dir("node-1").join("containerd-e2e");
+    let bin = dir.join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(lab.bin_dir().join("vpcni"), bin.join("vpcni")).unwrap();
+    std::os::unix::fs::symlink("/usr/lib/cni/loopback", bin.join("loopback")).unwrap();
+    let containerd = Containerd::start(&ContainerdSpec {
+        dir: dir.join("containerd"),
+        netns: node.netns.clone(),
+        cni_bin_dir: bin,
+        cni_conf_dir: lab.cni_conf_dir("node-1").unwrap(),
+    })
+    .unwrap();
+    let cri = Cri::connect(&containerd.socket()).unwrap();
+    assert!(cri.version().unwrap().starts_with("containerd"));
+    assert!(cri.has_image(IMAGE).unwrap());
+
+    let config = Cri::sandbox_config(
+        "web",
+        "default",
+        "4c1f6b0e-e2e0-4a5e-9a55-1d7b2c9a0001",
+        &dir.join("logs"),
+    );
+    let sandbox = cri
+        .run_pod_sandbox(&config)
+        .unwrap_or_else(|e| panic!("{e}; containerd's log ends with:\n{}", containerd.log_tail()));
+    let ip = cri.pod_ip(&sandbox).unwrap();
+    let address: Ipv4Addr = ip.parse().unwrap_or_else(|_| panic!("sandbox address {ip:?}"));
+    assert!(
+        node.subnet.contains(&address),
+        "{ip} is a VPC address of node-1's subnet"
+    );
+    assert!(
+        allocated(&lab, "node-1").contains(&ip),
+        "node-1's ipamd gave {ip}"
+    );
+    assert!(!wiring_of(&lab, "node-1", &ip).is_empty());
+    let log = std::fs::read_to_string(lab.paths().node_dir("node-1").join("plugin.log")).unwrap();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("command=Add") && l.contains(&sandbox) && l.contains("pod=default/web")),
+        "the vpcni plugin wired the sandbox: {log}"
+    );
+
+    let container = cri
+        .start_container(&sandbox, &config, "pinger", &["/bin/sleep", "3600"])
+        .unwrap_or_else(|e| panic!("{e}; containerd's log ends with:\n{}", containerd.log_tail()));
+    let ping = cri
+        .exec_sync(
+            &container,
+            &["ping", "-c", "3", "-W", "2", &peer.ip.to_string()],
+            Duration::from_secs(30),
+        )
+        .unwrap();
+    assert_eq!(ping.exit_code, 0, "ping {} from the container: {ping:?}", peer.ip);
+    assert!(ping.stdout.contains("3 packets received"), "{ping:?}");
+    let own = cri
+        .exec_sync(
+            &container,
+            &["ip", "-4", "addr", "show", "eth0"],
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert!(
+        own.stdout.contains(&format!("{ip}/32")),
+        "the container sees its VPC address: {own:?}"
+    );
+
+    cri.remove_container(&container).unwrap();
+    cri.stop_pod_sandbox(&sandbox).unwrap();
+    eventually("node-1's ipamd to release the sandbox's address", || {
+        !allocated(&lab, "node-1").contains(&ip)
+    });
+    assert!(
+        wiring_of(&lab, "node-1", &ip).is_empty(),
+        "no rule or route left for {ip}"
+    );
+    cri.remove_pod_sandbox(&sandbox).unwrap();
+    assert!(cri.sandboxes().unwrap().is_empty());
+    let deletes = std::fs::read_to_string(lab.paths().node_dir("node-1").join("plugin.log"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.contains("command=Del") && l.contains(&sandbox))
+        .count();
+    assert_eq!(
+        deletes, 2,
+        "DEL at StopPodSandbox, and again at RemovePodSandbox, both succeeded"
+    );
+}
