@@ -17,7 +17,7 @@ use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::DataplaneError;
-use crate::netlink::{connect, format_mac, link_by_name, mac_of, netlink_error};
+use crate::netlink::{connect, delete_rule, format_mac, link_by_name, mac_of, netlink_error, rules_at};
 use crate::pod::MAIN_TABLE;
 
 /// `from <ENI primary IP> lookup <ENI table>`.
@@ -144,25 +144,6 @@ async fn ipv4_routes(handle: &Handle) -> Result<Vec<RouteMessage>, DataplaneErro
         .try_collect()
         .await
         .map_err(netlink_error("listing routes"))
-}
-
-/// IPv4 rules at a priority.
-pub(crate) async fn rules_at(handle: &Handle, priority: u32) -> Result<Vec<RuleMessage>, DataplaneError> {
-    let rules: Vec<RuleMessage> = handle
-        .rule()
-        .get(rtnetlink::IpVersion::V4)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(netlink_error("listing rules"))?;
-    Ok(rules
-        .into_iter()
-        .filter(|r| {
-            r.attributes
-                .iter()
-                .any(|a| matches!(a, RuleAttribute::Priority(p) if *p == priority))
-        })
-        .collect())
 }
 
 pub(crate) fn rule_table(rule: &RuleMessage) -> u32 {
@@ -296,12 +277,7 @@ pub async fn setup_eni(spec: &EniSpec) -> Result<String, DataplaneError> {
         if rule_table(&rule) == spec.table && !rule_present {
             rule_present = true;
         } else {
-            handle
-                .rule()
-                .del(rule)
-                .execute()
-                .await
-                .map_err(netlink_error("removing a stale ENI rule"))?;
+            delete_rule(&handle, rule, "removing a stale ENI rule").await?;
         }
     }
     if !rule_present {
@@ -329,12 +305,7 @@ pub async fn teardown_eni(primary_ip: Ipv4Addr, table: u32) -> Result<(), Datapl
     let handle = connect()?;
     for rule in rules_at(&handle, ENI_RULE_PRIORITY).await? {
         if rule_source(&rule) == Some(primary_ip) {
-            handle
-                .rule()
-                .del(rule)
-                .execute()
-                .await
-                .map_err(netlink_error(format!("removing 'from {primary_ip}' rule")))?;
+            delete_rule(&handle, rule, &format!("removing 'from {primary_ip}' rule")).await?;
         }
     }
     for route in ipv4_routes(&handle).await? {
@@ -356,12 +327,7 @@ pub async fn prune_eni_rules(keep: &[Ipv4Addr]) -> Result<Vec<Ipv4Addr>, Datapla
             continue;
         };
         if !keep.contains(&source) {
-            handle
-                .rule()
-                .del(rule)
-                .execute()
-                .await
-                .map_err(netlink_error(format!("removing stale rule from {source}")))?;
+            delete_rule(&handle, rule, &format!("removing stale rule from {source}")).await?;
             removed.push(source);
         }
     }

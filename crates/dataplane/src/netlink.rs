@@ -87,13 +87,8 @@ pub fn format_mac(mac: &[u8]) -> String {
         .join(":")
 }
 
-/// IPv4 rules at `priority` that match `to` or `from` the address.
-pub async fn rules_for(
-    handle: &Handle,
-    priority: u32,
-    ip: Ipv4Addr,
-    from: bool,
-) -> Result<Vec<RuleMessage>, DataplaneError> {
+/// IPv4 rules at a priority.
+pub async fn rules_at(handle: &Handle, priority: u32) -> Result<Vec<RuleMessage>, DataplaneError> {
     let rules: Vec<RuleMessage> = handle
         .rule()
         .get(rtnetlink::IpVersion::V4)
@@ -103,19 +98,42 @@ pub async fn rules_for(
         .map_err(netlink_error("listing rules"))?;
     Ok(rules
         .into_iter()
-        .filter(|rule| {
-            let has_priority = rule
-                .attributes
+        .filter(|r| {
+            r.attributes
                 .iter()
-                .any(|a| matches!(a, RuleAttribute::Priority(p) if *p == priority));
-            let matches_ip = rule.attributes.iter().any(|a| match a {
+                .any(|a| matches!(a, RuleAttribute::Priority(p) if *p == priority))
+        })
+        .collect())
+}
+
+/// IPv4 rules at `priority` that match `to` or `from` the address.
+pub async fn rules_for(
+    handle: &Handle,
+    priority: u32,
+    ip: Ipv4Addr,
+    from: bool,
+) -> Result<Vec<RuleMessage>, DataplaneError> {
+    Ok(rules_at(handle, priority)
+        .await?
+        .into_iter()
+        .filter(|rule| {
+            rule.attributes.iter().any(|a| match a {
                 RuleAttribute::Source(addr) if from => *addr == std::net::IpAddr::V4(ip),
                 RuleAttribute::Destination(addr) if !from => *addr == std::net::IpAddr::V4(ip),
                 _ => false,
-            });
-            has_priority && matches_ip
+            })
         })
         .collect())
+}
+
+/// Deletes one rule; `what` says which kind, for the error.
+pub async fn delete_rule(handle: &Handle, rule: RuleMessage, what: &str) -> Result<(), DataplaneError> {
+    handle
+        .rule()
+        .del(rule)
+        .execute()
+        .await
+        .map_err(netlink_error(what))
 }
 
 /// A random locally administered unicast MAC, so host veths never collide with real NICs.

@@ -9,8 +9,9 @@ use ipnet::Ipv4Net;
 use rtnetlink::packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 
 use crate::DataplaneError;
-use crate::eni::{rule_table, rules_at};
+use crate::eni::rule_table;
 use crate::netlink::{connect, netlink_error};
+use crate::netlink::{delete_rule, rules_at};
 use crate::pod::MAIN_TABLE;
 
 /// `fwmark <mark>/<mark> lookup main`.
@@ -62,12 +63,7 @@ pub async fn program_node_rules(wanted: &NodeRules) -> Result<usize, DataplaneEr
         if good {
             fwmark_present = true;
         } else {
-            handle
-                .rule()
-                .del(rule)
-                .execute()
-                .await
-                .map_err(netlink_error("removing a stale fwmark rule"))?;
+            delete_rule(&handle, rule, "removing a stale fwmark rule").await?;
             changes += 1;
         }
     }
@@ -96,12 +92,7 @@ pub async fn program_node_rules(wanted: &NodeRules) -> Result<usize, DataplaneEr
         if let (true, Some(d)) = (good, destination) {
             present.push(d);
         } else {
-            handle
-                .rule()
-                .del(rule)
-                .execute()
-                .await
-                .map_err(netlink_error("removing a stale external-service rule"))?;
+            delete_rule(&handle, rule, "removing a stale external-service rule").await?;
             changes += 1;
         }
     }

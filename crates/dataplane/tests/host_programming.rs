@@ -3,8 +3,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is its failure report
 
+mod common;
+
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use vpcni_dataplane::eni::{EniSpec, prune_eni_rules, setup_eni, teardown_eni, wait_for_link_by_mac};
@@ -12,69 +13,7 @@ use vpcni_dataplane::iptables::{SnatPorts, SnatSettings, apply};
 use vpcni_dataplane::rules::{NodeRules, program_node_rules};
 use vpcni_dataplane::{PodSpec, setup_pod, sysctl};
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-/// Named network namespaces `vt-ipamd-<pid>-<n>`, deleted on drop even when the test fails.
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    fn new(count: usize) -> Self {
-        let names: Vec<String> = (0..count)
-            .map(|_| {
-                format!(
-                    "vt-ipamd-{}-{}",
-                    std::process::id(),
-                    NEXT.fetch_add(1, Ordering::SeqCst)
-                )
-            })
-            .collect();
-        for name in &names {
-            let _ = Command::new("ip")
-                .args(["netns", "del", name])
-                .stderr(std::process::Stdio::null())
-                .status();
-            assert!(
-                Command::new("ip")
-                    .args(["netns", "add", name])
-                    .status()
-                    .unwrap()
-                    .success()
-            );
-            ip(name, &["link", "set", "lo", "up"]);
-        }
-        Self(names)
-    }
-
-    fn path(&self, i: usize) -> String {
-        format!("/var/run/netns/{}", self.0[i])
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("ip")
-                .args(["netns", "del", name])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
-
-/// `ip -n <netns> <args>`, its stdout; panics when ip fails.
-fn ip(netns: &str, args: &[&str]) -> String {
-    let output = Command::new("ip")
-        .args(["-n", netns])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
+use common::{Namespaces, block_on, ip, on_node};
 
 fn exec(netns: &str, args: &[&str]) -> std::process::Output {
     Command::new("ip")
@@ -82,29 +21,6 @@ fn exec(netns: &str, args: &[&str]) -> std::process::Output {
         .args(args)
         .output()
         .unwrap()
-}
-
-/// Runs `work` on a thread inside the node namespace with its own runtime, as ipamd would run.
-fn on_node<T: Send + 'static>(path: String, work: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        let netns = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(
-            std::os::fd::AsFd::as_fd(&netns),
-            nix::sched::CloneFlags::CLONE_NEWNET,
-        )
-        .unwrap();
-        work()
-    })
-    .join()
-    .unwrap()
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
 }
 
 /// A veth `name` in `node` with `mac`, its peer `peer` in `fabric`.

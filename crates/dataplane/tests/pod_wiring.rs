@@ -3,85 +3,14 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is its failure report
 
+mod common;
+
 use std::net::Ipv4Addr;
 use std::process::Command;
 
+use common::{Namespaces, block_on, ip, on_node};
+
 use vpcni_dataplane::{PodSpec, check_pod, setup_pod, teardown_pod};
-
-/// Named network namespaces, deleted on drop even when the test fails.
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    fn new(names: &[&str]) -> Self {
-        let unique: Vec<String> = names
-            .iter()
-            .map(|n| format!("vt-dp-{}-{n}", std::process::id()))
-            .collect();
-        for name in &unique {
-            let _ = Command::new("ip")
-                .args(["netns", "del", name])
-                .stderr(std::process::Stdio::null())
-                .status();
-            assert!(
-                Command::new("ip")
-                    .args(["netns", "add", name])
-                    .status()
-                    .unwrap()
-                    .success(),
-                "ip netns add {name}"
-            );
-            ip(name, &["link", "set", "lo", "up"]);
-        }
-        Self(unique)
-    }
-
-    fn path(&self, i: usize) -> String {
-        format!("/var/run/netns/{}", self.0[i])
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for name in &self.0 {
-            let _ = Command::new("ip")
-                .args(["netns", "del", name])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
-
-fn ip(netns: &str, args: &[&str]) -> String {
-    let output = Command::new("ip")
-        .args(["-n", netns])
-        .args(args)
-        .output()
-        .unwrap();
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-/// Runs `work` with the calling thread inside the node namespace, as the plugin process would be.
-fn on_node<T: Send + 'static>(node_path: String, work: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(move || {
-        let netns = std::fs::File::open(&node_path).unwrap();
-        nix::sched::setns(
-            std::os::fd::AsFd::as_fd(&netns),
-            nix::sched::CloneFlags::CLONE_NEWNET,
-        )
-        .unwrap();
-        work()
-    })
-    .join()
-    .unwrap()
-}
-
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(future)
-}
 
 fn spec(pod_path: String, veth: &str, ip: &str, table: u32) -> PodSpec {
     PodSpec {
@@ -96,7 +25,7 @@ fn spec(pod_path: String, veth: &str, ip: &str, table: u32) -> PodSpec {
 
 #[test]
 fn setup_check_and_teardown_of_a_pod_on_the_primary_eni() {
-    let ns = Namespaces::new(&["node", "pod"]);
+    let ns = Namespaces::new(2);
     let (node, pod) = (ns.0[0].clone(), ns.0[1].clone());
     let spec = spec(ns.path(1), "enit0000000001", "10.0.0.20", 254);
     let wired = on_node(ns.path(0), {
@@ -170,7 +99,7 @@ fn setup_check_and_teardown_of_a_pod_on_the_primary_eni() {
 
 #[test]
 fn a_pod_on_a_secondary_eni_gets_its_from_rule_and_teardown_works_without_the_netns() {
-    let ns = Namespaces::new(&["node2", "pod2"]);
+    let ns = Namespaces::new(2);
     let node = ns.0[0].clone();
     let spec = spec(ns.path(1), "enit0000000002", "10.0.0.30", 3);
     on_node(ns.path(0), {
@@ -189,7 +118,7 @@ fn a_pod_on_a_secondary_eni_gets_its_from_rule_and_teardown_works_without_the_ne
 
 #[test]
 fn two_pods_on_a_node_reach_each_other_and_a_failed_setup_leaves_nothing() {
-    let ns = Namespaces::new(&["node3", "a", "b"]);
+    let ns = Namespaces::new(3);
     let node = ns.0[0].clone();
     Command::new("ip")
         .args(["netns", "exec", &node, "sysctl", "-qw", "net.ipv4.ip_forward=1"])

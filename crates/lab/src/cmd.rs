@@ -65,28 +65,8 @@ pub fn ip_batch(netns: Option<&str>, lines: &[String]) -> Result<(), LabError> {
     }
     command.args(["-batch", "-"]);
     let text = lines.join("\n") + "\n";
-    let shown_command = shown(&command);
-    let failed = |detail: String| LabError::Command {
-        command: format!("{shown_command} <<EOF\n{text}EOF"),
-        detail,
-    };
-    let mut child = command
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| failed(e.to_string()))?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(text.as_bytes())
-            .map_err(|e| failed(e.to_string()))?;
-    }
-    let output = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(failed(String::from_utf8_lossy(&output.stderr).trim().to_owned()))
-    }
+    let shown_command = format!("{} <<EOF\n{text}EOF", shown(&command));
+    run_with_stdin(command, &text, shown_command)
 }
 
 /// `ip netns exec <netns> <program>`: a command that runs inside the namespace.
@@ -132,9 +112,15 @@ pub fn sysctl(netns: &str, settings: &[(&str, &str)]) -> Result<(), LabError> {
 
 /// `iptables-restore` of `rules` inside `netns` (the namespace's tables named in `rules` are replaced).
 pub fn iptables_restore(netns: &str, rules: &str) -> Result<(), LabError> {
-    let mut command = netns_command(netns, "iptables-restore");
+    let command = netns_command(netns, "iptables-restore");
+    let shown_command = format!("ip netns exec {netns} iptables-restore <<EOF\n{rules}EOF");
+    run_with_stdin(command, rules, shown_command)
+}
+
+/// Runs `command` with `input` on its stdin; a failure names the command as `shown` and carries its stderr.
+fn run_with_stdin(mut command: Command, input: &str, shown: String) -> Result<(), LabError> {
     let failed = |detail: String| LabError::Command {
-        command: format!("ip netns exec {netns} iptables-restore <<EOF\n{rules}EOF"),
+        command: shown.clone(),
         detail,
     };
     let mut child = command
@@ -145,7 +131,7 @@ pub fn iptables_restore(netns: &str, rules: &str) -> Result<(), LabError> {
         .map_err(|e| failed(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
         stdin
-            .write_all(rules.as_bytes())
+            .write_all(input.as_bytes())
             .map_err(|e| failed(e.to_string()))?;
     }
     let output = child.wait_with_output().map_err(|e| failed(e.to_string()))?;
