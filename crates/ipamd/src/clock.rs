@@ -27,6 +27,11 @@ pub fn rfc3339(ms: Millis) -> String {
 /// may carry a local offset) to milliseconds since the epoch; `None` for anything else or a time before
 /// the epoch.
 pub fn parse_rfc3339(text: &str) -> Option<Millis> {
+    // The `time` crate also reads RFC 3339's space-separated form; Go's `time.RFC3339` layout, which wrote
+    // every tag we read, has a literal `T` there.
+    if text.as_bytes().get(10) != Some(&b'T') {
+        return None;
+    }
     let time = OffsetDateTime::parse(text, &Rfc3339).ok()?;
     u64::try_from(time.unix_timestamp_nanos() / 1_000_000).ok()
 }
