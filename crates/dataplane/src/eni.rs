@@ -18,10 +18,8 @@ use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::DataplaneError;
 use crate::netlink::{connect, delete_rule, format_mac, link_by_name, mac_of, netlink_error, rules_at};
-use crate::pod::MAIN_TABLE;
-
-/// `from <ENI primary IP> lookup <ENI table>`.
-pub const ENI_RULE_PRIORITY: u32 = 32765;
+use vpcni_layout::MAIN_TABLE;
+use vpcni_layout::priority::ENI_PRIMARY_IP as ENI_RULE_PRIORITY;
 
 /// One secondary ENI, as the host must see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,14 +20,8 @@ use crate::netlink::{
     connect, format_mac, in_netns, link_by_name, mac_of, netlink_error, random_mac, rules_for,
 };
 
-/// The pods' gateway: a link-local address nobody owns, answered by the static ARP entry.
-pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
-/// `to <pod> lookup main`.
-pub const TO_POD_RULE_PRIORITY: u32 = 512;
-/// `from <pod> lookup <ENI table>`.
-pub const FROM_POD_RULE_PRIORITY: u32 = 1536;
-/// The main routing table.
-pub const MAIN_TABLE: u32 = 254;
+use vpcni_layout::priority::{FROM_POD as FROM_POD_RULE_PRIORITY, TO_POD as TO_POD_RULE_PRIORITY};
+use vpcni_layout::{MAIN_TABLE, POD_GATEWAY as GATEWAY};
 
 /// What to wire.
 #[derive(Debug, Clone, PartialEq, Eq)]

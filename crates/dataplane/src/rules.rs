@@ -12,12 +12,10 @@ use crate::DataplaneError;
 use crate::eni::rule_table;
 use crate::netlink::{connect, netlink_error};
 use crate::netlink::{delete_rule, rules_at};
-use crate::pod::MAIN_TABLE;
-
-/// `fwmark <mark>/<mark> lookup main`.
-pub const FWMARK_RULE_PRIORITY: u32 = 1024;
-/// `to <external service CIDR> lookup main`.
-pub const EXTERNAL_SERVICE_RULE_PRIORITY: u32 = 1535;
+use vpcni_layout::MAIN_TABLE;
+use vpcni_layout::priority::{
+    EXTERNAL_SERVICE as EXTERNAL_SERVICE_RULE_PRIORITY, FWMARK as FWMARK_RULE_PRIORITY,
+};
 
 /// The node rules wanted.
 #[derive(Debug, Clone, PartialEq, Eq)]

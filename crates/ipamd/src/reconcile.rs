@@ -12,8 +12,9 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use vpcni_ec2::{Ec2Error, ImdsInterface, NetworkInterface};
 use vpcni_engine::{Eni, EniFlags};
+use vpcni_layout::EniSlot;
 
-use crate::discovery::{EniRole, classify, route_table_id};
+use crate::discovery::{EniRole, classify};
 use crate::enis::eni_tags;
 use crate::host::eni_spec;
 use crate::node::{Node, now_ms};
@@ -244,7 +245,7 @@ async fn adopt(manager: &PoolManager, eni: &NetworkInterface, role: EniRole, dev
         eni.private_ip,
         subnet,
         node.config.network.eni_mtu,
-        route_table_id(device, 0),
+        EniSlot::new(0, device).route_table(),
     );
     // Its link should be there already; if not, the next reconcile tries again.
     if let Err(error) = node.host.setup_eni(&spec).await {

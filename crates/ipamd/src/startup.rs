@@ -13,11 +13,11 @@ use vpcni_dataplane::naming::host_veth_name;
 use vpcni_ec2::{Ec2, Imds};
 use vpcni_engine::checkpoint::{Checkpoint, CheckpointError};
 use vpcni_engine::{Eni, EniFlags, NodeLimits, Pool, PoolConfig};
+use vpcni_layout::EniSlot;
 
 use crate::config::Config;
 use crate::discovery::{
     DiscoveredEni, DiscoveryError, EniRole, discover_enis, discover_enis_from_metadata, discover_identity,
-    route_table_id,
 };
 use crate::enis::eni_tags;
 use crate::host::{Host, NodeNetwork, eni_spec};
@@ -132,7 +132,7 @@ pub async fn start(
                 found.eni.private_ip,
                 subnet,
                 config.network.eni_mtu,
-                route_table_id(found.device_number, found.network_card),
+                EniSlot::new(found.network_card, found.device_number).route_table(),
             );
             host.wait_for_eni(&spec.mac, config.eni_link_timeout)
                 .await
