@@ -1,9 +1,9 @@
-//! A secondary ENI on the host, set up as the original does it (behaviour notes §3c): the link found by
-//! its MAC, its MTU set and brought up, its global addresses replaced by the ENI's primary address with the
-//! subnet's mask, the kernel's connected route for that subnet deleted from the main table, and the ENI's
-//! own table (device number + 1) holding `<gw> dev ethX scope link` and `default via <gw> dev ethX`, chosen
-//! by `from <ENI primary IP> lookup <table>` at priority 32765. Each step checks before it changes, so
-//! running it again is a no-op; [`teardown_eni`] undoes it when the ENI is freed.
+//! A secondary ENI on the host, set up as the original does it (docs/node-layout.md, "ENIs on the node"): the
+//! link found by its MAC, its MTU set and brought up, its global addresses replaced by the ENI's primary
+//! address with the subnet's mask, the kernel's connected route for that subnet deleted from the main table,
+//! and the ENI's own table (device number + 1) holding `<gw> dev ethX scope link` and `default via <gw> dev
+//! ethX`, chosen by `from <ENI primary IP> lookup <table>` at priority 32765. Each step checks before it
+//! changes, so running it again is a no-op; [`teardown_eni`] undoes it when the ENI is freed.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;

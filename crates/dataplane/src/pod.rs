@@ -1,4 +1,4 @@
-//! The per-pod wiring the CNI plugin does, as the original does it (behaviour notes §3b–§3c):
+//! The per-pod wiring the CNI plugin does, as the original does it (docs/node-layout.md, "Pods"):
 //! a veth pair created with its peer already inside the pod's namespace, the pod's /32 on the pod side,
 //! `169.254.1.1 dev eth0 scope link` and `default via 169.254.1.1`, a permanent ARP entry for that gateway
 //! pointing at the host veth's MAC, a host route to the pod, `to <pod> lookup main` at priority 512 and, for

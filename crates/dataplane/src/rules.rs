@@ -1,4 +1,4 @@
-//! The node-wide policy rules ipamd keeps (behaviour notes §3c): `fwmark <mark>/<mark> lookup main` at
+//! The node-wide policy rules ipamd keeps (docs/node-layout.md, "Policy rules"): `fwmark <mark>/<mark> lookup main` at
 //! priority 1024, so connections marked by the CONNMARK rules (NodePort traffic, pod traffic leaving the
 //! VPC) reply through the primary ENI, and `to <cidr> lookup main` at 1535 for every
 //! AWS_EXTERNAL_SERVICE_CIDRS entry. Rules at those priorities that the settings do not want are removed.

@@ -1,4 +1,7 @@
-//! The warm-pool policy against worked examples derived from the original's rules (behaviour notes §2).
+//! The warm-pool policy against worked examples derived from the original's rules
+//! (<https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/docs/eni-and-ip-target.md>,
+//! <https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/docs/prefix-and-ip-target.md>,
+//! `pkg/ipamd/ipamd.go`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test or benchmark is its failure report
 

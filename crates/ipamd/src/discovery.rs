@@ -1,5 +1,6 @@
 //! Start-up discovery: who this node is (instance metadata) and which ENIs it has (EC2, the truth, checked
-//! against metadata), each classified the way the original does (§2f of the behaviour notes).
+//! against metadata), each classified the way the original does (its `pkg/ipamd/ipamd.go`,
+//! <https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/pkg/ipamd/ipamd.go>).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

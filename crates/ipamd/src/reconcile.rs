@@ -1,10 +1,11 @@
-//! Reconcile (the original's `nodeIPPoolReconcile`, behaviour notes §2g), cheap when nothing changed:
+//! Reconcile (the original's `nodeIPPoolReconcile`,
+//! <https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/pkg/ipamd/ipamd.go>), cheap when nothing changed:
 //! instance metadata is read first, and EC2 is asked only when metadata and the pool disagree; EC2's answer
-//! is then the truth (stale metadata must never add an address EC2 took away, user complaint #8). ENIs that
-//! are gone are force-removed with their pods; ENIs attached behind the daemon's back are classified, tagged,
-//! set up on the host and added; addresses EC2 no longer lists are dropped, ones it lists that the pool
-//! lacks are added, except those given back less than a minute ago. Restored pods whose host veth was
-//! missing at start-up are checked again here.
+//! is then the truth (stale metadata must never add an address EC2 took away: aws/amazon-vpc-cni-k8s#3887,
+//! #711). ENIs that are gone are force-removed with their pods; ENIs attached behind the daemon's back are
+//! classified, tagged, set up on the host and added; addresses EC2 no longer lists are dropped, ones it lists
+//! that the pool lacks are added, except those given back less than a minute ago. Restored pods whose host
+//! veth was missing at start-up are checked again here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;

@@ -1,8 +1,10 @@
-//! Start-up, in the original's order (behaviour notes §2h): identity from instance metadata; limits; ENIs
-//! from EC2 (the truth) joined with metadata and classified; the node's network programmed (primary
-//! interface, rules, SNAT and CONNMARK); every managed secondary ENI set up on the host; the checkpoint
-//! (ours, or the original's when a node moves from aws-node) restored and reconciled with EC2 (addresses
-//! the node no longer has are dropped and logged) and with the host (pods whose veth is gone are released).
+//! Start-up, in the order of the original's `nodeInit`
+//! (<https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/pkg/ipamd/ipamd.go>): identity from instance
+//! metadata; limits; ENIs from EC2 (the truth) joined with metadata and classified; the node's network
+//! programmed (primary interface, rules, SNAT and CONNMARK); every managed secondary ENI set up on the host;
+//! the checkpoint (ours, or the original's when a node moves from aws-node) restored and reconciled with EC2
+//! (addresses the node no longer has are dropped and logged) and with the host (pods whose veth is gone are
+//! released).
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
