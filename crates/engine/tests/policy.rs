@@ -311,6 +311,28 @@ fn primary_eni_route_table_is_main_and_secondary_is_device_plus_one() {
     assert_eq!((on_second.device_number, on_second.route_table_id), (1, 2));
 }
 
+/// p4d.24xlarge has four network cards: an ENI on card 1 is neither the primary ENI (device 0 there) nor
+/// table device + 1 (what the plugin's own copy of the rule used to say); it gets the original's
+/// 10000 + 100 × card + device.
+#[test]
+fn enis_on_other_network_cards_get_the_originals_tables() {
+    let subnet = "10.0.64.0/19".parse().unwrap();
+    let mut eni = vpcni_engine::Eni::new(
+        "eni-card1",
+        0,
+        Default::default(),
+        subnet,
+        "10.0.64.10".parse().unwrap(),
+        0,
+    );
+    eni.network_card = 1;
+    assert_eq!(eni.route_table_id(), 10_100);
+    eni.device_number = 2;
+    assert_eq!(eni.route_table_id(), 10_102);
+    eni.network_card = 0;
+    assert_eq!(eni.route_table_id(), 3);
+}
+
 #[test]
 fn assign_is_idempotent_and_unknown_del_is_none() {
     let mut node = node("m5.xlarge", PoolConfig::default());
