@@ -38,7 +38,7 @@ fi
 
 vpcnictl="$CARGO_TARGET_DIR/debug/vpcnictl"
 if [[ ! -x $vpcnictl || ! -x $CARGO_TARGET_DIR/debug/vpcni-ipamd || ! -x $CARGO_TARGET_DIR/debug/vpcni ]]; then
-    log "building (the first build takes 12 to 13 minutes on 2 cores, most of it the AWS SDK; later ones seconds)"
+    log "building (the first build takes about 11 minutes on 2 cores, most of it the AWS SDK; later ones seconds)"
 fi
 cargo build --workspace --all-targets --locked --quiet
 

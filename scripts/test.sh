@@ -32,6 +32,12 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# --- style and lints first: they fail in seconds, before the long build and the tests -------------------
+log "cargo fmt --check"
+cargo fmt --all -- --check
+log "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
 # --- Python tools: moto_server (a stand-in EC2 endpoint), boto3 and pytest ----------------------------
 venv="${VPCNI_VENV:-$CARGO_TARGET_DIR/venv}"
 python_requirements=(moto[server]==5.2.5 boto3 pytest)

@@ -8,11 +8,8 @@ use vpcni_rpc::{AddNetworkRequest, Attachment, DelNetworkRequest, FailureReason,
 use crate::ipamd::{IpamdClient, refusal_error};
 use crate::spec::{CniError, CniResult, Command, ErrorCode, Interface, Invocation, IpConfig, NetConf, Route};
 use vpcni_dataplane::naming::host_veth_name as veth_name;
-use vpcni_dataplane::pod::MAIN_TABLE;
 use vpcni_dataplane::{PodSpec, check_pod, setup_pod, unroute_pod};
-
-/// The gateway every pod routes through: a link-local address answered by a static ARP entry.
-pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+use vpcni_layout::{EniSlot, MAIN_TABLE, POD_GATEWAY};
 
 /// Runs one verb; `Some(json)` is printed on stdout.
 pub fn run(invocation: &Invocation, config: &NetConf) -> Result<Option<String>, CniError> {
@@ -263,8 +260,9 @@ fn pod_ip_from(result: Option<&CniResult>, ifname: &str) -> Option<Ipv4Addr> {
         .map(|ip| ip.address.addr())
 }
 
-/// The ENI's route table from the record interface ADD put in the result (device 0 = main; device d on
-/// network card 0 = table d + 1, as ipamd numbers them). `None` for results without one.
+/// The ENI's route table from the record interface ADD put in the result. The record holds a device number
+/// of network card 0, where ipamd takes every pod address from (as the original's record does); the
+/// table is the node layout's for that slot. `None` for results without one.
 fn route_table_from(result: Option<&CniResult>) -> Option<u32> {
     let device: u32 = result?
         .interfaces
@@ -274,7 +272,7 @@ fn route_table_from(result: Option<&CniResult>) -> Option<u32> {
         .as_deref()?
         .parse()
         .ok()?;
-    Some(if device == 0 { MAIN_TABLE } else { device + 1 })
+    Some(EniSlot::new(0, device).route_table())
 }
 
 async fn check(invocation: &Invocation, config: &NetConf) -> Result<(), CniError> {

@@ -10,7 +10,7 @@ use vpcni_rpc::cni_backend_client::CniBackendClient;
 use vpcni_rpc::vpcni_backend_client::VpcniBackendClient;
 use vpcni_rpc::{
     AddNetworkReply, AddNetworkRequest, DelNetworkReply, DelNetworkRequest, FailureReason,
-    GarbageCollectReply, GarbageCollectRequest, StatusReply, StatusRequest,
+    GarbageCollectReply, GarbageCollectRequest, Outlook, StatusReply, StatusRequest,
 };
 
 use crate::spec::{CniError, ErrorCode};
@@ -119,11 +119,11 @@ fn status_error(status: tonic::Status) -> CniError {
 /// the stable code in `details`, and "try again later" when waiting can help.
 pub fn refusal_error(reply: &AddNetworkReply) -> CniError {
     let reason = reply.reason();
-    let code = match reason {
-        FailureReason::InvalidRequest => ErrorCode::InvalidEnvironment,
-        FailureReason::Ec2Error | FailureReason::Unspecified => ErrorCode::Internal,
-        // Every other reason is a state that changes: pods leave, ENIs finish attaching, throttling ends.
-        _ => ErrorCode::TryAgainLater,
+    let code = match reason.outlook() {
+        // A state that changes: pods leave, ENIs finish attaching, throttling ends.
+        Outlook::Passing | Outlook::UntilPodsLeave => ErrorCode::TryAgainLater,
+        Outlook::Error if reason == FailureReason::InvalidRequest => ErrorCode::InvalidEnvironment,
+        Outlook::Error => ErrorCode::Internal,
     };
     let msg = if reply.message.is_empty() {
         "ipamd could not assign an IP address to the pod".to_owned()

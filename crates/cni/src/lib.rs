@@ -6,6 +6,8 @@
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// stdout is the CNI protocol: nothing here may print (clippy.toml also disallows `std::io::stdout`).
+#![deny(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 pub mod commands;
 pub mod ipamd;

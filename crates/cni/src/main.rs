@@ -4,6 +4,8 @@
 //! Nothing but the result ever goes to stdout: logs go to the configured plugin log file.
 
 #![forbid(unsafe_code)]
+// Only `emit` writes to stdout (clippy.toml disallows `std::io::stdout` everywhere else in this crate).
+#![deny(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
@@ -54,6 +56,8 @@ fn requested_version() -> String {
         .unwrap_or_else(|| "1.1.0".to_owned())
 }
 
+/// The plugin's one writer of stdout: the result, or the error result.
+#[allow(clippy::disallowed_methods)]
 fn emit(text: &str) -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     if writeln!(stdout, "{text}").and_then(|()| stdout.flush()).is_err() {

@@ -1,9 +1,9 @@
-//! A secondary ENI on the host, set up as the original does it (behaviour notes §3c): the link found by
-//! its MAC, its MTU set and brought up, its global addresses replaced by the ENI's primary address with the
-//! subnet's mask, the kernel's connected route for that subnet deleted from the main table, and the ENI's
-//! own table (device number + 1) holding `<gw> dev ethX scope link` and `default via <gw> dev ethX`, chosen
-//! by `from <ENI primary IP> lookup <table>` at priority 32765. Each step checks before it changes, so
-//! running it again is a no-op; [`teardown_eni`] undoes it when the ENI is freed.
+//! A secondary ENI on the host, set up as the original does it (docs/node-layout.md, "ENIs on the node"): the
+//! link found by its MAC, its MTU set and brought up, its global addresses replaced by the ENI's primary
+//! address with the subnet's mask, the kernel's connected route for that subnet deleted from the main table,
+//! and the ENI's own table (device number + 1) holding `<gw> dev ethX scope link` and `default via <gw> dev
+//! ethX`, chosen by `from <ENI primary IP> lookup <table>` at priority 32765. Each step checks before it
+//! changes, so running it again is a no-op; [`teardown_eni`] undoes it when the ENI is freed.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
@@ -18,10 +18,8 @@ use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::DataplaneError;
 use crate::netlink::{connect, delete_rule, format_mac, link_by_name, mac_of, netlink_error, rules_at};
-use crate::pod::MAIN_TABLE;
-
-/// `from <ENI primary IP> lookup <ENI table>`.
-pub const ENI_RULE_PRIORITY: u32 = 32765;
+use vpcni_layout::MAIN_TABLE;
+use vpcni_layout::priority::ENI_PRIMARY_IP as ENI_RULE_PRIORITY;
 
 /// One secondary ENI, as the host must see it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,6 +9,8 @@
 //! SNAT and CONNMARK through `iptables-restore` ([`iptables`]) and kernel settings ([`sysctl`]).
 
 #![deny(missing_docs)]
+// stdout is the CNI protocol: nothing here may print (clippy.toml also disallows `std::io::stdout`).
+#![deny(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 // nix's setns is safe; nothing here needs unsafe.
 #![forbid(unsafe_code)]
 

@@ -1,4 +1,4 @@
-//! The per-pod wiring the CNI plugin does, as the original does it (behaviour notes §3b–§3c):
+//! The per-pod wiring the CNI plugin does, as the original does it (docs/node-layout.md, "Pods"):
 //! a veth pair created with its peer already inside the pod's namespace, the pod's /32 on the pod side,
 //! `169.254.1.1 dev eth0 scope link` and `default via 169.254.1.1`, a permanent ARP entry for that gateway
 //! pointing at the host veth's MAC, a host route to the pod, `to <pod> lookup main` at priority 512 and, for
@@ -20,14 +20,8 @@ use crate::netlink::{
     connect, format_mac, in_netns, link_by_name, mac_of, netlink_error, random_mac, rules_for,
 };
 
-/// The pods' gateway: a link-local address nobody owns, answered by the static ARP entry.
-pub const GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
-/// `to <pod> lookup main`.
-pub const TO_POD_RULE_PRIORITY: u32 = 512;
-/// `from <pod> lookup <ENI table>`.
-pub const FROM_POD_RULE_PRIORITY: u32 = 1536;
-/// The main routing table.
-pub const MAIN_TABLE: u32 = 254;
+use vpcni_layout::priority::{FROM_POD as FROM_POD_RULE_PRIORITY, TO_POD as TO_POD_RULE_PRIORITY};
+use vpcni_layout::{MAIN_TABLE, POD_GATEWAY as GATEWAY};
 
 /// What to wire.
 #[derive(Debug, Clone, PartialEq, Eq)]

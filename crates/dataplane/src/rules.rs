@@ -1,4 +1,4 @@
-//! The node-wide policy rules ipamd keeps (behaviour notes §3c): `fwmark <mark>/<mark> lookup main` at
+//! The node-wide policy rules ipamd keeps (docs/node-layout.md, "Policy rules"): `fwmark <mark>/<mark> lookup main` at
 //! priority 1024, so connections marked by the CONNMARK rules (NodePort traffic, pod traffic leaving the
 //! VPC) reply through the primary ENI, and `to <cidr> lookup main` at 1535 for every
 //! AWS_EXTERNAL_SERVICE_CIDRS entry. Rules at those priorities that the settings do not want are removed.
@@ -12,12 +12,10 @@ use crate::DataplaneError;
 use crate::eni::rule_table;
 use crate::netlink::{connect, netlink_error};
 use crate::netlink::{delete_rule, rules_at};
-use crate::pod::MAIN_TABLE;
-
-/// `fwmark <mark>/<mark> lookup main`.
-pub const FWMARK_RULE_PRIORITY: u32 = 1024;
-/// `to <external service CIDR> lookup main`.
-pub const EXTERNAL_SERVICE_RULE_PRIORITY: u32 = 1535;
+use vpcni_layout::MAIN_TABLE;
+use vpcni_layout::priority::{
+    EXTERNAL_SERVICE as EXTERNAL_SERVICE_RULE_PRIORITY, FWMARK as FWMARK_RULE_PRIORITY,
+};
 
 /// The node rules wanted.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,5 +1,5 @@
 //! The client-side API budget: a node waits for a token before each EC2 call, so a burst of pods or a
-//! reconcile storm can never hammer the account's shared EC2 rate limit (user complaint #4).
+//! reconcile storm can never hammer the account's shared EC2 rate limit (aws/amazon-vpc-cni-k8s#887, #617).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;

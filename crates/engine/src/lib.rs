@@ -20,6 +20,4 @@ mod pool;
 
 pub use model::{Cidr, Eni, EniFlags, Millis, PodInfo, PodKey, Slot};
 pub use policy::{Decision, NodeLimits, PoolConfig};
-pub use pool::{
-    Assignment, EniStats, GrowFailure, MAIN_ROUTE_TABLE, NoAddress, NoAddressReason, Pool, PoolError, Stats,
-};
+pub use pool::{Assignment, EniStats, GrowFailure, NoAddress, NoAddressReason, Pool, PoolError, Stats};

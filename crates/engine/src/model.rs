@@ -233,12 +233,8 @@ impl Eni {
         self.assigned_count >= self.address_count
     }
 
-    /// Route table of the ENI: main for the primary, device number + 1 on card 0, as the original.
+    /// Route table of the ENI (the node layout's rule: [`vpcni_layout::EniSlot::route_table`]).
     pub fn route_table_id(&self) -> u32 {
-        match (self.network_card, self.device_number) {
-            (0, 0) => crate::pool::MAIN_ROUTE_TABLE,
-            (0, device) => device + 1,
-            (card, device) => 10_000 + 100 * card + device,
-        }
+        vpcni_layout::EniSlot::new(self.network_card, self.device_number).route_table()
     }
 }

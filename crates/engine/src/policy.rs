@@ -1,11 +1,13 @@
-//! The warm-pool policy: from the pool's state to one decision per cycle, with the Amazon VPC CNI's
-//! semantics (behaviour notes §2b–§2e) so users keep their settings.
+//! The warm-pool policy: from the pool's state to one decision per cycle, with the Amazon VPC CNI's semantics
+//! so users keep their settings: the original's `pkg/ipamd/ipamd.go` and its documents
+//! <https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/docs/eni-and-ip-target.md> and
+//! <https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/docs/prefix-and-ip-target.md>.
 //!
 //! Where vpcni deliberately differs, it is to fix a known defect:
 //! - An ENI is only freed if the pool is not "too low" without it, so WARM_ENI_TARGET=0 no longer makes
 //!   ipamd attach and free an ENI in a loop (aws/amazon-vpc-cni-k8s#1775).
 //! - Switching prefix delegation on or off releases the old mode's empty CIDRs in both directions, and
-//!   again whenever one empties; the original's DEL-time cleanup only works when switching off (§2d).
+//!   again whenever one empties; the original's DEL-time cleanup only works when switching off.
 
 use ipnet::Ipv4Net;
 use serde::Serialize;

@@ -12,9 +12,6 @@ use crate::policy::{NodeLimits, PoolConfig};
 /// How much an address is preferred within an ENI: fuller CIDR, reused before fresh, lower address.
 type Preference = (usize, bool, std::cmp::Reverse<u32>);
 
-/// Route table id of the main table, used by pods on the primary ENI.
-pub const MAIN_ROUTE_TABLE: u32 = 254;
-
 /// An address given to a pod.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Assignment {

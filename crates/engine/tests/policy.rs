@@ -1,4 +1,7 @@
-//! The warm-pool policy against worked examples derived from the original's rules (behaviour notes §2).
+//! The warm-pool policy against worked examples derived from the original's rules
+//! (<https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/docs/eni-and-ip-target.md>,
+//! <https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/docs/prefix-and-ip-target.md>,
+//! `pkg/ipamd/ipamd.go`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test or benchmark is its failure report
 
@@ -306,6 +309,28 @@ fn primary_eni_route_table_is_main_and_secondary_is_device_plus_one() {
     node.converge(1_000);
     let on_second = node.add_pod().unwrap();
     assert_eq!((on_second.device_number, on_second.route_table_id), (1, 2));
+}
+
+/// p4d.24xlarge has four network cards: an ENI on card 1 is neither the primary ENI (device 0 there) nor
+/// table device + 1 (what the plugin's own copy of the rule used to say); it gets the original's
+/// 10000 + 100 × card + device.
+#[test]
+fn enis_on_other_network_cards_get_the_originals_tables() {
+    let subnet = "10.0.64.0/19".parse().unwrap();
+    let mut eni = vpcni_engine::Eni::new(
+        "eni-card1",
+        0,
+        Default::default(),
+        subnet,
+        "10.0.64.10".parse().unwrap(),
+        0,
+    );
+    eni.network_card = 1;
+    assert_eq!(eni.route_table_id(), 10_100);
+    eni.device_number = 2;
+    assert_eq!(eni.route_table_id(), 10_102);
+    eni.network_card = 0;
+    assert_eq!(eni.route_table_id(), 3);
 }
 
 #[test]

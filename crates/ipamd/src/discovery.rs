@@ -1,5 +1,6 @@
 //! Start-up discovery: who this node is (instance metadata) and which ENIs it has (EC2, the truth, checked
-//! against metadata), each classified the way the original does (§2f of the behaviour notes).
+//! against metadata), each classified the way the original does (its `pkg/ipamd/ipamd.go`,
+//! <https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/pkg/ipamd/ipamd.go>).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -317,15 +318,6 @@ pub fn subnet_gateway(subnet: Ipv4Net) -> Ipv4Addr {
     Ipv4Addr::from(u32::from(subnet.network()).wrapping_add(1))
 }
 
-/// Route table of an ENI: main (254) for the primary, device number + 1 on card 0, as the original.
-pub fn route_table_id(device_number: u32, network_card: u32) -> u32 {
-    match (network_card, device_number) {
-        (0, 0) => 254,
-        (0, device) => device + 1,
-        (card, device) => 10_000 + 100 * card + device,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use vpcni_ec2::{Attachment, AttachmentStatus, InterfaceStatus, Tags};
@@ -423,11 +415,7 @@ mod tests {
     }
 
     #[test]
-    fn tables_and_gateways() {
-        assert_eq!(route_table_id(0, 0), 254);
-        assert_eq!(route_table_id(1, 0), 2);
-        assert_eq!(route_table_id(3, 0), 4);
-        assert_eq!(route_table_id(2, 1), 10_102);
+    fn subnet_gateway_is_the_base_address_plus_one() {
         assert_eq!(
             subnet_gateway("10.0.32.0/19".parse().unwrap()),
             "10.0.32.1".parse::<Ipv4Addr>().unwrap()

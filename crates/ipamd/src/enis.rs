@@ -12,12 +12,11 @@ use vpcni_ec2::{
     NetworkInterface, Tags,
 };
 use vpcni_engine::{Eni, EniFlags, GrowFailure};
+use vpcni_layout::EniSlot;
 
 use crate::clock::{now_ms, rfc3339};
 use crate::config::Config;
-use crate::discovery::{
-    CLUSTER_NAME_TAG, CREATED_AT_TAG, ENI_DESCRIPTION_PREFIX, INSTANCE_ID_TAG, route_table_id,
-};
+use crate::discovery::{CLUSTER_NAME_TAG, CREATED_AT_TAG, ENI_DESCRIPTION_PREFIX, INSTANCE_ID_TAG};
 use crate::host::eni_spec;
 use crate::node::Node;
 
@@ -261,7 +260,8 @@ async fn attach_new_eni(
         eni.private_ip,
         subnet_cidr,
         node.config.network.eni_mtu,
-        route_table_id(device, 0),
+        // vpcni attaches ENIs on network card 0 only.
+        EniSlot::new(0, device).route_table(),
     );
     let host = node.host.clone();
     let on_host = async {

@@ -1,9 +1,11 @@
-//! The leaked-ENI sweep (behaviour notes §2f): ENIs ipamd created that nobody attached — the window between
-//! detach and delete, a node terminated mid-way, an attach whose clean-up failed — are deleted. As the
-//! original: ENIs of this VPC that are `available`, carry the `node.k8s.amazonaws.com/instance_id` tag (and
-//! the cluster tag when CLUSTER_NAME is set), have an `aws-K8S-` description and a `createdAt` tag older than
-//! five minutes; one without `createdAt` is stamped now and left for a later sweep. Runs every hour after a
-//! random pause of up to five minutes (the first one shortly after start-up), so a fleet started together does not sweep together.
+//! The leaked-ENI sweep (the original's `pkg/awsutils/awsutils.go`,
+//! <https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/pkg/awsutils/awsutils.go>): ENIs ipamd created
+//! that nobody attached — the window between detach and delete, a node terminated mid-way, an attach whose
+//! clean-up failed — are deleted. As the original: ENIs of this VPC that are `available`, carry the
+//! `node.k8s.amazonaws.com/instance_id` tag (and the cluster tag when CLUSTER_NAME is set), have an
+//! `aws-K8S-` description and a `createdAt` tag older than five minutes; one without `createdAt` is stamped
+//! now and left for a later sweep. Runs every hour after a random pause of up to five minutes (the first one
+//! shortly after start-up), so a fleet started together does not sweep together.
 
 use std::time::Duration;
 

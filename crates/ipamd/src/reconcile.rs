@@ -1,10 +1,11 @@
-//! Reconcile (the original's `nodeIPPoolReconcile`, behaviour notes §2g), cheap when nothing changed:
+//! Reconcile (the original's `nodeIPPoolReconcile`,
+//! <https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/pkg/ipamd/ipamd.go>), cheap when nothing changed:
 //! instance metadata is read first, and EC2 is asked only when metadata and the pool disagree; EC2's answer
-//! is then the truth (stale metadata must never add an address EC2 took away, user complaint #8). ENIs that
-//! are gone are force-removed with their pods; ENIs attached behind the daemon's back are classified, tagged,
-//! set up on the host and added; addresses EC2 no longer lists are dropped, ones it lists that the pool
-//! lacks are added, except those given back less than a minute ago. Restored pods whose host veth was
-//! missing at start-up are checked again here.
+//! is then the truth (stale metadata must never add an address EC2 took away: aws/amazon-vpc-cni-k8s#3887,
+//! #711). ENIs that are gone are force-removed with their pods; ENIs attached behind the daemon's back are
+//! classified, tagged, set up on the host and added; addresses EC2 no longer lists are dropped, ones it lists
+//! that the pool lacks are added, except those given back less than a minute ago. Restored pods whose host
+//! veth was missing at start-up are checked again here.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -12,8 +13,9 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use vpcni_ec2::{Ec2Error, ImdsInterface, NetworkInterface};
 use vpcni_engine::{Eni, EniFlags};
+use vpcni_layout::EniSlot;
 
-use crate::discovery::{EniRole, classify, route_table_id};
+use crate::discovery::{EniRole, classify};
 use crate::enis::eni_tags;
 use crate::host::eni_spec;
 use crate::node::{Node, now_ms};
@@ -244,7 +246,7 @@ async fn adopt(manager: &PoolManager, eni: &NetworkInterface, role: EniRole, dev
         eni.private_ip,
         subnet,
         node.config.network.eni_mtu,
-        route_table_id(device, 0),
+        EniSlot::new(0, device).route_table(),
     );
     // Its link should be there already; if not, the next reconcile tries again.
     if let Err(error) = node.host.setup_eni(&spec).await {

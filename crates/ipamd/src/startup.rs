@@ -1,8 +1,10 @@
-//! Start-up, in the original's order (behaviour notes §2h): identity from instance metadata; limits; ENIs
-//! from EC2 (the truth) joined with metadata and classified; the node's network programmed (primary
-//! interface, rules, SNAT and CONNMARK); every managed secondary ENI set up on the host; the checkpoint
-//! (ours, or the original's when a node moves from aws-node) restored and reconciled with EC2 (addresses
-//! the node no longer has are dropped and logged) and with the host (pods whose veth is gone are released).
+//! Start-up, in the order of the original's `nodeInit`
+//! (<https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/pkg/ipamd/ipamd.go>): identity from instance
+//! metadata; limits; ENIs from EC2 (the truth) joined with metadata and classified; the node's network
+//! programmed (primary interface, rules, SNAT and CONNMARK); every managed secondary ENI set up on the host;
+//! the checkpoint (ours, or the original's when a node moves from aws-node) restored and reconciled with EC2
+//! (addresses the node no longer has are dropped and logged) and with the host (pods whose veth is gone are
+//! released).
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -13,11 +15,11 @@ use vpcni_dataplane::naming::host_veth_name;
 use vpcni_ec2::{Ec2, Imds};
 use vpcni_engine::checkpoint::{Checkpoint, CheckpointError};
 use vpcni_engine::{Eni, EniFlags, NodeLimits, Pool, PoolConfig};
+use vpcni_layout::EniSlot;
 
 use crate::config::Config;
 use crate::discovery::{
     DiscoveredEni, DiscoveryError, EniRole, discover_enis, discover_enis_from_metadata, discover_identity,
-    route_table_id,
 };
 use crate::enis::eni_tags;
 use crate::host::{Host, NodeNetwork, eni_spec};
@@ -132,7 +134,7 @@ pub async fn start(
                 found.eni.private_ip,
                 subnet,
                 config.network.eni_mtu,
-                route_table_id(found.device_number, found.network_card),
+                EniSlot::new(found.network_card, found.device_number).route_table(),
             );
             host.wait_for_eni(&spec.mac, config.eni_link_timeout)
                 .await

@@ -9,6 +9,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use vpcni_rpc::{FailureReason, Outlook};
 
 use crate::LabError;
 use crate::cmd::{NETNS_DIR, ip, netns_add, netns_command, netns_exists};
@@ -18,14 +19,6 @@ use crate::state::{FabricReport, LabState, NodeRecord, PodRecord, StatePaths};
 
 /// CNI's "try again later".
 pub const TRY_AGAIN_LATER: u32 = 11;
-/// ipamd reasons that waiting does not fix: only pods leaving does. Kubelet would keep retrying; the lab
-/// reports them at once.
-pub const FINAL_REASONS: [&str; 4] = [
-    "NODE_MAX_PODS",
-    "NODE_ADDRESS_LIMIT",
-    "SUBNET_EXHAUSTED",
-    "NO_FREE_PREFIX",
-];
 
 /// Why a pod got no network.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,9 +43,14 @@ impl PodFailure {
         self.details.strip_prefix("ipamd reason ")
     }
 
-    /// Whether waiting may help (and the lab retries).
+    /// Whether waiting may help (and the lab retries). Reasons only pods leaving can fix
+    /// ([`Outlook::UntilPodsLeave`]) kubelet would keep retrying; the lab reports them at once.
     pub fn retryable(&self) -> bool {
-        self.code == TRY_AGAIN_LATER && !self.reason().is_some_and(|r| FINAL_REASONS.contains(&r))
+        let outlook = self
+            .reason()
+            .and_then(FailureReason::from_str_name)
+            .map(FailureReason::outlook);
+        self.code == TRY_AGAIN_LATER && matches!(outlook, None | Some(Outlook::Passing))
     }
 }
 
@@ -335,4 +333,41 @@ pub(crate) fn del(
         let _ = ip(None, &["netns", "del", &pod.netns]);
     }
     failure.map_or(Ok(()), Err)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failure(code: u32, details: &str) -> PodFailure {
+        PodFailure {
+            pod: "pod-1".into(),
+            node: "node-1".into(),
+            code,
+            message: String::new(),
+            details: details.into(),
+            attempts: 1,
+        }
+    }
+
+    #[test]
+    fn only_refusals_that_waiting_fixes_are_retried() {
+        assert!(failure(11, "ipamd reason ENI_ATTACH_IN_PROGRESS").retryable());
+        assert!(failure(11, "ipamd reason POOL_EMPTY_GROWING").retryable());
+        // ipamd unreachable: no reason, try again later.
+        assert!(failure(11, "connection refused; is vpcni-ipamd running on this node?").retryable());
+        for full in [
+            "NODE_MAX_PODS",
+            "NODE_ADDRESS_LIMIT",
+            "SUBNET_EXHAUSTED",
+            "NO_FREE_PREFIX",
+        ] {
+            assert!(
+                !failure(11, &format!("ipamd reason {full}")).retryable(),
+                "{full}"
+            );
+        }
+        assert!(!failure(100, "ipamd reason EC2_ERROR").retryable());
+        assert!(!failure(100, "wiring failed").retryable());
+    }
 }

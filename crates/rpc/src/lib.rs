@@ -19,11 +19,65 @@ pub const HEALTH_SERVICE_NAME: &str = "grpc.health.v1.vpcni";
 /// Default unix socket of ipamd.
 pub const DEFAULT_SOCKET_PATH: &str = "/var/run/vpcni/ipamd.sock";
 
+/// What a refusal means for whoever asked for the address. Decided here once, for the plugin (which CNI
+/// error code the runtime gets) and for the lab (whether to retry as kubelet would, or report at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outlook {
+    /// Waiting fixes it: an ENI is attaching, the pool is growing, EC2's throttling or the cooldown ends,
+    /// the daemon becomes ready.
+    Passing,
+    /// Only pods leaving fixes it: the node is at its max pods or address limit, or its subnets are full.
+    /// Still "try again later" for the runtime (kubelet retries), but nothing changes by waiting alone.
+    UntilPodsLeave,
+    /// Not a state of the node: the request was invalid, or EC2 failed in a way ipamd did not classify.
+    Error,
+}
+
+impl FailureReason {
+    /// What this refusal means for the pod that asked (see [`Outlook`]).
+    pub fn outlook(self) -> Outlook {
+        match self {
+            Self::EniAttachInProgress
+            | Self::PoolEmptyGrowing
+            | Self::Ec2Throttled
+            | Self::AllCoolingDown
+            | Self::NotReady => Outlook::Passing,
+            Self::NodeMaxPods | Self::NodeAddressLimit | Self::SubnetExhausted | Self::NoFreePrefix => {
+                Outlook::UntilPodsLeave
+            }
+            Self::InvalidRequest | Self::Ec2Error | Self::Unspecified => Outlook::Error,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use prost::Message;
 
     use super::*;
+
+    /// The original's kubelet-facing behaviour: a full node is retried by kubelet, not a crash; what only
+    /// pods leaving can fix is told apart from what waiting fixes, by name, as dashboards see it.
+    #[test]
+    fn refusals_that_only_pods_leaving_can_fix() {
+        let until_pods_leave: Vec<&str> = (0..=11)
+            .filter_map(|n| FailureReason::try_from(n).ok())
+            .filter(|r| r.outlook() == Outlook::UntilPodsLeave)
+            .map(|r| r.as_str_name())
+            .collect();
+        assert_eq!(
+            until_pods_leave,
+            [
+                "NODE_MAX_PODS",
+                "SUBNET_EXHAUSTED",
+                "NO_FREE_PREFIX",
+                "NODE_ADDRESS_LIMIT"
+            ]
+        );
+        assert_eq!(FailureReason::EniAttachInProgress.outlook(), Outlook::Passing);
+        assert_eq!(FailureReason::NotReady.outlook(), Outlook::Passing);
+        assert_eq!(FailureReason::InvalidRequest.outlook(), Outlook::Error);
+    }
 
     /// Field numbers are the wire contract with the original's plugin and ipamd: pin a few of them.
     #[test]

@@ -4,6 +4,9 @@
 //! and returns an exit code. Exit codes: 0 success, 1 the operation failed, 2 bad usage or unknown input.
 
 #![forbid(unsafe_code)]
+// `print!` panics when the reader has gone (`vpcnictl limits show m5.xlarge | head -1`): output goes through
+// `output::emit`, which ends quietly instead.
+#![deny(clippy::print_stdout)]
 
 mod commands;
 mod output;

@@ -320,3 +320,48 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
         assert!(output.status.success(), "{format}: {errors}");
     }
 }
+
+/// Output shorter than a pipe's buffer only fails if the reader is gone before the first write: the pipe is
+/// made here and its reading end closed before vpcnictl starts, so every write meets a closed pipe.
+#[test]
+fn every_command_that_prints_survives_a_reader_gone_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let types = dir.path().join("types.json");
+    std::fs::write(
+        &types,
+        r#"{"InstanceTypes": [{"InstanceType": "q9.large", "Hypervisor": "nitro", "BareMetal": false,
+            "NetworkInfo": {"MaximumNetworkInterfaces": 3, "Ipv4AddressesPerInterface": 12,
+              "DefaultNetworkCardIndex": 0,
+              "NetworkCards": [{"NetworkCardIndex": 0, "MaximumNetworkInterfaces": 3}]}}]}"#,
+    )
+    .unwrap();
+    let commands: [&[&str]; 7] = [
+        &["limits", "show", "m5.xlarge"],
+        &["limits", "show", "m5.xlarge", "--output", "json"],
+        &["limits", "import", types.to_str().unwrap()],
+        &["max-pods", "--instance-type", "m5.xlarge"],
+        &["max-pods", "--instance-type", "m5.xlarge", "--output", "json"],
+        &["pool", "--instance-type", "m5.xlarge", "--pods", "20"],
+        &[
+            "pool",
+            "--instance-type",
+            "m5.xlarge",
+            "--pods",
+            "20",
+            "--output",
+            "json",
+        ],
+    ];
+    for args in commands {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let output = Command::new(env!("CARGO_BIN_EXE_vpcnictl"))
+            .args(args)
+            .stdout(writer)
+            .output()
+            .expect("vpcnictl runs");
+        let errors = stderr(&output);
+        assert!(!errors.contains("panicked"), "{args:?}: {errors}");
+        assert!(output.status.success(), "{args:?}: {:?} {errors}", output.status);
+    }
+}

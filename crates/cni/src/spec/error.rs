@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-/// Error codes defined by the CNI spec (1.1.0 §"Error") that this plugin returns.
+/// Error codes defined by the CNI spec (1.1.0, "Error": <https://www.cni.dev/docs/spec/#error>) that this
+/// plugin returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
 pub enum ErrorCode {

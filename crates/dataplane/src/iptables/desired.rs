@@ -1,4 +1,5 @@
-//! The node's SNAT and CONNMARK rules as the original programs them (behaviour notes §3d), written in the
+//! The node's SNAT and CONNMARK rules as the original programs them
+//! (<https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/pkg/networkutils/network.go>), written in the
 //! exact form `iptables-save` prints them, so that comparing with what the kernel holds is a string
 //! comparison and a second run changes nothing.
 

@@ -1,8 +1,8 @@
-//! The node's SNAT and CONNMARK rules (behaviour notes §3d), programmed through `iptables-restore
-//! --noflush`: the input is built as data from what `iptables-save` shows, and applied in one call per
-//! table, so every change is atomic; running it again with the same settings changes nothing, and rules the
-//! settings no longer want (an exclusion removed, external SNAT switched on, an older release's chains)
-//! are removed. Works with either iptables backend (nf_tables or legacy), whichever `iptables` is.
+//! The node's SNAT and CONNMARK rules (as the original's `pkg/networkutils/network.go`), programmed through
+//! `iptables-restore --noflush`: the input is built as data from what `iptables-save` shows, and applied in
+//! one call per table, so every change is atomic; running it again with the same settings changes nothing,
+//! and rules the settings no longer want (an exclusion removed, external SNAT switched on, an older release's
+//! chains) are removed. Works with either iptables backend (nf_tables or legacy), whichever `iptables` is.
 //!
 //! Runs in the calling thread's network namespace (child processes inherit it).
 

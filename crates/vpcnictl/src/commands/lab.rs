@@ -260,7 +260,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Writes to stdout; a closed pipe (`| head`) ends the output quietly instead of panicking.
+/// The lab's progress logs go to stderr: stdout carries the command's output.
 fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use vpcni_limits::import::merge_describe_instance_types;
 use vpcni_limits::{InstanceLimits, LimitsTable};
 
-use crate::output::{OutputFormat, print_json, usage_error};
+use crate::output::{OutputFormat, print_json, say_raw, usage_error};
 
 /// Work with the instance limits table compiled into vpcni.
 #[derive(Debug, Subcommand)]
@@ -55,7 +55,7 @@ pub fn run(command: &LimitsCommand) -> anyhow::Result<ExitCode> {
                 Err(unknown) => return Ok(usage_error(unknown)),
             };
             match output {
-                OutputFormat::Text => print!("{}", describe(limits)),
+                OutputFormat::Text => say_raw!("{}", describe(limits)),
                 OutputFormat::Json => print_json(limits)?,
             }
             Ok(ExitCode::SUCCESS)
@@ -80,7 +80,7 @@ pub fn run(command: &LimitsCommand) -> anyhow::Result<ExitCode> {
                 Some(path) => {
                     std::fs::write(path, csv).with_context(|| format!("writing {}", path.display()))?;
                 }
-                None => print!("{csv}"),
+                None => say_raw!("{csv}"),
             }
             eprintln!(
                 "limits import: {} added, {} changed, {} unchanged, {} types in all{}",

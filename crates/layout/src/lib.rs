@@ -1,0 +1,133 @@
+//! The node layout vpcni shares with the Amazon VPC CNI: which route table each ENI's pods use, the
+//! priorities of the policy rules, and the gateway every pod routes through.
+//!
+//! ipamd programs the ENIs' tables and rules, the plugin programs each pod's rules and routes, and the
+//! engine reports each address's table to the plugin. They must agree to the number, and with the original
+//! (a node keeps working when one is replaced by the other), so each number is defined here once and
+//! nowhere else. The layout is described in the repository's `docs/node-layout.md`.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::net::Ipv4Addr;
+
+/// The kernel's main routing table. Pods on the primary ENI, and everything the node itself sends, use it.
+pub const MAIN_TABLE: u32 = 254;
+
+/// The gateway every pod routes through: a link-local address that exists nowhere. The pod's static ARP
+/// entry points it at the host end of its veth, so the node receives everything the pod sends.
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// Priorities of the policy rules vpcni (and the original) installs; lower runs first.
+pub mod priority {
+    /// `to <pod IP> lookup main`, one per pod (the plugin): traffic to a pod goes to its veth, whatever the
+    /// rules below say.
+    pub const TO_POD: u32 = 512;
+    /// `fwmark 0x80/0x80 lookup main` (ipamd): connections that came in on the primary ENI, or leave the
+    /// VPC through SNAT, answer through the primary ENI.
+    pub const FWMARK: u32 = 1024;
+    /// `to <cidr> lookup main`, one per `AWS_EXTERNAL_SERVICE_CIDRS` entry (ipamd).
+    pub const EXTERNAL_SERVICE: u32 = 1535;
+    /// `from <pod IP> lookup <ENI table>`, one per pod on a secondary ENI (the plugin): the pod's traffic
+    /// leaves through the ENI its address belongs to, as EC2's source/destination check demands.
+    pub const FROM_POD: u32 = 1536;
+    /// `from <ENI primary IP> lookup <ENI table>`, one per secondary ENI (ipamd).
+    pub const ENI_PRIMARY_IP: u32 = 32765;
+}
+
+/// Where an ENI is attached to its instance: the network card and the device index on that card.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EniSlot {
+    /// Network card index (0 on single-card instances).
+    pub network_card: u32,
+    /// Device index on that card (0 is the card's first ENI; card 0's is the instance's primary ENI).
+    pub device_number: u32,
+}
+
+impl EniSlot {
+    /// The primary ENI's slot.
+    pub const PRIMARY: Self = Self::new(0, 0);
+
+    /// The slot of device `device_number` on card `network_card`.
+    pub const fn new(network_card: u32, device_number: u32) -> Self {
+        Self {
+            network_card,
+            device_number,
+        }
+    }
+
+    /// The route table of the ENI in this slot, as the original numbers them: main for the primary ENI,
+    /// device number + 1 on card 0, and 10000 + 100 × card + device on the other cards (so no two ENIs of
+    /// an instance share a table, and none lands on the kernel's 253–255).
+    pub const fn route_table(self) -> u32 {
+        match (self.network_card, self.device_number) {
+            (0, 0) => MAIN_TABLE,
+            (0, device) => device + 1,
+            (card, device) => 10_000 + 100 * card + device,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    #[test]
+    fn single_card_tables_are_main_then_device_plus_one() {
+        assert_eq!(EniSlot::PRIMARY.route_table(), 254);
+        assert_eq!(EniSlot::new(0, 1).route_table(), 2);
+        assert_eq!(EniSlot::new(0, 3).route_table(), 4);
+        assert_eq!(EniSlot::new(0, 14).route_table(), 15);
+    }
+
+    /// p4d.24xlarge has four network cards of 15 ENIs each: every ENI it can hold gets its own table, the
+    /// ones the original gives it, and none is one of the kernel's reserved tables.
+    #[test]
+    fn every_eni_of_a_multi_card_instance_gets_its_own_table() {
+        let limits = vpcni_limits::builtin()
+            .get("p4d.24xlarge")
+            .expect("p4d.24xlarge is in the limits table");
+        assert_eq!(limits.network_cards.len(), 4, "{:?}", limits.network_cards);
+        let mut owners: BTreeMap<u32, EniSlot> = BTreeMap::new();
+        for card in &limits.network_cards {
+            for device in 0..card.max_enis {
+                let slot = EniSlot::new(card.index, device);
+                let table = slot.route_table();
+                if slot != EniSlot::PRIMARY {
+                    assert!(
+                        !(253..=255).contains(&table),
+                        "{slot:?} got reserved table {table}"
+                    );
+                    assert_ne!(table, 0, "{slot:?}");
+                }
+                if let Some(other) = owners.insert(table, slot) {
+                    panic!("{slot:?} and {other:?} share table {table}");
+                }
+            }
+        }
+        assert_eq!(owners.len(), 60);
+        // The original's numbers, written out: card 0 device 14 → 15, card 1 device 0 → 10100, card 3
+        // device 14 → 10314.
+        assert_eq!(owners[&254], EniSlot::PRIMARY);
+        assert_eq!(owners[&15], EniSlot::new(0, 14));
+        assert_eq!(owners[&10_100], EniSlot::new(1, 0));
+        assert_eq!(owners[&10_102], EniSlot::new(1, 2));
+        assert_eq!(owners[&10_314], EniSlot::new(3, 14));
+        // Device 0 of card 1 is not the primary ENI: it has a table of its own.
+        assert_ne!(EniSlot::new(1, 0).route_table(), MAIN_TABLE);
+    }
+
+    #[test]
+    fn rule_priorities_run_in_the_original_order() {
+        let order = [
+            priority::TO_POD,
+            priority::FWMARK,
+            priority::EXTERNAL_SERVICE,
+            priority::FROM_POD,
+            priority::ENI_PRIMARY_IP,
+        ];
+        assert_eq!(order, [512, 1024, 1535, 1536, 32765]);
+    }
+}
