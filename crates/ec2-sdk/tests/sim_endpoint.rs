@@ -1,5 +1,7 @@
-//! The SDK backend against the EC2 simulator's endpoint: EC2's rules (limits, prefixes, exhaustion,
-//! pagination, throttling) over the real wire protocol, and IMDSv2 through the SDK's metadata client.
+//! What is particular to the SDK backend, against the EC2 simulator's endpoint on a virtual clock: retries of
+//! throttled calls, an unreachable endpoint, attach delay, termination and injected faults over the wire, and
+//! IMDSv2 through the SDK's metadata client. EC2's rules over the wire, and what moto agrees on, are the
+//! conformance suite (tests/conformance.rs).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is its failure report
 
@@ -81,125 +83,6 @@ async fn attached_eni(ec2: &SdkEc2, handle: &EndpointHandle, subnet: &str, devic
         .await
         .unwrap();
     eni.network_interface_id
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn limits_and_prefixes_over_the_wire() {
-    let (handle, _clock) = endpoint().await;
-    let ec2 = client(&handle, 1, BudgetConfig::default()).await;
-    let first = attached_eni(&ec2, &handle, "big", 1).await;
-    let _second = attached_eni(&ec2, &handle, "big", 2).await;
-    let third = ec2
-        .create_network_interface(&CreateNetworkInterfaceRequest {
-            subnet_id: handle.created.subnets["big"].clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let error = ec2
-        .attach_network_interface(&third.network_interface_id, &node(&handle), 3, 0)
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind, Ec2ErrorKind::AttachmentLimitExceeded);
-
-    let prefixes = ec2
-        .assign_ipv4_prefixes(&first, &AddressRequest::Count(2))
-        .await
-        .unwrap();
-    assert!(
-        prefixes
-            .iter()
-            .all(|p| p.prefix_len() == 28 && u32::from(p.network()) % 16 == 0)
-    );
-    let ips = ec2
-        .assign_private_ip_addresses(&first, &AddressRequest::Count(7))
-        .await
-        .unwrap();
-    assert_eq!(ips.len(), 7);
-    let error = ec2
-        .assign_private_ip_addresses(&first, &AddressRequest::Count(1))
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind, Ec2ErrorKind::AddressLimitExceeded);
-    ec2.unassign_ipv4_prefixes(&first, &prefixes[..1]).await.unwrap();
-    ec2.unassign_private_ip_addresses(&first, &ips[..2])
-        .await
-        .unwrap();
-    let instance = ec2.describe_instance(&node(&handle)).await.unwrap();
-    let eni = instance
-        .network_interfaces
-        .iter()
-        .find(|e| e.network_interface_id == first)
-        .unwrap();
-    assert_eq!((eni.ipv4_prefixes.len(), eni.secondary_ips.len()), (1, 5));
-
-    let types = ec2
-        .describe_instance_types(&["m5.large".into(), "p5.48xlarge".into()])
-        .await
-        .unwrap();
-    assert_eq!(types.len(), 2);
-    assert_eq!(types[1].network_cards.len(), 32);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exhaustion_fragmentation_and_pagination() {
-    let (handle, _clock) = endpoint().await;
-    let ec2 = client(&handle, 1, BudgetConfig::default()).await;
-    let tiny = handle.created.subnets["tiny"].clone();
-    // 10.0.16.0/27: 27 usable addresses; the only whole /28 not touching reserved addresses is .16/28,
-    // and it holds .31, the broadcast: no prefix fits at all once one address sits in .0/28's usable part.
-    let eni = ec2
-        .create_network_interface(&CreateNetworkInterfaceRequest {
-            subnet_id: tiny.clone(),
-            secondary_ip_count: 20,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let error = ec2
-        .assign_ipv4_prefixes(&eni.network_interface_id, &AddressRequest::Count(1))
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind, Ec2ErrorKind::InsufficientCidrBlocks);
-    let error = ec2
-        .create_network_interface(&CreateNetworkInterfaceRequest {
-            subnet_id: tiny.clone(),
-            secondary_ip_count: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap_err();
-    assert_eq!(error.kind, Ec2ErrorKind::InsufficientFreeAddressesInSubnet);
-
-    for _ in 0..6 {
-        ec2.create_network_interface(&CreateNetworkInterfaceRequest {
-            subnet_id: handle.created.subnets["big"].clone(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    }
-    let mut token = None;
-    let mut seen = 0;
-    let mut pages = 0;
-    loop {
-        let page = ec2
-            .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
-                filters: vec![Filter::new("status", "available")],
-                max_results: Some(5),
-                next_token: token.clone(),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-        seen += page.network_interfaces.len();
-        pages += 1;
-        token = page.next_token;
-        if token.is_none() {
-            break;
-        }
-    }
-    assert_eq!((seen, pages), (7, 2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -389,4 +272,24 @@ async fn attach_delay_termination_leaks_and_injected_faults() {
     ec2.delete_network_interface(&kept.network_interface_id)
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_endpoint_is_unavailable_not_a_hang() {
+    // A port that was just free: nothing listens on it, so the connection is refused at once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ec2 = SdkEc2::new(SdkEc2Options {
+        endpoint: Some(format!("http://127.0.0.1:{port}")),
+        region: Some("us-west-2".into()),
+        static_credentials: Some(("testing".into(), "testing".into())),
+        max_attempts: 1,
+        ..SdkEc2Options::default()
+    })
+    .await;
+    let error = ec2.describe_subnets(&[], &[]).await.unwrap_err();
+    assert_eq!(error.kind, Ec2ErrorKind::Unavailable, "{error}");
 }
