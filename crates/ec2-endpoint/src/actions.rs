@@ -258,7 +258,10 @@ pub async fn run(sim: &Simulator, action: &str, params: &Params) -> Result<Xml, 
                 description: params.get("Description").unwrap_or_default().to_owned(),
                 security_groups: params.list("SecurityGroupId"),
                 tags: params.tag_specifications("network-interface")?,
+                private_ip: params.ip("PrivateIpAddress")?,
+                private_ips: params.private_ip_specs()?,
                 secondary_ip_count: params.number("SecondaryPrivateIpAddressCount")?.unwrap_or(0),
+                ipv4_prefixes: params.cidr_member_list("Ipv4Prefix", "Ipv4Prefix")?,
                 ipv4_prefix_count: params.number("Ipv4PrefixCount")?.unwrap_or(0),
             };
             let eni = sim.create_network_interface(&request).await?;

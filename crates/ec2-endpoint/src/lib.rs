@@ -18,5 +18,5 @@ pub mod server;
 pub mod topology;
 mod xml;
 
-pub use server::{EndpointConfig, EndpointHandle, serve};
+pub use server::{EndpointConfig, EndpointHandle, serve, serve_with_clock};
 pub use topology::{Topology, TopologyError};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use vpcni_ec2::{Ec2Error, Filter, Tags};
+use vpcni_ec2::{Ec2Error, Filter, PrivateIpSpec, Tags};
 
 /// Largest request body accepted; real EC2 requests of the kinds served here are a few kilobytes.
 pub const MAX_BODY_BYTES: usize = 256 * 1024;
@@ -113,6 +113,39 @@ impl Params {
             .collect()
     }
 
+    /// CreateNetworkInterface's `PrivateIpAddresses.N.PrivateIpAddress` / `.Primary` entries.
+    pub fn private_ip_specs(&self) -> Result<Vec<PrivateIpSpec>, Ec2Error> {
+        let mut specs = Vec::new();
+        for i in 1.. {
+            let name = format!("PrivateIpAddresses.{i}.PrivateIpAddress");
+            let Some(address) = self.ip(&name)? else {
+                break;
+            };
+            let primary = self
+                .boolean(&format!("PrivateIpAddresses.{i}.Primary"))?
+                .unwrap_or(false);
+            specs.push(PrivateIpSpec { address, primary });
+        }
+        Ok(specs)
+    }
+
+    /// A list of structures with one CIDR member each, e.g. CreateNetworkInterface's `Ipv4Prefix.N.Ipv4Prefix`.
+    pub fn cidr_member_list(&self, name: &str, member: &str) -> Result<Vec<Ipv4Net>, Ec2Error> {
+        let mut cidrs = Vec::new();
+        for i in 1.. {
+            let key = format!("{name}.{i}.{member}");
+            let Some(value) = self.get(&key) else {
+                break;
+            };
+            cidrs.push(
+                value
+                    .parse()
+                    .map_err(|_| malformed(&key, value, "an IPv4 CIDR block"))?,
+            );
+        }
+        Ok(cidrs)
+    }
+
     /// `Filter.N.Name` / `Filter.N.Value.M`.
     pub fn filters(&self) -> Result<Vec<Filter>, Ec2Error> {
         let mut filters = Vec::new();
@@ -191,6 +224,37 @@ mod tests {
             "v w"
         );
         assert!(params.tag_specifications("instance").unwrap().is_empty());
+    }
+
+    #[test]
+    fn create_network_interface_address_structures_are_read() {
+        let params = Params::parse(
+            b"PrivateIpAddresses.1.PrivateIpAddress=10.0.0.5&PrivateIpAddresses.1.Primary=true\
+              &PrivateIpAddresses.2.PrivateIpAddress=10.0.0.6\
+              &Ipv4Prefix.1.Ipv4Prefix=10.0.0.32%2F28&Ipv4Prefix.2.Ipv4Prefix=10.0.0.48/28",
+        );
+        assert_eq!(
+            params.private_ip_specs().unwrap(),
+            vec![
+                PrivateIpSpec::primary(Ipv4Addr::new(10, 0, 0, 5)),
+                PrivateIpSpec::secondary(Ipv4Addr::new(10, 0, 0, 6)),
+            ]
+        );
+        assert_eq!(
+            params.cidr_member_list("Ipv4Prefix", "Ipv4Prefix").unwrap(),
+            vec![
+                "10.0.0.32/28".parse::<Ipv4Net>().unwrap(),
+                "10.0.0.48/28".parse::<Ipv4Net>().unwrap()
+            ]
+        );
+        let bad = Params::parse(b"Ipv4Prefix.1.Ipv4Prefix=10.0.0.32&PrivateIpAddresses.1.PrivateIpAddress=x");
+        let error = bad.cidr_member_list("Ipv4Prefix", "Ipv4Prefix").unwrap_err();
+        assert!(error.message.contains("Ipv4Prefix.1.Ipv4Prefix"), "{error}");
+        let error = bad.private_ip_specs().unwrap_err();
+        assert!(
+            error.message.contains("PrivateIpAddresses.1.PrivateIpAddress"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use vpcni_ec2::sim::{AccountState, SimConfig, Simulator, WallClock};
+use vpcni_ec2::sim::{AccountState, Clock, SimConfig, Simulator, WallClock};
 use vpcni_ec2::{Ec2Error, Ec2ErrorKind};
 
 use crate::actions;
@@ -142,13 +142,22 @@ fn save_state(path: &Path, sim: &Simulator) {
     }
 }
 
-/// Starts the endpoint.
+/// Starts the endpoint on the wall clock.
 pub async fn serve(config: EndpointConfig) -> Result<EndpointHandle, EndpointError> {
+    serve_with_clock(config, Arc::new(WallClock)).await
+}
+
+/// Starts the endpoint on `clock`. With a [`VirtualClock`](vpcni_ec2::sim::VirtualClock), time behind the
+/// endpoint (attach delay, metadata lag, throttle refill, simulated latency) moves only when the caller moves
+/// it, so a test over the wire can be exact about time without sleeping.
+pub async fn serve_with_clock(
+    config: EndpointConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<EndpointHandle, EndpointError> {
     let sim_config = config
         .topology
         .as_ref()
         .map_or_else(|| config.sim.clone(), |t| t.sim.clone());
-    let clock = Arc::new(WallClock);
     let restored = match &config.state_dir {
         Some(dir) => {
             std::fs::create_dir_all(dir).map_err(|e| EndpointError::State {
@@ -249,8 +258,10 @@ async fn ec2_request(State(state): State<Ec2State>, RawQuery(query): RawQuery, b
             error_document(&error.code, &error.message, &request_id),
         );
     };
+    // On a virtual clock the simulator spends the latency itself; the wall clock cannot be moved, so the
+    // server waits it out instead.
     let latency = state.sim.latency_ms(&action);
-    if latency > 0 {
+    if latency > 0 && !state.sim.clock_is_virtual() {
         tokio::time::sleep(std::time::Duration::from_millis(latency)).await;
     }
     match actions::run(&state.sim, &action, &params).await {

@@ -4,7 +4,11 @@
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// tokio's clock rather than std's: the same in production, and a test on tokio's paused clock sees exact
+// refills instead of however long the machine took between two calls.
+use tokio::time::Instant;
 
 /// Bucket sizes: describe calls and mutating calls draw from separate buckets, as EC2 meters them.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -159,13 +163,23 @@ mod tests {
             mutate_per_second: 1.0,
             ..Default::default()
         });
+        let start = Instant::now();
         budget.acquire("AssignPrivateIpAddresses").await;
         budget.acquire("AssignPrivateIpAddresses").await;
         assert_eq!(budget.stats().waited(), Duration::ZERO);
+        // The burst is spent: the third call waits exactly one refill (1 token at 1 per second).
         budget.acquire("AssignPrivateIpAddresses").await;
-        assert!(budget.stats().waited() > Duration::ZERO);
-        // Describe calls have their own bucket.
+        assert_eq!(budget.stats().waited(), Duration::from_secs(1));
+        assert_eq!(start.elapsed(), Duration::from_secs(1));
+        // Describe calls have their own bucket: no wait.
         budget.acquire("DescribeInstances").await;
+        assert_eq!(budget.stats().waited(), Duration::from_secs(1));
         assert_eq!(budget.stats().calls()["AssignPrivateIpAddresses"], 3);
+        // A second later the bucket holds one token again, not more than it was refilled by.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        budget.acquire("AssignPrivateIpAddresses").await;
+        assert_eq!(budget.stats().waited(), Duration::from_secs(1));
+        budget.acquire("AssignPrivateIpAddresses").await;
+        assert_eq!(budget.stats().waited(), Duration::from_secs(2));
     }
 }

@@ -295,8 +295,26 @@ impl Ec2 for SdkEc2 {
         if !request.security_groups.is_empty() {
             sdk_request = sdk_request.set_groups(Some(request.security_groups.clone()));
         }
+        if let Some(ip) = request.private_ip {
+            sdk_request = sdk_request.private_ip_address(ip.to_string());
+        }
+        for spec in &request.private_ips {
+            sdk_request = sdk_request.private_ip_addresses(
+                sdk::PrivateIpAddressSpecification::builder()
+                    .private_ip_address(spec.address.to_string())
+                    .primary(spec.primary)
+                    .build(),
+            );
+        }
         if request.secondary_ip_count > 0 {
             sdk_request = sdk_request.secondary_private_ip_address_count(request.secondary_ip_count as i32);
+        }
+        for prefix in &request.ipv4_prefixes {
+            sdk_request = sdk_request.ipv4_prefixes(
+                sdk::Ipv4PrefixSpecificationRequest::builder()
+                    .ipv4_prefix(prefix.to_string())
+                    .build(),
+            );
         }
         if request.ipv4_prefix_count > 0 {
             sdk_request = sdk_request.ipv4_prefix_count(request.ipv4_prefix_count as i32);

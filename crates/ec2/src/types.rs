@@ -217,10 +217,44 @@ pub struct CreateNetworkInterfaceRequest {
     pub security_groups: Vec<String>,
     /// Tags applied at creation.
     pub tags: Tags,
-    /// Secondary addresses to assign at creation (`SecondaryPrivateIpAddressCount`).
+    /// The primary address (`PrivateIpAddress`); `None` lets EC2 pick one from the subnet.
+    pub private_ip: Option<Ipv4Addr>,
+    /// Exact addresses (`PrivateIpAddresses.N`), at most one of them primary (none if `private_ip` is set);
+    /// the others become secondary addresses.
+    pub private_ips: Vec<PrivateIpSpec>,
+    /// Secondary addresses EC2 picks at creation (`SecondaryPrivateIpAddressCount`).
     pub secondary_ip_count: u32,
-    /// /28 prefixes to assign at creation (`Ipv4PrefixCount`).
+    /// Exact /28 prefixes to assign at creation (`Ipv4Prefix.N`).
+    pub ipv4_prefixes: Vec<Ipv4Net>,
+    /// /28 prefixes EC2 picks at creation (`Ipv4PrefixCount`).
     pub ipv4_prefix_count: u32,
+}
+
+/// One entry of CreateNetworkInterface's `PrivateIpAddresses.N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PrivateIpSpec {
+    /// The address.
+    pub address: Ipv4Addr,
+    /// Whether it is the ENI's primary address.
+    pub primary: bool,
+}
+
+impl PrivateIpSpec {
+    /// A secondary address.
+    pub fn secondary(address: Ipv4Addr) -> Self {
+        Self {
+            address,
+            primary: false,
+        }
+    }
+
+    /// The primary address.
+    pub fn primary(address: Ipv4Addr) -> Self {
+        Self {
+            address,
+            primary: true,
+        }
+    }
 }
 
 /// A subnet.

@@ -1,8 +1,9 @@
-//! Every simulator rule, exercised through the `Ec2` and `Imds` traits the daemon uses.
+//! What only the simulator has: its own time (attach delay, metadata lag, throttle refill on a virtual
+//! clock), injected faults, seeds, subnet CIDR reservations and instance termination. EC2's rules, the same on
+//! every backend, are in the conformance suite (tests/conformance.rs, `vpcni_ec2::conformance`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is its failure report
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use futures::executor::block_on;
@@ -60,163 +61,6 @@ fn code<T: std::fmt::Debug>(result: Result<T, vpcni_ec2::Ec2Error>) -> String {
 }
 
 #[test]
-fn instances_start_with_a_primary_eni_at_device_zero() {
-    let w = world("m5.xlarge");
-    let instance = block_on(w.sim.describe_instance(&w.instance)).unwrap();
-    assert_eq!(instance.instance_type, "m5.xlarge");
-    assert_eq!(instance.network_interfaces.len(), 1);
-    let primary = &instance.network_interfaces[0];
-    let attachment = primary.attachment.as_ref().unwrap();
-    assert_eq!((attachment.device_index, attachment.network_card_index), (0, 0));
-    assert!(attachment.delete_on_termination);
-    // The first four addresses of the subnet are AWS's: the first instance gets .4.
-    assert_eq!(primary.private_ip, Ipv4Addr::new(10, 0, 0, 4));
-    assert_eq!(
-        code(block_on(w.sim.describe_instance("i-nope"))),
-        "InvalidInstanceID.NotFound"
-    );
-    assert_eq!(
-        code(w.sim.run_instance("m5.hyperlarge", &w.subnet, None, Tags::new())),
-        "InvalidParameterValue"
-    );
-}
-
-#[test]
-fn subnets_reserve_five_addresses_and_run_out() {
-    let w = world_with(SimConfig::default(), "10.0.0.0/28", "t3.medium");
-    let subnets = block_on(w.sim.describe_subnets(std::slice::from_ref(&w.subnet), &[])).unwrap();
-    // 16 − 5 reserved − 1 primary.
-    assert_eq!(subnets[0].available_ip_address_count, 10);
-    let eni = new_eni(&w);
-    block_on(w.sim.attach_network_interface(&eni, &w.instance, 1, 0)).unwrap();
-    let got = block_on(w.sim.assign_private_ip_addresses(&eni, &AddressRequest::Count(4))).unwrap();
-    assert_eq!(got.len(), 4);
-    let second = new_eni(&w);
-    block_on(w.sim.attach_network_interface(&second, &w.instance, 2, 0)).unwrap();
-    block_on(
-        w.sim
-            .assign_private_ip_addresses(&second, &AddressRequest::Count(4)),
-    )
-    .unwrap();
-    let error = block_on(
-        w.sim
-            .assign_private_ip_addresses(&second, &AddressRequest::Count(1)),
-    )
-    .unwrap_err();
-    assert_eq!(error.code, "InsufficientFreeAddressesInSubnet");
-    assert_eq!(error.kind, Ec2ErrorKind::InsufficientFreeAddressesInSubnet);
-    assert_eq!(
-        block_on(w.sim.describe_subnets(&[], &[])).unwrap()[0].available_ip_address_count,
-        0
-    );
-}
-
-#[test]
-fn eni_limits_are_per_network_card_and_device_indices_unique() {
-    let w = world("m5.xlarge"); // 4 ENIs on card 0
-    let enis: Vec<String> = (0..4).map(|_| new_eni(&w)).collect();
-    for (i, eni) in enis.iter().take(3).enumerate() {
-        block_on(w.sim.attach_network_interface(eni, &w.instance, i as u32 + 1, 0)).unwrap();
-    }
-    let error = block_on(w.sim.attach_network_interface(&enis[3], &w.instance, 5, 0)).unwrap_err();
-    assert_eq!(
-        (error.code.as_str(), error.kind),
-        ("AttachmentLimitExceeded", Ec2ErrorKind::AttachmentLimitExceeded)
-    );
-    assert_eq!(
-        code(block_on(w.sim.attach_network_interface(
-            &enis[3],
-            &w.instance,
-            0,
-            1
-        ))),
-        "InvalidParameterValue"
-    );
-
-    let p5 = world("p5.48xlarge"); // 32 cards of 2
-    let a = new_eni(&p5);
-    let b = new_eni(&p5);
-    let c = new_eni(&p5);
-    block_on(p5.sim.attach_network_interface(&a, &p5.instance, 1, 0)).unwrap();
-    assert_eq!(
-        code(block_on(p5.sim.attach_network_interface(&b, &p5.instance, 2, 0))),
-        "AttachmentLimitExceeded"
-    );
-    block_on(p5.sim.attach_network_interface(&b, &p5.instance, 0, 1)).unwrap();
-    assert_eq!(
-        code(block_on(p5.sim.attach_network_interface(&c, &p5.instance, 0, 1))),
-        "InvalidParameterValue",
-        "device index taken"
-    );
-}
-
-#[test]
-fn address_slots_count_secondary_ips_and_prefixes_alike() {
-    let w = world("m5.large"); // 10 IPv4 per ENI: the primary + 9
-    let eni = new_eni(&w);
-    block_on(w.sim.attach_network_interface(&eni, &w.instance, 1, 0)).unwrap();
-    block_on(w.sim.assign_private_ip_addresses(&eni, &AddressRequest::Count(5))).unwrap();
-    block_on(w.sim.assign_ipv4_prefixes(&eni, &AddressRequest::Count(4))).unwrap();
-    let error = block_on(w.sim.assign_ipv4_prefixes(&eni, &AddressRequest::Count(1))).unwrap_err();
-    assert_eq!(
-        (error.code.as_str(), error.kind),
-        (
-            "PrivateIpAddressLimitExceeded",
-            Ec2ErrorKind::AddressLimitExceeded
-        )
-    );
-    assert_eq!(
-        code(block_on(
-            w.sim.assign_private_ip_addresses(&eni, &AddressRequest::Count(1))
-        )),
-        "PrivateIpAddressLimitExceeded"
-    );
-    // Releasing one frees one slot.
-    let view = block_on(
-        w.sim
-            .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
-                network_interface_ids: vec![eni.clone()],
-                ..Default::default()
-            }),
-    )
-    .unwrap();
-    let prefix = view.network_interfaces[0].ipv4_prefixes[0];
-    block_on(w.sim.unassign_ipv4_prefixes(&eni, &[prefix])).unwrap();
-    block_on(w.sim.assign_private_ip_addresses(&eni, &AddressRequest::Count(1))).unwrap();
-}
-
-#[test]
-fn prefixes_are_aligned_disjoint_and_fragmentation_is_reported() {
-    let w = world_with(SimConfig::default(), "10.0.0.0/26", "m5.xlarge");
-    let eni = new_eni(&w);
-    block_on(w.sim.attach_network_interface(&eni, &w.instance, 1, 0)).unwrap();
-    let prefixes = block_on(w.sim.assign_ipv4_prefixes(&eni, &AddressRequest::Count(2))).unwrap();
-    for prefix in &prefixes {
-        assert_eq!(prefix.prefix_len(), 28);
-        assert_eq!(u32::from(prefix.network()) % 16, 0, "{prefix} is aligned");
-    }
-    // Single addresses never land inside a prefix.
-    let singles = block_on(w.sim.assign_private_ip_addresses(&eni, &AddressRequest::Count(3))).unwrap();
-    assert!(singles.iter().all(|ip| prefixes.iter().all(|p| !p.contains(ip))));
-    // What is left: scattered addresses, no whole /28.
-    let error = block_on(w.sim.assign_ipv4_prefixes(&eni, &AddressRequest::Count(1))).unwrap_err();
-    assert_eq!(
-        (error.code.as_str(), error.kind),
-        ("InsufficientCidrBlocks", Ec2ErrorKind::InsufficientCidrBlocks)
-    );
-    assert!(block_on(w.sim.describe_subnets(&[], &[])).unwrap()[0].available_ip_address_count > 0);
-    // Explicit prefixes must be aligned and free.
-    let misaligned: Ipv4Net = "10.0.0.8/28".parse().unwrap();
-    assert_eq!(
-        code(block_on(w.sim.assign_ipv4_prefixes(
-            &eni,
-            &AddressRequest::Explicit(vec![misaligned])
-        ))),
-        "InvalidParameterValue"
-    );
-}
-
-#[test]
 fn subnet_cidr_reservations_keep_room_for_prefixes() {
     let w = world_with(SimConfig::default(), "10.0.0.0/26", "c5.4xlarge"); // 30 addresses per ENI
     w.sim
@@ -246,26 +90,14 @@ fn subnet_cidr_reservations_keep_room_for_prefixes() {
 }
 
 #[test]
-fn prefixes_need_nitro_or_bare_metal() {
-    let w = world("m4.large");
-    let eni = new_eni(&w);
-    block_on(w.sim.attach_network_interface(&eni, &w.instance, 1, 0)).unwrap();
-    let error = block_on(w.sim.assign_ipv4_prefixes(&eni, &AddressRequest::Count(1))).unwrap_err();
-    assert!(
-        error.message.contains("Prefix delegation is not supported"),
-        "{error}"
-    );
-}
-
-#[test]
-fn attach_takes_time_and_detach_comes_before_delete() {
+fn attach_takes_the_configured_time_on_the_virtual_clock() {
     let config = SimConfig {
         attach_delay_ms: 3_000,
         ..SimConfig::default()
     };
     let w = world_with(config, "10.0.0.0/20", "m5.xlarge");
     let eni = new_eni(&w);
-    let attachment = block_on(w.sim.attach_network_interface(&eni, &w.instance, 1, 0)).unwrap();
+    block_on(w.sim.attach_network_interface(&eni, &w.instance, 1, 0)).unwrap();
     let describe = |w: &World| {
         block_on(
             w.sim
@@ -283,31 +115,22 @@ fn attach_takes_time_and_detach_comes_before_delete() {
         describe(&w).attachment.unwrap().status,
         AttachmentStatus::Attaching
     );
-    w.clock.advance(3_000);
+    w.clock.advance(2_999);
+    assert_eq!(describe(&w).status, InterfaceStatus::Attaching);
+    w.clock.advance(1);
     assert_eq!(describe(&w).status, InterfaceStatus::InUse);
     assert_eq!(
-        code(block_on(w.sim.delete_network_interface(&eni))),
-        "InvalidNetworkInterface.InUse"
+        describe(&w).attachment.unwrap().status,
+        AttachmentStatus::Attached
     );
-    block_on(w.sim.detach_network_interface(&attachment, false)).unwrap();
-    assert_eq!(describe(&w).status, InterfaceStatus::Available);
-    block_on(w.sim.delete_network_interface(&eni)).unwrap();
+}
+
+#[test]
+fn unknown_instance_types_are_refused() {
+    let w = world("m5.xlarge");
     assert_eq!(
-        code(block_on(w.sim.delete_network_interface(&eni))),
-        "InvalidNetworkInterfaceID.NotFound"
-    );
-    // The primary ENI cannot be detached.
-    let instance = block_on(w.sim.describe_instance(&w.instance)).unwrap();
-    let primary_attachment = instance.network_interfaces[0]
-        .attachment
-        .clone()
-        .unwrap()
-        .attachment_id;
-    assert_eq!(
-        code(block_on(
-            w.sim.detach_network_interface(&primary_attachment, false)
-        )),
-        "OperationNotPermitted"
+        code(w.sim.run_instance("m5.hyperlarge", &w.subnet, None, Tags::new())),
+        "InvalidParameterValue"
     );
 }
 
@@ -343,103 +166,6 @@ fn termination_deletes_delete_on_termination_enis_and_leaks_the_rest() {
     // The deleted ENI's and the primary's addresses went back to the subnet.
     let after = block_on(w.sim.describe_subnets(&[], &[])).unwrap()[0].available_ip_address_count;
     assert_eq!(after, before + 1 + 3 + 1);
-}
-
-#[test]
-fn describe_network_interfaces_filters_and_pages() {
-    let w = world("c5.4xlarge");
-    let mut tags = Tags::new();
-    tags.insert("node.k8s.amazonaws.com/instance_id".into(), w.instance.clone());
-    let mut created = Vec::new();
-    for i in 0..12 {
-        let request = CreateNetworkInterfaceRequest {
-            subnet_id: w.subnet.clone(),
-            description: if i % 2 == 0 {
-                "aws-K8S-i-1".into()
-            } else {
-                "other".into()
-            },
-            tags: if i < 7 { tags.clone() } else { Tags::new() },
-            ..Default::default()
-        };
-        created.push(
-            block_on(w.sim.create_network_interface(&request))
-                .unwrap()
-                .network_interface_id,
-        );
-    }
-    let tagged = |next_token: Option<String>| DescribeNetworkInterfacesRequest {
-        filters: vec![
-            Filter::new("tag-key", "node.k8s.amazonaws.com/instance_id"),
-            Filter::new("status", "available"),
-        ],
-        max_results: Some(5),
-        next_token,
-        ..Default::default()
-    };
-    let first = block_on(w.sim.describe_network_interfaces(&tagged(None))).unwrap();
-    assert_eq!(first.network_interfaces.len(), 5);
-    let second = block_on(
-        w.sim
-            .describe_network_interfaces(&tagged(first.next_token.clone())),
-    )
-    .unwrap();
-    assert_eq!(second.network_interfaces.len(), 2);
-    assert!(second.next_token.is_none());
-    let described = block_on(
-        w.sim
-            .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
-                filters: vec![
-                    Filter::new("description", "aws-K8S-*"),
-                    Filter::new("tag:node.k8s.amazonaws.com/instance_id", w.instance.clone()),
-                ],
-                ..Default::default()
-            }),
-    )
-    .unwrap();
-    assert_eq!(
-        described.network_interfaces.len(),
-        4,
-        "even-numbered among the first seven"
-    );
-    let by_instance = block_on(
-        w.sim
-            .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
-                filters: vec![Filter::new("attachment.instance-id", w.instance.clone())],
-                ..Default::default()
-            }),
-    )
-    .unwrap();
-    assert_eq!(
-        by_instance.network_interfaces.len(),
-        1,
-        "only the primary is attached"
-    );
-    let bad_page = DescribeNetworkInterfacesRequest {
-        max_results: Some(2),
-        ..Default::default()
-    };
-    assert_eq!(
-        code(block_on(w.sim.describe_network_interfaces(&bad_page))),
-        "InvalidParameterValue"
-    );
-    let bad_filter = DescribeNetworkInterfacesRequest {
-        filters: vec![Filter::new("colour", "blue")],
-        ..Default::default()
-    };
-    assert_eq!(
-        code(block_on(w.sim.describe_network_interfaces(&bad_filter))),
-        "InvalidParameterValue"
-    );
-    // Tags added later are found.
-    block_on(w.sim.create_tags(&[created[11].clone()], &tags)).unwrap();
-    let all = block_on(w.sim.describe_network_interfaces(&tagged(None))).unwrap();
-    let rest = block_on(w.sim.describe_network_interfaces(&tagged(all.next_token))).unwrap();
-    assert_eq!(all.network_interfaces.len() + rest.network_interfaces.len(), 8);
-    assert_eq!(
-        code(block_on(w.sim.create_tags(&["eni-0000".into()], &tags))),
-        "InvalidNetworkInterfaceID.NotFound"
-    );
 }
 
 #[test]
@@ -612,33 +338,4 @@ fn the_same_seed_gives_the_same_world() {
         "m5.xlarge",
     );
     assert_ne!(other.instance, ids().0);
-}
-
-#[test]
-fn creating_an_eni_with_addresses_is_all_or_nothing() {
-    let w = world_with(SimConfig::default(), "10.0.0.0/28", "m5.xlarge");
-    let before = block_on(w.sim.describe_subnets(&[], &[])).unwrap()[0].available_ip_address_count;
-    let request = CreateNetworkInterfaceRequest {
-        subnet_id: w.subnet.clone(),
-        secondary_ip_count: 20,
-        ..Default::default()
-    };
-    assert_eq!(
-        code(block_on(w.sim.create_network_interface(&request))),
-        "InsufficientFreeAddressesInSubnet"
-    );
-    assert_eq!(
-        block_on(w.sim.describe_subnets(&[], &[])).unwrap()[0].available_ip_address_count,
-        before
-    );
-    let with_prefix = CreateNetworkInterfaceRequest {
-        subnet_id: w.subnet.clone(),
-        ipv4_prefix_count: 1,
-        ..Default::default()
-    };
-    let error = block_on(w.sim.create_network_interface(&with_prefix)).unwrap_err();
-    assert!(matches!(
-        error.kind,
-        Ec2ErrorKind::InsufficientCidrBlocks | Ec2ErrorKind::InsufficientFreeAddressesInSubnet
-    ));
 }

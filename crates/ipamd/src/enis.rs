@@ -198,6 +198,7 @@ async fn attach_new_eni(
             tags: tags.clone(),
             secondary_ip_count: ips,
             ipv4_prefix_count: prefixes,
+            ..Default::default()
         };
         match ec2.create_network_interface(&request).await {
             Ok(eni) => {

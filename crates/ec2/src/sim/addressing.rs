@@ -109,7 +109,10 @@ impl SubnetAddresses {
         if !self.cidr.contains(&ip) {
             return Err(Ec2Error::new(
                 "InvalidParameterValue",
-                format!("Address {ip} is not in subnet {}", self.cidr),
+                format!(
+                    "Address {ip} does not fall within the subnet's address range ({})",
+                    self.cidr
+                ),
             ));
         }
         if self.is_aws_reserved(addr) {

@@ -13,6 +13,11 @@ pub trait Clock: Send + Sync + Debug {
     /// Lets simulated call latency pass: a virtual clock moves forward; the wall clock cannot, the server
     /// in front of the simulator sleeps instead.
     fn spend(&self, _ms: u64) {}
+    /// Whether time moves only when told to: then nothing in front of the simulator may wait on the wall
+    /// clock for simulated latency, the [`spend`](Clock::spend) above already moved it.
+    fn is_virtual(&self) -> bool {
+        false
+    }
 }
 
 /// A clock that moves only when told to.
@@ -38,6 +43,10 @@ impl Clock for VirtualClock {
 
     fn spend(&self, ms: u64) {
         self.advance(ms);
+    }
+
+    fn is_virtual(&self) -> bool {
+        true
     }
 }
 

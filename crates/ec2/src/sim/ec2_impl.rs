@@ -142,7 +142,7 @@ impl Ec2 for Simulator {
         request: &CreateNetworkInterfaceRequest,
     ) -> Result<NetworkInterface, Ec2Error> {
         self.call("CreateNetworkInterface", |account, now, _| {
-            let id = account.create_eni(request, None)?;
+            let id = account.create_eni(request)?;
             Ok(account.eni_view(&account.enis[&id], now))
         })
     }

@@ -149,6 +149,11 @@ impl Simulator {
         self.clock.now_ms()
     }
 
+    /// Whether the simulator runs on a virtual clock (see [`Clock::is_virtual`]).
+    pub fn clock_is_virtual(&self) -> bool {
+        self.clock.is_virtual()
+    }
+
     /// A copy of the account, for saving.
     pub fn snapshot(&self) -> AccountState {
         self.lock().account.clone()

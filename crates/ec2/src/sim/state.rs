@@ -154,6 +154,73 @@ fn invalid(message: impl Into<String>) -> Ec2Error {
     Ec2Error::new("InvalidParameterValue", message)
 }
 
+/// Address slots (primary, secondaries, prefixes) of an ENI attached to nothing: the most any instance type
+/// allows per ENI. Attaching checks the instance type's own limit.
+const UNATTACHED_SLOT_LIMIT: u32 = 50;
+
+fn combination(message: impl Into<String>) -> Ec2Error {
+    Ec2Error::new("InvalidParameterCombination", message)
+}
+
+/// CreateNetworkInterface's rules for combining its address parameters, as EC2's API reference states them:
+/// - only one primary: `PrivateIpAddress`, or one entry of `PrivateIpAddresses.N` marked primary, not both;
+/// - exact addresses (`PrivateIpAddresses.N`) exclude prefixes (exact or counted), and a count of secondary
+///   addresses goes with at most one of them ("You can't specify this option and specify more than one private
+///   IP address using privateIpAddresses");
+/// - a count of secondary addresses excludes prefixes (exact or counted);
+/// - exact prefixes exclude a count of prefixes;
+/// - no address or prefix twice.
+fn check_create_combination(request: &CreateNetworkInterfaceRequest) -> Result<(), Ec2Error> {
+    let listed_primaries = request.private_ips.iter().filter(|p| p.primary).count();
+    if listed_primaries > 1 {
+        return Err(invalid(
+            "Only one of the PrivateIpAddresses can be designated as primary.",
+        ));
+    }
+    if listed_primaries == 1 && request.private_ip.is_some() {
+        return Err(combination(
+            "PrivateIpAddress is the primary address: none of PrivateIpAddresses can be designated as primary as well.",
+        ));
+    }
+    let any_prefixes = !request.ipv4_prefixes.is_empty() || request.ipv4_prefix_count > 0;
+    if !request.private_ips.is_empty() && any_prefixes {
+        return Err(combination(
+            "PrivateIpAddresses cannot be combined with Ipv4Prefix or Ipv4PrefixCount.",
+        ));
+    }
+    if request.secondary_ip_count > 0 && request.private_ips.len() > 1 {
+        return Err(combination(
+            "SecondaryPrivateIpAddressCount cannot be combined with more than one of PrivateIpAddresses.",
+        ));
+    }
+    if request.secondary_ip_count > 0 && any_prefixes {
+        return Err(combination(
+            "SecondaryPrivateIpAddressCount cannot be combined with Ipv4Prefix or Ipv4PrefixCount.",
+        ));
+    }
+    if !request.ipv4_prefixes.is_empty() && request.ipv4_prefix_count > 0 {
+        return Err(combination("Ipv4Prefix and Ipv4PrefixCount cannot be combined."));
+    }
+    let mut addresses: Vec<Ipv4Addr> = request.private_ips.iter().map(|p| p.address).collect();
+    addresses.extend(request.private_ip);
+    addresses.sort_unstable();
+    if let Some(twice) = addresses.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(invalid(format!(
+            "The address {} is specified more than once.",
+            twice[0]
+        )));
+    }
+    let mut prefixes = request.ipv4_prefixes.clone();
+    prefixes.sort_unstable();
+    if let Some(twice) = prefixes.windows(2).find(|pair| pair[0] == pair[1]) {
+        return Err(invalid(format!(
+            "The prefix {} is specified more than once.",
+            twice[0]
+        )));
+    }
+    Ok(())
+}
+
 /// The instance type's limits, or EC2's error for an unknown type.
 pub fn type_limits(instance_type: &str) -> Result<&'static InstanceLimits, Ec2Error> {
     vpcni_limits::builtin()
@@ -293,9 +360,10 @@ impl AccountState {
         let request = CreateNetworkInterfaceRequest {
             subnet_id: subnet_id.to_owned(),
             description: "Primary network interface".to_owned(),
+            private_ip,
             ..Default::default()
         };
-        let eni_id = self.create_eni(&request, private_ip)?;
+        let eni_id = self.create_eni(&request)?;
         let eni = self.enis.get_mut(&eni_id).expect("just created");
         eni.attachment = Some(AttachmentRecord {
             id: format!("eni-attach-{}", &eni_id[4..]),
@@ -349,37 +417,54 @@ impl AccountState {
         Ok(())
     }
 
-    /// CreateNetworkInterface.
-    pub fn create_eni(
-        &mut self,
-        request: &CreateNetworkInterfaceRequest,
-        primary_ip: Option<Ipv4Addr>,
-    ) -> Result<String, Ec2Error> {
-        if request.secondary_ip_count > 0 && request.ipv4_prefix_count > 0 {
-            return Err(Ec2Error::new(
-                "InvalidParameterCombination",
-                "SecondaryPrivateIpAddressCount and Ipv4PrefixCount cannot be combined",
-            ));
-        }
+    /// CreateNetworkInterface, with the addresses and prefixes EC2 accepts at creation: an exact primary
+    /// (`PrivateIpAddress`, or the entry of `PrivateIpAddresses.N` marked primary), exact secondaries, a count
+    /// of secondaries, exact prefixes or a count of prefixes, combined as EC2 allows (see
+    /// [`check_create_combination`]).
+    pub fn create_eni(&mut self, request: &CreateNetworkInterfaceRequest) -> Result<String, Ec2Error> {
+        check_create_combination(request)?;
+        let listed_primary = request.private_ips.iter().find(|p| p.primary).map(|p| p.address);
+        let primary_ip = request.private_ip.or(listed_primary);
+        let exact_secondaries: Vec<Ipv4Addr> = request
+            .private_ips
+            .iter()
+            .filter(|p| !p.primary)
+            .map(|p| p.address)
+            .collect();
+        let prefix_slots = request.ipv4_prefix_count as usize + request.ipv4_prefixes.len();
+        let slots = 1 + exact_secondaries.len() + request.secondary_ip_count as usize + prefix_slots;
         // An ENI not yet attached may hold at most what the largest types allow; attach checks the type.
-        if 1 + request.secondary_ip_count + request.ipv4_prefix_count > 50 {
+        if slots > UNATTACHED_SLOT_LIMIT as usize {
             return Err(Ec2Error::new(
                 "PrivateIpAddressLimitExceeded",
-                "Too many addresses requested for a network interface.",
+                format!(
+                    "Number of private addresses will exceed limit: {slots} requested, limit {UNATTACHED_SLOT_LIMIT}"
+                ),
             ));
         }
         let subnet = self.subnet_mut(&request.subnet_id)?;
-        // Take everything or nothing: a failure returns what was taken.
+        // Take everything or nothing: work on a copy, and keep it only if every step succeeded. Exact
+        // addresses and prefixes are claimed before EC2 picks any, so a pick never takes a requested one.
         let mut snapshot = subnet.addresses.clone();
+        if let Some(ip) = primary_ip {
+            snapshot.claim_ip(ip)?;
+        }
+        for ip in &exact_secondaries {
+            snapshot.claim_ip(*ip)?;
+        }
+        let mut prefixes = Vec::new();
+        for prefix in &request.ipv4_prefixes {
+            snapshot.claim_prefix(*prefix)?;
+            prefixes.push(*prefix);
+        }
         let primary = match primary_ip {
-            Some(ip) => snapshot.claim_ip(ip).map(|()| ip)?,
+            Some(ip) => ip,
             None => snapshot.allocate_ip()?,
         };
-        let mut secondary = Vec::new();
+        let mut secondary = exact_secondaries;
         for _ in 0..request.secondary_ip_count {
             secondary.push(snapshot.allocate_ip()?);
         }
-        let mut prefixes = Vec::new();
         for _ in 0..request.ipv4_prefix_count {
             prefixes.push(snapshot.allocate_prefix()?);
         }
@@ -589,7 +674,9 @@ impl AccountState {
     }
 
     fn check_room(&self, eni: &EniRecord, adding: u32) -> Result<(), Ec2Error> {
-        let limit = self.attached_limits(eni).map_or(50, |l| l.ipv4_per_eni);
+        let limit = self
+            .attached_limits(eni)
+            .map_or(UNATTACHED_SLOT_LIMIT, |l| l.ipv4_per_eni);
         if eni.slots_used() + adding > limit {
             return Err(Ec2Error::new(
                 "PrivateIpAddressLimitExceeded",
