@@ -202,7 +202,7 @@ fn chained_between_loopback_and_portmap_a_host_port_reaches_the_pod() {
     let mut body = String::new();
     node.wait_until(
         "the pod's web server through the host port",
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || match vpcni_testbed::http_get(node.companion_name(), host_port, "/") {
             Ok(response) if response.status == 200 => {
                 body = response.body;

@@ -13,7 +13,7 @@ use vpcni_dataplane::iptables::{SnatPorts, SnatSettings, apply};
 use vpcni_dataplane::rules::{NodeRules, program_node_rules};
 use vpcni_dataplane::{PodSpec, setup_pod, sysctl};
 
-use common::{Namespaces, block_on, ip, on_node};
+use common::{Namespaces, block_on, ip, on_node, until_success};
 
 fn exec(netns: &str, args: &[&str]) -> std::process::Output {
     Command::new("ip")
@@ -75,10 +75,12 @@ fn a_secondary_eni_is_set_up_as_the_original_does_it_and_torn_down() {
     assert!(rules.contains("32765:\tfrom 10.0.1.20 lookup 2"), "{rules}");
 
     // The policy routing carries traffic: from the ENI's address, the subnet router answers through eth1.
-    let ping = exec(
-        &node,
-        &["ping", "-c", "1", "-W", "2", "-I", "10.0.1.20", "10.0.1.1"],
-    );
+    let ping = until_success(|| {
+        exec(
+            &node,
+            &["ping", "-c", "1", "-W", "2", "-I", "10.0.1.20", "10.0.1.1"],
+        )
+    });
     assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
 
     // Again: nothing changes, nothing doubles.
@@ -112,7 +114,7 @@ fn waiting_for_a_hot_plugged_eni_and_pruning_rules_of_gone_ones() {
         })
     };
     let name = on_node(ns.path(0), || {
-        block_on(wait_for_link_by_mac("02:aa:bb:cc:dd:02", Duration::from_secs(20))).unwrap()
+        block_on(wait_for_link_by_mac("02:aa:bb:cc:dd:02", Duration::from_secs(60))).unwrap()
     });
     plugger.join().unwrap();
     assert_eq!(name, "eth2");
@@ -354,5 +356,10 @@ fn snat_carries_pod_traffic_out_of_the_vpc() {
     };
     assert!(!ping(&pod), "without SNAT the reply has no way back");
     on_node(ns.path(0), || apply(&snat_settings()).unwrap());
-    assert!(ping(&pod), "with SNAT the pod reaches outside the VPC");
+    assert!(
+        until_success(|| exec(&pod, &["ping", "-c", "1", "-W", "1", "198.51.100.1"]))
+            .status
+            .success(),
+        "with SNAT the pod reaches outside the VPC"
+    );
 }

@@ -8,7 +8,7 @@ mod common;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use common::{Namespaces, block_on, ip, on_node};
+use common::{Namespaces, block_on, ip, on_node, until_success};
 
 use vpcni_dataplane::{PodSpec, check_pod, setup_pod, teardown_pod};
 
@@ -131,20 +131,22 @@ fn two_pods_on_a_node_reach_each_other_and_a_failed_setup_leaves_nothing() {
         let spec = spec(ns.path(i + 1), veth, ip, 254);
         on_node(ns.path(0), move || block_on(setup_pod(&spec)).unwrap());
     }
-    let ping = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.0[1],
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "2",
-            "10.0.0.42",
-        ])
-        .output()
-        .unwrap();
+    let ping = until_success(|| {
+        Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.0[1],
+                "ping",
+                "-c",
+                "1",
+                "-W",
+                "2",
+                "10.0.0.42",
+            ])
+            .output()
+            .unwrap()
+    });
     assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
 
     // A pod namespace that does not exist: an error naming it, and no veth or rule left behind.

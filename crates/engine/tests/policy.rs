@@ -5,8 +5,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test or benchmark is its failure report
 
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
 use vpcni_engine::forecast::ForecastNode;
-use vpcni_engine::{Decision, GrowFailure, NoAddressReason, NodeLimits, PodInfo, PodKey, PoolConfig};
+use vpcni_engine::{
+    Decision, Eni, EniFlags, GrowFailure, NoAddressReason, NodeLimits, PodInfo, PodKey, Pool, PoolConfig,
+};
 
 fn node(instance_type: &str, config: PoolConfig) -> ForecastNode {
     node_with(instance_type, config, None, false, false)
@@ -377,39 +382,121 @@ fn released_addresses_cool_down_before_reuse() {
     assert_eq!(pool.assign(&b, &pod, now + 30_000).unwrap().ip, ip);
 }
 
+/// `count` secondary addresses (/32s) from `first` on.
+fn addresses(first: &str, count: u32) -> Vec<Ipv4Net> {
+    let first = u32::from(first.parse::<Ipv4Addr>().unwrap());
+    (first..first + count)
+        .map(|ip| Ipv4Net::new(Ipv4Addr::from(ip), 32).unwrap())
+        .collect()
+}
+
+/// An m5.xlarge pool (14 secondary addresses per ENI) holding the primary ENI with `primary_free` free
+/// addresses, no pods.
+fn m5_xlarge_pool(config: PoolConfig, primary_free: u32) -> Pool {
+    let limits = NodeLimits::for_instance(vpcni_limits::builtin().get("m5.xlarge").unwrap(), None, false);
+    assert_eq!(limits.slots_per_eni, 14);
+    let mut pool = Pool::new(config, limits);
+    let primary = EniFlags {
+        primary: true,
+        ..EniFlags::default()
+    };
+    let subnet: Ipv4Net = "10.0.0.0/16".parse().unwrap();
+    pool.add_eni(Eni::new(
+        "eni-primary",
+        0,
+        primary,
+        subnet,
+        "10.0.0.10".parse().unwrap(),
+        0,
+    ))
+    .unwrap();
+    pool.add_cidrs("eni-primary", &addresses("10.0.0.11", primary_free))
+        .unwrap();
+    pool
+}
+
 #[test]
-fn young_enis_are_kept_and_releases_are_spaced() {
-    let mut node = node(
-        "m5.xlarge",
-        PoolConfig {
-            warm_ip_target: 1,
-            ..PoolConfig::default()
-        },
-    );
-    add_pods(&mut node, 14);
-    // A second ENI was just created for the 14th pod's warm address.
-    let now = node.now();
-    let mut pool = node.pool().clone();
-    assert_eq!(pool.stats(now).enis, 2);
-    let key = PodKey::new("vpcni", "pod13", "eth0");
-    pool.unassign(&key, now);
-    let young_eni = pool.enis().find(|e| e.device_number == 1).unwrap().clone();
-    let decision = pool.decide(now);
-    assert!(
-        !matches!(decision, Decision::FreeEni { .. }),
-        "ENI younger than 60 s is kept: {decision:?}"
-    );
-    assert!(now < young_eni.created_at + 60_000 || pool.eni(&young_eni.id).is_some());
-    // Releases: after one, none for 30 s.
-    pool.record_release(now);
-    let mut later = now + 1_000;
-    while later < now + 30_000 {
+fn young_enis_are_kept_for_a_minute() {
+    // WARM_ENI_TARGET=1 (the default): the primary ENI's 14 free addresses are the one warm ENI wanted. A
+    // second ENI, attached at t = 100 s, holds 14 more and no pod: two ENIs' worth of free addresses, so
+    // nothing is added; in ENI mode nothing is released address by address; and the second ENI is the only
+    // one that may ever be freed. Only its age (the original's 60 s minimum ENI lifetime) keeps it.
+    let mut pool = m5_xlarge_pool(PoolConfig::default(), 14);
+    let attached_at: u64 = 100_000;
+    let subnet: Ipv4Net = "10.0.0.0/16".parse().unwrap();
+    pool.add_eni(Eni::new(
+        "eni-young",
+        1,
+        EniFlags::default(),
+        subnet,
+        "10.0.1.10".parse().unwrap(),
+        attached_at,
+    ))
+    .unwrap();
+    pool.add_cidrs("eni-young", &addresses("10.0.1.11", 14)).unwrap();
+
+    for at in [
+        attached_at,
+        attached_at + 30_000,
+        attached_at + 59_900,
+        attached_at + 59_999,
+    ] {
+        let decision = pool.decide(at);
         assert!(
-            !matches!(pool.decide(later), Decision::Release { .. }),
-            "release at {later}"
+            matches!(decision, Decision::Nothing { .. }),
+            "{} ms after its attach the ENI is kept: {decision:?}",
+            at - attached_at
         );
-        later += 5_000;
     }
+    let freed = Decision::FreeEni {
+        eni_id: "eni-young".into(),
+    };
+    assert_eq!(pool.decide(attached_at + 60_000), freed, "a minute old: freed");
+    assert_eq!(pool.decide(attached_at + 600_000), freed);
+}
+
+#[test]
+fn releases_are_spaced_by_thirty_seconds() {
+    // WARM_IP_TARGET=1 with five free addresses: four are surplus, and the only possible decision is to
+    // release them (the primary ENI is never freed).
+    let config = PoolConfig {
+        warm_ip_target: 1,
+        ..PoolConfig::default()
+    };
+    let mut pool = m5_xlarge_pool(config, 5);
+    let surplus = addresses("10.0.0.11", 5);
+    let released = |decision: Decision| match decision {
+        Decision::Release { cidrs } => {
+            let mut nets: Vec<Ipv4Net> = cidrs
+                .iter()
+                .map(|(eni, net)| {
+                    assert_eq!(eni, "eni-primary");
+                    *net
+                })
+                .collect();
+            nets.sort();
+            nets
+        }
+        other => panic!("expected a release, got {other:?}"),
+    };
+    let first = released(pool.decide(0));
+    assert_eq!(first.len(), 4, "all but the one warm address: {first:?}");
+    assert!(first.iter().all(|net| surplus.contains(net)), "{first:?}");
+    // One release at t = 10 s: none for the next 30 s, whatever the surplus.
+    pool.record_release(10_000);
+    for at in [10_000, 20_000, 39_999] {
+        let decision = pool.decide(at);
+        assert!(
+            matches!(decision, Decision::Nothing { .. }),
+            "release at {at} ms, {} ms after the last: {decision:?}",
+            at - 10_000
+        );
+    }
+    assert_eq!(
+        released(pool.decide(40_000)),
+        first,
+        "30 s later: the same surplus"
+    );
 }
 
 #[test]

@@ -27,8 +27,9 @@ pub fn rfc3339(ms: Millis) -> String {
 /// may carry a local offset) to milliseconds since the epoch; `None` for anything else or a time before
 /// the epoch.
 pub fn parse_rfc3339(text: &str) -> Option<Millis> {
-    // The `time` crate also reads RFC 3339's space-separated form; Go's `time.RFC3339` layout, which wrote
-    // every tag we read, has a literal `T` there.
+    // The time crate also takes a space (or `t`) between date and time, as RFC 3339 §5.6 permits; Go's
+    // `time.RFC3339`, which wrote these tags, does not, and neither does the leaked-ENI sweep: a createdAt
+    // the original could not read is not one to delete an ENI by.
     if text.as_bytes().get(10) != Some(&b'T') {
         return None;
     }

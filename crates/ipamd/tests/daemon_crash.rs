@@ -210,10 +210,35 @@ fn kill_9_during_adds_and_dels_loses_nothing_and_hands_nothing_out_twice() {
     assert_eq!(parsed["version"], "vpc-cni-ipam/1");
 }
 
+/// `/v1/enis`' record of one address: (holder's pod name, UnassignedTime), if listed.
+fn address_record(node: &TestNode, ip: Ipv4Addr) -> Option<(String, String)> {
+    let cards = node.introspection("/v1/enis").unwrap().json().unwrap();
+    cards.as_object()?.values().find_map(|card| {
+        card["ENIs"].as_object()?.values().find_map(|eni| {
+            eni["AvailableIPv4Cidrs"].as_object()?.values().find_map(|cidr| {
+                let record = cidr["IPAddresses"].get(ip.to_string())?;
+                Some((
+                    record["IPAMMetadata"]["k8sPodName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    record["UnassignedTime"].as_str()?.to_owned(),
+                ))
+            })
+        })
+    })
+}
+
 #[test]
 fn a_pod_whose_veth_went_while_the_daemon_was_down_is_released() {
-    let node = TestNode::start().unwrap();
-    node.wait_for_addresses(2).unwrap();
+    // MAX_ENI=1: the primary ENI's nine addresses are all there is, so a pod can only get the released
+    // address or nothing; an hour's cooldown outlasts the test on any machine.
+    let node = TestNode::builder()
+        .ipamd_env("MAX_ENI", "1")
+        .ipamd_env("IP_COOLDOWN_PERIOD", "3600")
+        .start()
+        .unwrap();
+    node.wait_for_addresses(9).unwrap();
     let kept = outcome(&node.ipamd_add("kept").unwrap()).unwrap();
     let gone = outcome(&node.ipamd_add("gone").unwrap()).unwrap();
     plug_veth(&node, "kept");
@@ -230,14 +255,35 @@ fn a_pod_whose_veth_went_while_the_daemon_was_down_is_released() {
         allocation["allocationTimestamp"] = hour_ago.into();
     }
     std::fs::write(node.checkpoint_path(), checkpoint.to_string()).unwrap();
+    // RFC 3339 in /v1/enis has whole seconds.
+    let restarted_at = vpcni_ipamd::clock::now_ms() / 1000 * 1000;
     node.start_ipamd().unwrap();
     let held = allocations(&node);
     assert_eq!(held.get("kept"), Some(&kept));
     assert!(!held.contains_key("gone"), "{held:?}");
     assert!(node.ipamd_log().contains("released: the pod's host veth is gone"));
-    // Its address cools down like any released one.
-    let pool = node.introspection("/v1/enis").unwrap().body;
-    assert!(pool.contains(&gone.to_string()));
+
+    // Its address cools down like any released one: free, released at this start-up, counted as cooling.
+    let (holder, unassigned) = address_record(&node, gone).expect("the released address is listed");
+    assert_eq!(holder, "", "{gone} is free");
+    let released_at = vpcni_ipamd::clock::parse_rfc3339(&unassigned).unwrap();
+    assert!(
+        (restarted_at..=vpcni_ipamd::clock::now_ms()).contains(&released_at),
+        "{gone} released at {unassigned}, not at this start-up"
+    );
+    let stats = &node_support::pool(&node)["stats"];
+    assert_eq!(stats["cooling"], 1, "{stats}");
+
+    // No pod gets it within the cooldown: the seven other free addresses go, then ADDs are refused.
+    let mut given = BTreeSet::new();
+    for n in 0..7 {
+        let ip = outcome(&node.ipamd_add(&format!("new-{n}")).unwrap()).unwrap();
+        assert_ne!(ip, gone, "new-{n} got the address released {unassigned}");
+        given.insert(ip);
+    }
+    assert_eq!(given.len(), 7);
+    let (reason, message) = outcome(&node.ipamd_add("new-7").unwrap()).unwrap_err();
+    assert_eq!(reason, "ALL_COOLING_DOWN", "{message}");
     assert!(
         node.ipamd_del("gone").unwrap().success,
         "a later DEL still succeeds"
@@ -246,10 +292,12 @@ fn a_pod_whose_veth_went_while_the_daemon_was_down_is_released() {
 
 #[test]
 fn sigterm_finishes_the_attach_under_way_and_detaches_nothing() {
-    // 12 warm addresses: after the primary ENI's nine, an ENI is attached, which takes 2 s.
+    // 12 warm addresses: after the primary ENI's nine, an ENI is attached, which takes 10 s: SIGTERM,
+    // sent as soon as EC2 has the attach request, arrives while it is under way on any machine, and
+    // shutdown (30 s grace) still has time to finish it.
     let node = TestNode::builder()
         .ipamd_env("WARM_IP_TARGET", "12")
-        .sim_setting("attach_delay_ms", "2000")
+        .sim_setting("attach_delay_ms", "10000")
         .start()
         .unwrap();
     node.wait_for_addresses(1).unwrap();
@@ -272,6 +320,14 @@ fn sigterm_finishes_the_attach_under_way_and_detaches_nothing() {
         "{log}"
     );
     assert!(!log.contains("DetachNetworkInterface"), "{log}");
+    let sigterm = log.find("SIGTERM: shutting down").unwrap();
+    let attached = log
+        .find("ENI attached and set up")
+        .unwrap_or_else(|| panic!("the attach under way was not finished:\n{log}"));
+    assert!(
+        sigterm < attached,
+        "the attach was over before SIGTERM, so this test did not test it:\n{log}"
+    );
 
     // Every ENI is still attached; the checkpoint reads back; a restart uses the new ENI.
     let state = node.sim_state().unwrap();

@@ -83,17 +83,23 @@ fn the_node_and_each_attached_eni_are_programmed_as_the_original_does_and_restar
         "the kernel's connected route for eth1 leaves main: {main}"
     );
     // Policy routing works: from the ENI's address, the subnet router is reached through eth1.
-    let ping = node
-        .exec(&[
-            "ping",
-            "-c1",
-            "-W2",
-            "-I",
-            &eni.primary_ip.to_string(),
-            &gateway.to_string(),
-        ])
-        .unwrap();
-    assert!(ping.status.success(), "{}", String::from_utf8_lossy(&ping.stdout));
+    // Retried for up to a minute: the first packet may wait on neighbour resolution on a busy machine.
+    let source = eni.primary_ip.to_string();
+    let target = gateway.to_string();
+    let args = ["ping", "-c1", "-W2", "-I", source.as_str(), target.as_str()];
+    let mut last = None;
+    let answered = node.wait_until("the subnet router to answer through eth1", EVENTUALLY, || {
+        let ping = node.exec(&args).unwrap();
+        let ok = ping.status.success();
+        last = Some(ping);
+        ok
+    });
+    assert!(
+        answered.is_ok(),
+        "{}",
+        last.map(|p| String::from_utf8_lossy(&p.stdout).into_owned())
+            .unwrap_or_default()
+    );
 
     // A restart finds everything in place and changes nothing.
     let before = (iptables(&node), sh(&node, &["ip", "rule"]), table);

@@ -169,7 +169,15 @@ fn pool_empty_while_growing() {
 
 #[test]
 fn all_free_addresses_cooling_down() {
-    let node = TestNode::start().unwrap();
+    // MAX_ENI=1: the primary ENI's nine addresses are all this node will ever have, so no ENI with fresh
+    // addresses can arrive mid-test (with the default WARM_ENI_TARGET=1 the pool loop attaches one as soon
+    // as the pods use the first). A cooldown of an hour: the nine released addresses are still cooling when
+    // the tenth pod asks, however slow the machine.
+    let node = TestNode::builder()
+        .ipamd_env("MAX_ENI", "1")
+        .ipamd_env("IP_COOLDOWN_PERIOD", "3600")
+        .start()
+        .unwrap();
     node.wait_for_addresses(9).unwrap();
     for n in 0..9 {
         assert!(node.ipamd_add(&format!("cool-{n}")).unwrap().success);
@@ -177,6 +185,15 @@ fn all_free_addresses_cooling_down() {
     for n in 0..9 {
         assert!(node.ipamd_del(&format!("cool-{n}")).unwrap().found);
     }
-    let message = refused_with(&node, "cool-new", "ALL_COOLING_DOWN");
-    assert!(message.contains("IP_COOLDOWN_PERIOD 30 s"), "{message}");
+    // The very next ADD is refused for that reason: nothing else can have changed.
+    let (reason, message) = outcome(&node.ipamd_add("cool-new").unwrap()).unwrap_err();
+    assert_eq!(reason, "ALL_COOLING_DOWN", "{message}");
+    assert!(
+        message.starts_with("all 9 free addresses are cooling down"),
+        "{message}"
+    );
+    assert!(message.contains("IP_COOLDOWN_PERIOD 3600 s"), "{message}");
+    reason_counted(&node, "ALL_COOLING_DOWN");
+    // Still one ENI: the refusal was not a race with a growing pool.
+    assert_eq!(node_support::stats(&node), (1, 9, 0, 0));
 }

@@ -262,8 +262,9 @@ pub(crate) fn add(
     }
 }
 
-/// How long the fabric may take to route an address EC2 assigned to an ENI.
-const ROUTED_WITHIN: Duration = Duration::from_secs(10);
+/// How long the fabric may take to route an address EC2 assigned to an ENI: it follows the simulator
+/// every 100 ms, so this only bounds a broken fabric (generous, for a machine busy with builds).
+const ROUTED_WITHIN: Duration = Duration::from_secs(30);
 
 /// Waits until the fabric routes `ip` to one of `node`'s ENIs. EC2 makes an assigned address reachable as
 /// soon as the call returns; the fabric follows the simulator every 100 ms, so a pod given an address

@@ -80,13 +80,13 @@ fn pods_on_different_nodes_ping_each_other_without_overlay() {
         ],
     );
     assert!(
-        lab.ping(&a.name, &to),
+        lab.reaches(&a.name, &to),
         "{} cannot ping {} on another node",
         a.name,
         b.name
     );
     assert!(
-        lab.ping(&b.name, &from),
+        lab.reaches(&b.name, &from),
         "{} cannot ping {} on another node",
         b.name,
         a.name
@@ -148,7 +148,10 @@ fn router_drops_sources_not_assigned_to_the_eni_and_nodes_reach_the_internet_as_
             "forwarded",
         ],
     );
-    assert!(ping_from(&own), "node-1 cannot ping node-2 from its own address");
+    assert!(
+        lab.reaches_with(|| ping_from(&own)),
+        "node-1 cannot ping node-2 from its own address"
+    );
     assert!(
         !ping_from(&foreign),
         "a source EC2 never assigned to node-1 got an answer"
@@ -161,6 +164,6 @@ fn router_drops_sources_not_assigned_to_the_eni_and_nodes_reach_the_internet_as_
     );
 
     // The internet gateway: a node's primary address leaves as its public address.
-    assert_eq!(lab.whoami("node-1").unwrap(), node1.public_ip.to_string());
-    assert_eq!(lab.whoami("node-2").unwrap(), node2.public_ip.to_string());
+    assert_eq!(lab.whoami_eventually("node-1"), node1.public_ip.to_string());
+    assert_eq!(lab.whoami_eventually("node-2"), node2.public_ip.to_string());
 }

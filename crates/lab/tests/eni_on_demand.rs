@@ -41,7 +41,7 @@ fn enis_are_attached_and_plugged_as_pods_grow_past_one_eni() {
 
     for eni in attached {
         // The fabric plugged it into the node with its MAC, under eth<device>.
-        let plugged = eventually(&format!("{} plugged", eni.id), Duration::from_secs(20), || {
+        let plugged = eventually(&format!("{} plugged", eni.id), Duration::from_secs(60), || {
             lab.fabric_report().unwrap().plugged.into_iter().find(|p| {
                 // Every address the status saw is routed (ipamd may have added more since).
                 p.eni_id == eni.id
@@ -96,8 +96,13 @@ fn a_restarted_ipamd_keeps_its_pods_and_never_hands_out_their_addresses() {
             before.iter().find(|p| p.ip == pod.ip).unwrap().name
         );
     }
+    // With ipamd stopped, an ADD fails because ipamd is not there (not because a short retry ran out).
     lab.stop_ipamd("node-1").unwrap();
-    assert!(lab.add_pods("node-1", 1, Duration::from_secs(1)).is_err());
+    let refused = lab.add_pods("node-1", 1, Duration::from_secs(1)).unwrap_err();
+    assert!(refused.created.is_empty(), "{:?}", refused.created);
+    let failure = refused.failure;
+    assert_eq!(failure.code, vpcni_lab::pods::TRY_AGAIN_LATER, "{failure}");
+    assert!(failure.message.contains("ipamd is not reachable"), "{failure}");
 }
 
 #[test]
@@ -105,7 +110,7 @@ fn an_eni_detached_in_ec2_is_unplugged_from_its_node() {
     let mut lab = TestLab::up(1, "t3.small", |_| {});
     lab.pods("node-1", 2);
     // The warm ENI ipamd attaches once pods use the primary ENI's addresses.
-    let plugged = eventually("a secondary ENI plugged", Duration::from_secs(20), || {
+    let plugged = eventually("a secondary ENI plugged", Duration::from_secs(60), || {
         lab.fabric_report()
             .unwrap()
             .plugged
@@ -127,7 +132,7 @@ fn an_eni_detached_in_ec2_is_unplugged_from_its_node() {
 
     eventually(
         &format!("{} unplugged", plugged.eni_id),
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || {
             let report = lab.fabric_report().unwrap();
             report

@@ -6,9 +6,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{TestLab, eventually};
+use common::TestLab;
 
 #[test]
 fn pods_reach_the_internet_as_their_nodes_public_address() {
@@ -16,11 +14,9 @@ fn pods_reach_the_internet_as_their_nodes_public_address() {
     let a = lab.pods("node-1", 1).remove(0);
     let b = lab.pods("node-2", 1).remove(0);
     let public = |node: &str| lab.node(node).unwrap().public_ip.to_string();
-    let seen = eventually("pod-1 reaching the internet", Duration::from_secs(20), || {
-        lab.whoami(&a.name).ok()
-    });
+    let seen = lab.whoami_eventually(&a.name);
     assert_eq!(seen, public("node-1"), "the internet saw pod-1 as {seen}");
-    assert_eq!(lab.whoami(&b.name).unwrap(), public("node-2"));
+    assert_eq!(lab.whoami_eventually(&b.name), public("node-2"));
 
     // Skip the node's SNAT for pod-1: its own address reaches the gateway, which drops it.
     let pod = a.ip.to_string();
@@ -63,5 +59,5 @@ fn pods_reach_the_internet_as_their_nodes_public_address() {
     let mut delete = vec!["-t", "nat", "-D"];
     delete.extend_from_slice(&bypass);
     lab.iptables("node-1", &delete);
-    assert_eq!(lab.whoami(&a.name).unwrap(), public("node-1"));
+    assert_eq!(lab.whoami_eventually(&a.name), public("node-1"));
 }

@@ -87,7 +87,7 @@ fn a_pod_on_a_secondary_eni_egresses_through_that_eni() {
 
     eventually(
         &format!("{} reaching {}", pod.name, remote.name),
-        Duration::from_secs(20),
+        Duration::from_secs(60),
         || lab.ping(&pod.name, &target).then_some(()),
     );
     assert!(count(&lab, "fwd-eni") >= 1);
@@ -99,7 +99,7 @@ fn a_pod_on_a_secondary_eni_egresses_through_that_eni() {
     );
     // To the internet it goes out eth0 as the node (CONNMARK, rule 1024, SNAT), and is seen as the node.
     let public = lab.node("node-1").unwrap().public_ip.to_string();
-    assert_eq!(lab.whoami(&pod.name).unwrap(), public);
+    assert_eq!(lab.whoami_eventually(&pod.name), public);
 
     // Without its 1536 rule, the pod's packets leave through eth0 and the source check drops them.
     let rules = lab.ip("node-1", &["rule", "show", "priority", "1536"]);
@@ -131,7 +131,7 @@ fn a_pod_on_a_secondary_eni_egresses_through_that_eni() {
     add.extend_from_slice(&rule);
     lab.ip("node-1", &add);
     assert!(
-        lab.ping(&pod.name, &target),
+        lab.reaches(&pod.name, &target),
         "restoring the 1536 rule did not restore the pod"
     );
 }

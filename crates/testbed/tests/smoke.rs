@@ -37,10 +37,13 @@ fn a_node_comes_up_serves_and_cleans_up() {
         )),
         "{addresses}"
     );
-    let ping = node
-        .exec(&["ping", "-c1", "-W2", &node.subnet_gateway().to_string()])
-        .unwrap();
-    assert!(ping.status.success(), "the subnet gateway answers");
+    // One answered ping, retried (the first may wait on neighbour resolution on a busy machine).
+    let gateway = node.subnet_gateway().to_string();
+    node.wait_until("the subnet gateway to answer", Duration::from_secs(60), || {
+        node.exec(&["ping", "-c1", "-W2", &gateway])
+            .is_ok_and(|ping| ping.status.success())
+    })
+    .unwrap();
 
     // ipamd attaches a second ENI: it appears as eth1 with that ENI's MAC.
     node.wait_until("eth1 to be plugged", Duration::from_secs(60), || {

@@ -93,3 +93,17 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .unwrap()
         .block_on(future)
 }
+
+/// Runs `probe` (a ping, say) until it succeeds, for up to 30 s, and returns its last output: the first
+/// packet may wait on neighbour resolution on a busy machine (a bound, not a timing assertion). Checks that
+/// something is unreachable run their probe once instead.
+pub fn until_success(mut probe: impl FnMut() -> std::process::Output) -> std::process::Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let output = probe();
+        if output.status.success() || std::time::Instant::now() >= deadline {
+            return output;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

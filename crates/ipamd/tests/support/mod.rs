@@ -28,6 +28,8 @@ pub struct RecordingHost {
     pub removed_pod_rules: Mutex<Vec<(String, Ipv4Addr)>>,
     /// `Some(true)`: links appear; `Some(false)`: never (wait fails); `None`: the wait blocks until set.
     pub links_ready: tokio::sync::watch::Sender<Option<bool>>,
+    /// How many waits for an ENI's link have begun (a test waits on it instead of polling).
+    pub link_waits: tokio::sync::watch::Sender<usize>,
 }
 
 impl RecordingHost {
@@ -39,6 +41,7 @@ impl RecordingHost {
             missing_veths: Mutex::default(),
             removed_pod_rules: Mutex::default(),
             links_ready: tokio::sync::watch::channel(Some(true)).0,
+            link_waits: tokio::sync::watch::channel(0).0,
         })
     }
 }
@@ -51,6 +54,7 @@ impl Host for RecordingHost {
     }
 
     async fn wait_for_eni(&self, mac: &str, _: Duration) -> Result<(), DataplaneError> {
+        self.link_waits.send_modify(|n| *n += 1);
         let mut ready = self.links_ready.subscribe();
         loop {
             match *ready.borrow_and_update() {

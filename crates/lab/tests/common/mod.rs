@@ -19,6 +19,9 @@ pub fn spec(nodes: u32, instance_type: &str) -> LabSpec {
     spec
 }
 
+/// How long a probe that must succeed is retried (a bound so a broken lab fails rather than hangs).
+const REACH_WITHIN: Duration = Duration::from_secs(30);
+
 /// A lab that is taken down when dropped, with probes.
 pub struct TestLab {
     lab: LabGuard,
@@ -48,6 +51,36 @@ impl TestLab {
             .unwrap()
             .status
             .success()
+    }
+
+    /// Whether `from` reaches `ip`: one ping, retried for up to 30 s (a bound, not a timing assertion; the
+    /// first packet may wait on neighbour resolution on a loaded machine). Negative checks use [`ping`]
+    /// once: a slow answer only makes them pass, never fail.
+    ///
+    /// [`ping`]: TestLab::ping
+    pub fn reaches(&self, from: &str, ip: &str) -> bool {
+        self.reaches_with(|| self.ping(from, ip))
+    }
+
+    /// Retries `probe` for up to 30 s; whether it ever succeeded.
+    pub fn reaches_with(&self, mut probe: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + REACH_WITHIN;
+        loop {
+            if probe() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What the internet says `from`'s address is, asked until it answers (for up to 30 s).
+    pub fn whoami_eventually(&self, from: &str) -> String {
+        eventually(&format!("{from} reaching the internet"), REACH_WITHIN, || {
+            self.whoami(from).ok()
+        })
     }
 
     /// What the internet says `from`'s address is, or why it could not be asked.
