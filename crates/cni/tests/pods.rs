@@ -718,3 +718,46 @@ fn del_and_check_work_for_pods_an_older_vpcni_or_the_original_added() {
         assert!(route.trim().is_empty(), "{name}: {route}");
     }
 }
+
+#[test]
+fn gc_removes_the_records_of_attachments_the_runtime_no_longer_has() {
+    let node = TestNode::start().unwrap();
+    node.wait_for_addresses(2).unwrap();
+    let config = node.cni_config_value("1.1.0");
+    let baseline = pod_state(&node);
+    let keep = node.pod_netns("keep").unwrap();
+    let gone = node.pod_netns("gone").unwrap();
+    let kept = add(&node, &keep, "keep", &config).json();
+    let dropped = add(&node, &gone, "gone", &config).json();
+    assert!(record_path(&node, &config, "keep").exists());
+    assert!(record_path(&node, &config, "gone").exists());
+
+    let mut gc = config.clone();
+    gc["cni.dev/valid-attachments"] = json!([{ "containerID": "keep", "ifname": "eth0" }]);
+    let output = node
+        .plugin(&PluginCall::new("GC", None, "gc", &gc.to_string()))
+        .unwrap();
+    assert!(output.success(), "{output}");
+    assert!(
+        record_path(&node, &config, "keep").exists(),
+        "a valid attachment keeps its record"
+    );
+    assert!(
+        !record_path(&node, &config, "gone").exists(),
+        "GC removed the departed one's"
+    );
+    let allocations = pod_state(&node).allocations;
+    assert_eq!(
+        allocations.len(),
+        1,
+        "ipamd released the departed one too: {allocations:?}"
+    );
+
+    for (pod, name, result) in [(&keep, "keep", &kept), (&gone, "gone", &dropped)] {
+        let output = del(&node, pod, name, &config, result);
+        assert!(output.success(), "{name}: {output}");
+    }
+    assert!(!record_path(&node, &config, "keep").exists());
+    drop((keep, gone));
+    settle(&node, &baseline);
+}
