@@ -239,14 +239,13 @@ async fn del(invocation: &Invocation, config: &NetConf) -> Result<(), CniError> 
             error.to_string(),
         )
     })?;
-    // Only once the rules are gone: a DEL that failed is retried, and the retry may need the record.
-    record::remove(config, &invocation.container_id, &invocation.ifname).map_err(|error| {
-        CniError::new(
-            ErrorCode::IoFailure,
-            "failed to remove the pod's record",
-            error.to_string(),
-        )
-    })
+    // Only once the rules are gone: a DEL that failed is retried, and the retry may need the record. A
+    // record that cannot be removed does not fail DEL (the pod would never finish terminating): nothing
+    // reads it once the pod is gone, and GC removes it with the next valid-attachments list.
+    if let Err(error) = record::remove(config, &invocation.container_id, &invocation.ifname) {
+        tracing::warn!(container = %invocation.container_id, "pod record not removed, GC will: {error}");
+    }
+    Ok(())
 }
 
 /// Asks ipamd to release the pod's address; the address it held, if ipamd answered.
