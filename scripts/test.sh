@@ -18,6 +18,8 @@ apt_packages=(iproute2 iptables iputils-ping python3-venv)
 # CNI plugin tests and the containerd end-to-end test: reference plugins (ptp, host-local, portmap), a real
 # runtime (containerd, runc), a static busybox for pod images, protoc for the CRI bindings (k8s-cri).
 apt_packages+=(containernetworking-plugins containerd runc busybox-static protobuf-compiler)
+# The podman end-to-end test (crates/e2e/tests/podman.rs): podman with its CNI backend, a strict runtime.
+apt_packages+=(podman)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -6,6 +6,7 @@ use ipnet::Ipv4Net;
 use vpcni_rpc::{AddNetworkRequest, Attachment, DelNetworkRequest, FailureReason, GarbageCollectRequest};
 
 use crate::ipamd::{IpamdClient, refusal_error};
+use crate::record::{self, PodRecord};
 use crate::spec::{CniError, CniResult, Command, ErrorCode, Interface, Invocation, IpConfig, NetConf, Route};
 use vpcni_dataplane::naming::host_veth_name as veth_name;
 use vpcni_dataplane::{PodSpec, check_pod, setup_pod, unroute_pod};
@@ -100,24 +101,32 @@ async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniErr
         }
     };
 
+    let record = PodRecord {
+        ip,
+        device_number: allocation.device_number,
+        route_table: allocation.route_table,
+    };
+    if let Err(error) = record::write(config, &invocation.container_id, &invocation.ifname, &record) {
+        // The pod is wired and ipamd knows it: DEL works without the record (ipamd's answer or prevResult
+        // name the address). Only CHECK loses the route table it would compare the `from` rule with.
+        tracing::warn!(container = %invocation.container_id, "pod record not written, CHECK will not verify the ENI's rule: {error}");
+    }
+
+    // A valid result for every version: the two ends of the veth with their real MACs, the pod's end in its
+    // namespace (`sandbox` = CNI_NETNS), the address on the pod's end. Nothing else: runtimes parse it.
     let result = CniResult {
         interfaces: vec![
             Interface {
                 name: pod.host_veth.clone(),
                 mac: wired.host_mac,
                 sandbox: None,
+                mtu: Some(config.mtu),
             },
             Interface {
                 name: pod.ifname.clone(),
                 mac: wired.container_mac,
                 sandbox: Some(netns),
-            },
-            // As the original does: not a link, a record for DEL and CHECK when ipamd cannot tell
-            // (mac = VLAN id, sandbox = the ENI's device number).
-            Interface {
-                name: dummy_interface_name(&pod.host_veth, &config.veth_prefix),
-                mac: "0".to_owned(),
-                sandbox: Some(allocation.device_number.to_string()),
+                mtu: Some(config.mtu),
             },
         ],
         ips: vec![IpConfig {
@@ -177,14 +186,6 @@ fn parse_allocation(reply: &vpcni_rpc::AddNetworkReply) -> Result<Allocation, Cn
     })
 }
 
-/// `dummy` + the hash part of the host veth name, as the original names its record interface.
-fn dummy_interface_name(host_veth: &str, veth_prefix: &str) -> String {
-    format!(
-        "dummy{}",
-        host_veth.strip_prefix(veth_prefix).unwrap_or(host_veth)
-    )
-}
-
 fn del_request(invocation: &Invocation, config: &NetConf, reason: &str) -> DelNetworkRequest {
     DelNetworkRequest {
         client_version: vpcni_rpc::CLIENT_VERSION,
@@ -204,10 +205,20 @@ fn del_request(invocation: &Invocation, config: &NetConf, reason: &str) -> DelNe
 ///
 /// As the original's, DEL removes the pod's rules and the node's route to it and leaves the veth pair to
 /// the pod's namespace, which the runtime deletes next: deleting a veth costs an RCU grace period (15–25
-/// ms) that the kernel's batched namespace cleanup pays instead. With the address known from `prevResult`
-/// (runtimes send it), the unrouting overlaps ipamd's release.
+/// ms) that the kernel's batched namespace cleanup pays instead. The rules are found by the pod's address
+/// alone (any table), so the address is all DEL needs: from `prevResult` (runtimes send it; its `ips` are
+/// read the same way whether vpcni, an older vpcni or the original wrote it), else from ADD's record (a
+/// 0.3.x runtime sends no `prevResult`), and from ipamd's answer. With the address known up front, the
+/// unrouting overlaps ipamd's release.
 async fn del(invocation: &Invocation, config: &NetConf) -> Result<(), CniError> {
-    let known = pod_ip_from(config.prev_result.as_ref(), &invocation.ifname);
+    let record = match record::read(config, &invocation.container_id, &invocation.ifname) {
+        Ok(record) => record,
+        Err(error) => {
+            tracing::warn!(container = %invocation.container_id, "pod record unreadable, using prevResult and ipamd: {error}");
+            None
+        }
+    };
+    let known = pod_ip_from(config.prev_result.as_ref(), &invocation.ifname).or(record.map(|r| r.ip));
     let (released, mut outcome) = match known {
         Some(ip) => tokio::join!(release(invocation, config), unroute_pod(ip)),
         None => (release(invocation, config).await, Ok(())),
@@ -224,7 +235,14 @@ async fn del(invocation: &Invocation, config: &NetConf) -> Result<(), CniError> 
             "failed to remove the pod's routes and rules",
             error.to_string(),
         )
-    })
+    })?;
+    // Only once the rules are gone: a DEL that failed is retried, and the retry may need the record. A
+    // record that cannot be removed does not fail DEL (the pod would never finish terminating): nothing
+    // reads it once the pod is gone, and GC removes it with the next valid-attachments list.
+    if let Err(error) = record::remove(config, &invocation.container_id, &invocation.ifname) {
+        tracing::warn!(container = %invocation.container_id, "pod record not removed, GC will: {error}");
+    }
+    Ok(())
 }
 
 /// Asks ipamd to release the pod's address; the address it held, if ipamd answered.
@@ -260,19 +278,43 @@ fn pod_ip_from(result: Option<&CniResult>, ifname: &str) -> Option<Ipv4Addr> {
         .map(|ip| ip.address.addr())
 }
 
-/// The ENI's route table from the record interface ADD put in the result. The record holds a device number
-/// of network card 0, where ipamd takes every pod address from (as the original's record does); the
-/// table is the node layout's for that slot. `None` for results without one.
-fn route_table_from(result: Option<&CniResult>) -> Option<u32> {
-    let device: u32 = result?
+/// The ENI's route table of a pod added before vpcni kept records, from what its `prevResult` carries:
+/// the original (v1.20+) wrote the table number in the pod interface's `mac`; it and earlier vpcni also
+/// added a record interface `dummy…` with the ENI's device number as `sandbox` (device 0 = main; device d
+/// on network card 0 = table d + 1). `None` when neither is there.
+fn legacy_route_table(result: Option<&CniResult>, ifname: &str) -> Option<u32> {
+    let result = result?;
+    let from_pod_interface = result
         .interfaces
         .iter()
-        .find(|i| i.name.starts_with("dummy"))?
-        .sandbox
-        .as_deref()?
-        .parse()
-        .ok()?;
-    Some(EniSlot::new(0, device).route_table())
+        .find(|i| i.name == ifname && i.sandbox.is_some())
+        .and_then(|i| i.mac.parse::<u32>().ok())
+        .map(|table| if table == 0 { MAIN_TABLE } else { table });
+    let from_record_interface = || {
+        let device: u32 = result
+            .interfaces
+            .iter()
+            .find(|i| i.name.starts_with("dummy"))?
+            .sandbox
+            .as_deref()?
+            .parse()
+            .ok()?;
+        Some(EniSlot::new(0, device).route_table())
+    };
+    from_pod_interface.or_else(from_record_interface)
+}
+
+/// The route table CHECK compares the pod's `from` rule with: ADD's record when it is about this address,
+/// else what an older `prevResult` says.
+fn route_table_for(invocation: &Invocation, config: &NetConf, ip: Ipv4Addr) -> Option<u32> {
+    match record::read(config, &invocation.container_id, &invocation.ifname) {
+        Ok(Some(record)) if record.ip == ip => return Some(record.route_table),
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(container = %invocation.container_id, "pod record unreadable: {error}");
+        }
+    }
+    legacy_route_table(config.prev_result.as_ref(), &invocation.ifname)
 }
 
 async fn check(invocation: &Invocation, config: &NetConf) -> Result<(), CniError> {
@@ -296,7 +338,7 @@ async fn check(invocation: &Invocation, config: &NetConf) -> Result<(), CniError
         host_veth: host_veth_name(invocation, config),
         ip,
         mtu: config.mtu,
-        route_table: route_table_from(config.prev_result.as_ref()),
+        route_table: route_table_for(invocation, config, ip),
     };
     let differences = check_pod(&pod).await.map_err(|error| {
         CniError::new(
@@ -362,6 +404,12 @@ async fn garbage_collect(config: &NetConf) -> Result<(), CniError> {
             "",
         ));
     };
+    // The node's own records first: they need no ipamd, and the runtime's list is the truth for both.
+    let (pruned, errors) = record::prune(config, valid);
+    for error in &errors {
+        tracing::warn!("GC: pod record not removed: {error}");
+    }
+    tracing::debug!(pruned, "GC: pod records of departed attachments removed");
     let client = IpamdClient::connect(&config.ipamd_socket).await?;
     let reply = client
         .garbage_collect(GarbageCollectRequest {

@@ -13,4 +13,5 @@ pub mod commands;
 pub mod ipamd;
 pub mod logging;
 pub mod netns;
+pub mod record;
 pub mod spec;

@@ -1,5 +1,5 @@
 //! The network configuration on stdin: the standard fields, the original's plugin fields (`vethPrefix`,
-//! `mtu`, `podSGEnforcingMode`, `pluginLogFile`, `pluginLogLevel`) and vpcni's `ipamdSocket`.
+//! `mtu`, `podSGEnforcingMode`, `pluginLogFile`, `pluginLogLevel`) and vpcni's `ipamdSocket` and `stateDir`.
 
 use std::io::Read;
 
@@ -60,6 +60,10 @@ pub struct NetConf {
     pub plugin_log_level: String,
     /// ipamd's unix socket.
     pub ipamd_socket: String,
+    /// Where ADD keeps one small record per attachment for CHECK and for a DEL that has neither ipamd nor
+    /// a `prevResult` (see [`crate::record`]). Default: `cni` next to ipamd's socket, so every node (and
+    /// every test node) has its own.
+    pub state_dir: String,
     /// The previous plugin's result (chaining; DEL and CHECK get ours back).
     pub prev_result: Option<CniResult>,
     /// `prevResult` exactly as received, to pass through.
@@ -197,6 +201,17 @@ impl NetConf {
             ));
         }
 
+        let state_dir = match optional_string(&object, "stateDir")? {
+            Some(dir) => dir,
+            None => default_state_dir(&ipamd_socket),
+        };
+        if !is_clean_absolute_path(&state_dir) {
+            return Err(invalid(
+                format!("stateDir {:?} is not an absolute path", truncate(&state_dir)),
+                "expected a directory such as /var/run/vpcni/cni",
+            ));
+        }
+
         let prev_result_raw = object.get("prevResult").filter(|v| !v.is_null()).cloned();
         let prev_result = match &prev_result_raw {
             None => None,
@@ -227,6 +242,7 @@ impl NetConf {
             plugin_log_file,
             plugin_log_level,
             ipamd_socket,
+            state_dir,
             prev_result,
             prev_result_raw,
             runtime_config,
@@ -248,6 +264,12 @@ pub fn validate_veth_prefix(prefix: &str) -> Result<(), CniError> {
         ));
     }
     Ok(())
+}
+
+/// `cni` in the directory of ipamd's socket (`/var/run/vpcni/cni` by default).
+fn default_state_dir(ipamd_socket: &str) -> String {
+    let parent = ipamd_socket.rsplit_once('/').map_or("", |(dir, _)| dir);
+    format!("{parent}/cni")
 }
 
 fn parse_mtu(text: &str) -> Result<u32, CniError> {

@@ -12,10 +12,12 @@ use super::version::Version;
 pub struct Interface {
     /// Interface name.
     pub name: String,
-    /// MAC address.
+    /// MAC address (`aa:bb:cc:dd:ee:ff`). Runtimes parse it: podman rejects a result whose `mac` is not one.
     pub mac: String,
-    /// Netns path for container interfaces; `None` for host interfaces.
+    /// Netns path (`CNI_NETNS`) for interfaces inside the pod; `None` for host interfaces.
     pub sandbox: Option<String>,
+    /// MTU, written in 1.1.0 results only (the version that added the field).
+    pub mtu: Option<u32>,
 }
 
 /// An address in a result.
@@ -61,6 +63,9 @@ impl CniResult {
                 object.insert("mac".into(), json!(interface.mac));
                 if let Some(sandbox) = &interface.sandbox {
                     object.insert("sandbox".into(), json!(sandbox));
+                }
+                if let Some(mtu) = interface.mtu.filter(|_| version.interfaces_have_mtu()) {
+                    object.insert("mtu".into(), json!(mtu));
                 }
                 Value::Object(object)
             })
@@ -136,6 +141,10 @@ impl CniResult {
     }
 
     /// Reads a result of any supported version. IPv6 entries are skipped (vpcni is IPv4 only for now).
+    ///
+    /// Lenient about `mac` and `sandbox`: a `prevResult` written by an earlier vpcni, or by the original
+    /// plugin, carries a record interface (`dummy…`, `"mac": "0"`, `"sandbox": "<device number>"`) and, from
+    /// the original, a route table number in the pod interface's `mac`. DEL must still work for those pods.
     pub fn from_value(value: &Value) -> Result<Self, String> {
         let object = value.as_object().ok_or("not a JSON object")?;
         let mut result = Self::default();
@@ -145,6 +154,10 @@ impl CniResult {
                 name: text("name").ok_or(format!("interfaces[{index}] has no name"))?,
                 mac: text("mac").unwrap_or_default(),
                 sandbox: text("sandbox").filter(|s| !s.is_empty()),
+                mtu: interface
+                    .get("mtu")
+                    .and_then(Value::as_u64)
+                    .and_then(|mtu| u32::try_from(mtu).ok()),
             });
         }
         for (index, ip) in array(object, "ips")?.iter().enumerate() {

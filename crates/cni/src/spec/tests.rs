@@ -134,8 +134,13 @@ fn a_full_configuration_is_read() {
     assert_eq!(conf.version, Version::V1_1);
     assert_eq!((conf.mtu, conf.plugin_log_level.as_str()), (9001, "info"));
     assert_eq!(conf.ipamd_socket, "/run/vpcni/ipamd.sock");
+    assert_eq!(conf.state_dir, "/run/vpcni/cni", "next to ipamd's socket");
     let minimal = NetConf::parse(br#"{"cniVersion":"0.4.0","name":"aws-cni","type":"vpcni"}"#).unwrap();
     assert_eq!((minimal.veth_prefix.as_str(), minimal.mtu), ("eni", 9001));
+    assert_eq!(minimal.state_dir, "/var/run/vpcni/cni");
+    let explicit =
+        NetConf::parse(br#"{"cniVersion":"1.0.0","name":"n","type":"vpcni","stateDir":"/run/x"}"#).unwrap();
+    assert_eq!(explicit.state_dir, "/run/x");
     assert_eq!(minimal.version, Version::V0_4);
 }
 
@@ -185,6 +190,16 @@ fn bad_configurations_get_the_right_code() {
             r#"{"cniVersion":"1.0.0","name":"a/b"}"#,
             ErrorCode::InvalidConfig,
             "network name",
+        ),
+        (
+            r#"{"cniVersion":"1.0.0","name":"n","stateDir":"run/x"}"#,
+            ErrorCode::InvalidConfig,
+            "stateDir",
+        ),
+        (
+            r#"{"cniVersion":"1.0.0","name":"n","stateDir":"/run/../etc"}"#,
+            ErrorCode::InvalidConfig,
+            "stateDir",
         ),
         (
             r#"{"cniVersion":"1.0.0","name":"n","mtu":"abc"}"#,
@@ -295,11 +310,13 @@ fn results_take_the_shape_of_the_requested_version() {
                 name: "enia1b2c3d4e5f".into(),
                 mac: "02:00:00:00:00:01".into(),
                 sandbox: None,
+                mtu: Some(9001),
             },
             Interface {
                 name: "eth0".into(),
                 mac: "02:00:00:00:00:02".into(),
                 sandbox: Some("/var/run/netns/x".into()),
+                mtu: Some(9001),
             },
         ],
         ips: vec![IpConfig {
@@ -318,9 +335,16 @@ fn results_take_the_shape_of_the_requested_version() {
     let new = result.to_json("1.1.0", Version::V1_1);
     assert!(new["ips"][0].get("version").is_none());
     assert!(new["interfaces"][0].get("sandbox").is_none());
-    // A result reads back as itself, whatever its version.
-    assert_eq!(CniResult::from_value(&old).unwrap(), result);
+    // `mtu` on interfaces exists from 1.1.0 on.
+    assert!(old["interfaces"][1].get("mtu").is_none());
+    assert_eq!(new["interfaces"][1]["mtu"], 9001);
+    // A result reads back as itself, whatever its version (less what the version cannot say).
     assert_eq!(CniResult::from_value(&new).unwrap(), result);
+    let mut without_mtu = result.clone();
+    for interface in &mut without_mtu.interfaces {
+        interface.mtu = None;
+    }
+    assert_eq!(CniResult::from_value(&old).unwrap(), without_mtu);
 }
 
 #[test]
@@ -337,6 +361,7 @@ fn a_chained_result_keeps_everything_the_previous_plugin_said() {
             name: "eth0".into(),
             mac: "02:00:00:00:00:02".into(),
             sandbox: Some("/var/run/netns/x".into()),
+            mtu: None,
         }],
         ips: vec![IpConfig {
             address: "10.0.1.5/32".parse().unwrap(),

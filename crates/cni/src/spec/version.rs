@@ -41,6 +41,11 @@ impl Version {
         self < Self::V1_0
     }
 
+    /// Whether result interfaces may carry `mtu` (added in 1.1.0).
+    pub fn interfaces_have_mtu(self) -> bool {
+        self >= Self::V1_1
+    }
+
     /// Whether the CHECK command exists in this version.
     pub fn has_check(self) -> bool {
         self >= Self::V0_4

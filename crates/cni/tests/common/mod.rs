@@ -2,6 +2,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test binary uses a part; panics report failures
 
+pub mod spec_result;
+
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
