@@ -53,7 +53,7 @@ async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniErr
     let client = IpamdClient::connect(&config.ipamd_socket).await?;
     let reply = client
         .add(AddNetworkRequest {
-            client_version: vpcni_rpc::CLIENT_VERSION,
+            client_version: vpcni_rpc::CLIENT_VERSION.to_owned(),
             k8s_pod_name: invocation.args.pod_name.clone(),
             k8s_pod_namespace: invocation.args.pod_namespace.clone(),
             k8s_pod_infra_container_id: invocation.args.infra_container_id.clone(),
@@ -190,7 +190,7 @@ fn dummy_interface_name(host_veth: &str, veth_prefix: &str) -> String {
 
 fn del_request(invocation: &Invocation, config: &NetConf, reason: &str) -> DelNetworkRequest {
     DelNetworkRequest {
-        client_version: vpcni_rpc::CLIENT_VERSION,
+        client_version: vpcni_rpc::CLIENT_VERSION.to_owned(),
         k8s_pod_name: invocation.args.pod_name.clone(),
         k8s_pod_namespace: invocation.args.pod_namespace.clone(),
         k8s_pod_infra_container_id: invocation.args.infra_container_id.clone(),
@@ -367,7 +367,7 @@ async fn garbage_collect(config: &NetConf) -> Result<(), CniError> {
     let client = IpamdClient::connect(&config.ipamd_socket).await?;
     let reply = client
         .garbage_collect(GarbageCollectRequest {
-            client_version: vpcni_rpc::CLIENT_VERSION,
+            client_version: vpcni_rpc::CLIENT_VERSION.to_owned(),
             network_name: config.name.clone(),
             valid_attachments: valid
                 .iter()

@@ -46,13 +46,18 @@ fn add_and_del_over_the_socket_keep_the_originals_semantics() {
 
     // A stale plugin and a malformed key are refused with the gRPC status that says so.
     let mut old = node.add_request("web-1");
-    old.client_version = 7;
+    old.client_version = "vpcni-rpc/0".into();
     let status = node
         .with_channel(|c| async move { CniBackendClient::new(c).add_network(old).await })
         .unwrap()
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
-    assert!(status.message().contains("protocol version 7"), "{status}");
+    assert!(
+        status
+            .message()
+            .contains(r#"client version "vpcni-rpc/0" is not served"#),
+        "{status}"
+    );
     let mut bad = node.add_request("web-1");
     bad.container_id = "../../etc".into();
     let status = node
