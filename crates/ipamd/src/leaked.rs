@@ -75,7 +75,10 @@ pub async fn sweep(node: &Node, ec2: &dyn Ec2) -> Result<Sweep, Ec2Error> {
                             tracing::info!(eni = %id, created = %rfc3339(created), "deleted a leaked ENI");
                             result.deleted.push(id);
                         }
-                        Err(error) => tracing::warn!(eni = %id, "deleting a leaked ENI: {error}"),
+                        Err(error) => {
+                            node.metrics.aws_utils_error("cleanUpLeakedENIDeleteErr", &error);
+                            tracing::warn!(eni = %id, "deleting a leaked ENI: {error}");
+                        }
                     }
                 }
                 // Young, or a createdAt we cannot read: left alone.
