@@ -71,7 +71,7 @@ async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniErr
     let allocation = match parse_allocation(&reply) {
         Ok(allocation) => allocation,
         Err(error) => {
-            let _ = client.del(del_request(invocation, config, "SetupNSFailed")).await;
+            release_after_failed_add(&client, invocation, config).await;
             return Err(error);
         }
     };
@@ -89,7 +89,7 @@ async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniErr
         Ok(wired) => wired,
         Err(error) => {
             // setup_pod undid its own work; give the address back so a retry, or another pod, can have it.
-            let _ = client.del(del_request(invocation, config, "SetupNSFailed")).await;
+            release_after_failed_add(&client, invocation, config).await;
             let code = if matches!(error, vpcni_dataplane::DataplaneError::Netns { .. }) {
                 ErrorCode::UnknownContainer
             } else {
@@ -186,6 +186,19 @@ fn dummy_interface_name(host_veth: &str, veth_prefix: &str) -> String {
         "dummy{}",
         host_veth.strip_prefix(veth_prefix).unwrap_or(host_veth)
     )
+}
+
+/// Gives back the address of an ADD that failed after ipamd answered. The ADD's own error is what the
+/// runtime must see, so a failed release is logged, not returned: the address stays allocated to this
+/// container until the DEL the runtime sends after a failed ADD (CNI spec), or GC, releases it.
+async fn release_after_failed_add(client: &IpamdClient, invocation: &Invocation, config: &NetConf) {
+    if let Err(error) = client.del(del_request(invocation, config, "SetupNSFailed")).await {
+        tracing::warn!(
+            container = %invocation.container_id,
+            "giving the address back after the failed ADD failed; it stays held until the runtime's DEL \
+             or GC releases it: {error}"
+        );
+    }
 }
 
 fn del_request(invocation: &Invocation, config: &NetConf, reason: &str) -> DelNetworkRequest {

@@ -104,9 +104,13 @@ pub fn enabled(node: &Node) -> bool {
 fn jitter(interval: Duration) -> Duration {
     let limit = MAX_JITTER.min(interval).as_millis().max(1) as u64;
     let mut bytes = [0u8; 8];
-    if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut urandom| {
         use std::io::Read;
-        let _ = urandom.read_exact(&mut bytes);
+        urandom.read_exact(&mut bytes)
+    });
+    if let Err(error) = read {
+        // Only the spread of the fleet's sweeps is lost: this node sweeps without a pause.
+        tracing::warn!("no random pause before the leaked-ENI sweep (/dev/urandom: {error})");
     }
     Duration::from_millis(u64::from_le_bytes(bytes) % limit)
 }

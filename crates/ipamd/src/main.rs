@@ -267,20 +267,44 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     // No new addresses from here; in-flight calls and the pool cycle under way finish; ENIs stay attached.
     node.set_ready(false);
-    let _ = stop_tx.send(true);
+    // Every task holds a receiver until it has been awaited below, so the send reaches them all.
+    if stop_tx.send(true).is_err() {
+        tracing::debug!("no task was left to stop");
+    }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     for task in tasks {
-        if tokio::time::timeout_at(deadline, task).await.is_err() {
-            tracing::warn!(
-                "shutdown: work still under way after {} s was abandoned",
-                SHUTDOWN_GRACE.as_secs()
-            );
-            break;
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!("shutdown: a task ended abnormally: {error}"),
+            Err(_) => {
+                tracing::warn!(
+                    "shutdown: work still under way after {} s was abandoned",
+                    SHUTDOWN_GRACE.as_secs()
+                );
+                break;
+            }
         }
     }
-    let pool = node.pool();
-    node.persist(&pool);
-    let _ = std::fs::remove_file(&socket);
+    match std::fs::remove_file(&socket) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        // A stale socket is replaced at the next start; only a plugin trying it meanwhile is misled.
+        Err(error) => tracing::warn!(socket = %socket.display(), "removing the socket: {error}"),
+    }
+    // The last word on the pool: if it cannot be written, the exit code says so, and the next start
+    // restores the last checkpoint that was written (EC2 and the host settle the rest).
+    let written = {
+        let pool = node.pool();
+        let seq = node.stage(&pool);
+        drop(pool);
+        node.commit(seq)
+    };
+    written.with_context(|| {
+        format!(
+            "shutdown: the checkpoint {} was not written",
+            node.config.backing_store.display()
+        )
+    })?;
     tracing::info!("stopped; checkpoint written");
     Ok(())
 }

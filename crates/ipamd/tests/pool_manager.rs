@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::sync::Arc;
-
 use support::{RecordingHost, World, pod};
 use vpcni_ec2::sim::{FaultRule, SimConfig};
 use vpcni_ec2::{AddressRequest, CreateNetworkInterfaceRequest, Ec2, InterfaceStatus, Tags};
@@ -415,7 +413,6 @@ async fn start_up_drops_what_ec2_and_the_host_no_longer_have() {
             .lookup(&vpcni_engine::PodKey::new("aws-cni", "starting", "eth0"))
             .is_some()
     );
-    let _ = Arc::strong_count(&node);
 }
 
 #[tokio::test]
