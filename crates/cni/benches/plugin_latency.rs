@@ -217,6 +217,7 @@ fn main() {
         }
     }
 
+    // Scratch space on tmpfs: left behind, it costs only memory until the next boot.
     let _ = std::fs::remove_dir_all(&shm);
     println!(
         "{n} pods per plugin, whole process per call, calls alternating between plugins; ipamd's checkpoint on {}",

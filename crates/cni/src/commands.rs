@@ -51,7 +51,7 @@ async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniErr
     let client = IpamdClient::connect(&config.ipamd_socket).await?;
     let reply = client
         .add(AddNetworkRequest {
-            client_version: vpcni_rpc::CLIENT_VERSION,
+            client_version: vpcni_rpc::CLIENT_VERSION.to_owned(),
             k8s_pod_name: invocation.args.pod_name.clone(),
             k8s_pod_namespace: invocation.args.pod_namespace.clone(),
             k8s_pod_infra_container_id: invocation.args.infra_container_id.clone(),
@@ -69,7 +69,7 @@ async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniErr
     let allocation = match parse_allocation(&reply) {
         Ok(allocation) => allocation,
         Err(error) => {
-            let _ = client.del(del_request(invocation, config, "SetupNSFailed")).await;
+            release_after_failed_add(&client, invocation, config).await;
             return Err(error);
         }
     };
@@ -87,7 +87,7 @@ async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniErr
         Ok(wired) => wired,
         Err(error) => {
             // setup_pod undid its own work; give the address back so a retry, or another pod, can have it.
-            let _ = client.del(del_request(invocation, config, "SetupNSFailed")).await;
+            release_after_failed_add(&client, invocation, config).await;
             let code = if matches!(error, vpcni_dataplane::DataplaneError::Netns { .. }) {
                 ErrorCode::UnknownContainer
             } else {
@@ -186,9 +186,22 @@ fn parse_allocation(reply: &vpcni_rpc::AddNetworkReply) -> Result<Allocation, Cn
     })
 }
 
+/// Gives back the address of an ADD that failed after ipamd answered. The ADD's own error is what the
+/// runtime must see, so a failed release is logged, not returned: the address stays allocated to this
+/// container until the DEL the runtime sends after a failed ADD (CNI spec), or GC, releases it.
+async fn release_after_failed_add(client: &IpamdClient, invocation: &Invocation, config: &NetConf) {
+    if let Err(error) = client.del(del_request(invocation, config, "SetupNSFailed")).await {
+        tracing::warn!(
+            container = %invocation.container_id,
+            "giving the address back after the failed ADD failed; it stays held until the runtime's DEL \
+             or GC releases it: {error}"
+        );
+    }
+}
+
 fn del_request(invocation: &Invocation, config: &NetConf, reason: &str) -> DelNetworkRequest {
     DelNetworkRequest {
-        client_version: vpcni_rpc::CLIENT_VERSION,
+        client_version: vpcni_rpc::CLIENT_VERSION.to_owned(),
         k8s_pod_name: invocation.args.pod_name.clone(),
         k8s_pod_namespace: invocation.args.pod_namespace.clone(),
         k8s_pod_infra_container_id: invocation.args.infra_container_id.clone(),
@@ -413,7 +426,7 @@ async fn garbage_collect(config: &NetConf) -> Result<(), CniError> {
     let client = IpamdClient::connect(&config.ipamd_socket).await?;
     let reply = client
         .garbage_collect(GarbageCollectRequest {
-            client_version: vpcni_rpc::CLIENT_VERSION,
+            client_version: vpcni_rpc::CLIENT_VERSION.to_owned(),
             network_name: config.name.clone(),
             valid_attachments: valid
                 .iter()

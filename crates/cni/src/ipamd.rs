@@ -76,7 +76,7 @@ impl IpamdClient {
     pub async fn status(&self) -> Result<StatusReply, CniError> {
         let mut client = VpcniBackendClient::new(self.channel.clone());
         let request = StatusRequest {
-            client_version: vpcni_rpc::CLIENT_VERSION,
+            client_version: vpcni_rpc::CLIENT_VERSION.to_owned(),
         };
         client
             .status(request)

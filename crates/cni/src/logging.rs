@@ -15,21 +15,27 @@ pub fn init(log_file: &str, level: &str) {
         .with_env_filter(filter)
         .with_ansi(false)
         .with_target(false);
-    let file = (log_file != "stderr")
-        .then(|| {
-            if let Some(dir) = Path::new(log_file).parent() {
-                let _ = std::fs::create_dir_all(dir);
-            }
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .mode(0o600)
-                .open(log_file)
-                .ok()
-        })
-        .flatten();
-    let _ = match file {
-        Some(file) => builder.with_writer(Mutex::new(file)).try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
+    let file = (log_file != "stderr").then(|| {
+        if let Some(dir) = Path::new(log_file).parent() {
+            // A failure here shows as the open's error below, which says more.
+            std::fs::create_dir_all(dir).ok();
+        }
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(log_file)
+    });
+    // try_init fails only if a subscriber is already installed (a test calling this twice): the one
+    // installed keeps logging, which is all this function is for.
+    match file {
+        Some(Ok(file)) => builder.with_writer(Mutex::new(file)).try_init().ok(),
+        None => builder.with_writer(std::io::stderr).try_init().ok(),
+        Some(Err(error)) => {
+            let installed = builder.with_writer(std::io::stderr).try_init().ok();
+            // The runtime keeps the plugin's stderr: the fallback is visible there.
+            tracing::warn!("log file {log_file} cannot be opened ({error}); logging to stderr");
+            installed
+        }
     };
 }

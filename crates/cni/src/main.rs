@@ -48,7 +48,15 @@ fn main() -> ExitCode {
 /// VERSION answers in the version the runtime's stdin names, when we speak it; the newest otherwise.
 fn requested_version() -> String {
     let mut text = String::new();
-    let _ = std::io::stdin().lock().take(64 * 1024).read_to_string(&mut text);
+    // VERSION needs no stdin (the spec sends one, runtimes may not): unreadable means "not named".
+    if std::io::stdin()
+        .lock()
+        .take(64 * 1024)
+        .read_to_string(&mut text)
+        .is_err()
+    {
+        text.clear();
+    }
     serde_json::from_str::<serde_json::Value>(&text)
         .ok()
         .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_owned))
@@ -67,7 +75,8 @@ fn emit(text: &str) -> ExitCode {
 }
 
 fn fail(error: &CniError, version: &str) -> ExitCode {
-    let _ = emit(&error.to_json(version));
+    // If stdout is gone the runtime cannot read the error anyway; the exit code below still fails the call.
+    emit(&error.to_json(version));
     // The spec asks for a non-zero exit; the code itself travels in the JSON.
     ExitCode::from(u8::try_from(error.code.code()).unwrap_or(1).max(1))
 }

@@ -185,6 +185,7 @@ fn main() {
     });
     drop(node);
     if let Some(dir) = scratch {
+        // Scratch space in a temporary directory: left behind, it costs only disk until the next boot.
         let _ = std::fs::remove_dir_all(dir);
     }
 }

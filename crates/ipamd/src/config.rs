@@ -1,8 +1,13 @@
 //! ipamd's configuration, read from the environment.
 //!
-//! Variable names and defaults are the Amazon VPC CNI's (v1.23), so the same DaemonSet values work. Every
+//! Variable names and defaults are the Amazon VPC CNI's (v1.23), so the same DaemonSet values work: every
+//! value the original accepts keeps its meaning (`MAX_ENI=0` is no limit, `AWS_VPC_K8S_CNI_LOGLEVEL=FATAL`
+//! is a level). Where the original quietly falls back to a default (a negative `WARM_IP_TARGET`, an IPv6
+//! entry in an IPv4 CIDR list, a reserved tag key), vpcni does the same and returns a warning naming the
+//! variable. A typo that would silently change routing or the pool's size is refused instead. Every
 //! variable is parsed before the first error is reported, and each bad one gets one line:
-//! `WARM_IP_TARGET="ten" is not valid: expected a whole number (0 or more)`.
+//! `AWS_VPC_ENI_MTU="9002" is not valid: expected a whole number from 576 to 9001`.
+//! `docs/configuration.md` lists every variable, its default and accepted values, and where vpcni differs.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -31,6 +36,32 @@ impl fmt::Display for InvalidVariable {
             self.variable, self.value, self.accepted
         )
     }
+}
+
+/// A value accepted the way the original accepts it — by falling back — that the operator should hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// Variable name.
+    pub variable: &'static str,
+    /// Value found.
+    pub value: String,
+    /// What was done instead.
+    pub outcome: String,
+}
+
+impl fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={:?}: {}", self.variable, self.value, self.outcome)
+    }
+}
+
+/// Where EC2 and instance metadata come from (VPCNI_EC2_BACKEND, required).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ec2Backend {
+    /// The AWS SDK: real EC2, or `vpcnictl sim serve` through AWS_EC2_ENDPOINT and
+    /// AWS_EC2_METADATA_SERVICE_ENDPOINT.
+    Aws,
 }
 
 /// Every invalid variable found, one per line.
@@ -147,7 +178,7 @@ pub struct Config {
     pub introspection: Option<ListenAddress>,
     /// Metrics address; `None` when DISABLE_METRICS.
     pub metrics: Option<ListenAddress>,
-    /// AWS_VPC_K8S_CNI_LOGLEVEL.
+    /// AWS_VPC_K8S_CNI_LOGLEVEL, lower case: trace, debug, info, warn, error or fatal.
     pub log_level: String,
     /// AWS_VPC_K8S_CNI_LOG_FILE (`stdout`, `stderr` or a path).
     pub log_file: String,
@@ -167,6 +198,11 @@ pub struct Config {
     /// VPCNI_IMPORT_CHECKPOINT: the original's checkpoint, imported when ours does not exist yet
     /// (default `/var/run/aws-node/ipam.json`).
     pub import_checkpoint: PathBuf,
+    /// VPCNI_EC2_BACKEND.
+    pub ec2_backend: Ec2Backend,
+    /// Values accepted by falling back, as the original does; the daemon logs each once logging is up.
+    #[serde(skip)]
+    pub warnings: Vec<ConfigWarning>,
 }
 
 impl Config {
@@ -180,23 +216,36 @@ impl Config {
         let mut env = Reader {
             lookup,
             errors: Vec::new(),
+            warnings: Vec::new(),
         };
 
         let prefix_delegation = env.bool("ENABLE_PREFIX_DELEGATION", false);
-        let warm_eni_target = env.number("WARM_ENI_TARGET", 1, 0, u32::MAX);
-        let warm_ip_target = env.number("WARM_IP_TARGET", 0, 0, u32::MAX);
-        let minimum_ip_target = env.number("MINIMUM_IP_TARGET", 0, 0, u32::MAX);
-        let warm_prefix_target = env.number("WARM_PREFIX_TARGET", u32::from(prefix_delegation), 0, u32::MAX);
-        if prefix_delegation && warm_ip_target == 0 && minimum_ip_target == 0 && warm_prefix_target == 0 {
-            // The original's entry point refuses this too: nothing would ever be allocated.
+        // The original's ipamd reads these four with Atoi and uses its default for a negative or
+        // non-numeric value; so does vpcni, with a warning.
+        let warm_eni_target = env.target("WARM_ENI_TARGET", 1);
+        let warm_ip_target = env.target("WARM_IP_TARGET", 0);
+        let minimum_ip_target = env.target("MINIMUM_IP_TARGET", 0);
+        let warm_prefix_target = env.target("WARM_PREFIX_TARGET", u32::from(prefix_delegation));
+        // The original's entry point refuses prefix delegation when all three are set to 0 or less (a
+        // negative WARM_PREFIX_TARGET included): nothing would ever be allocated.
+        let prefix_target_set_to_nothing = env
+            .raw("WARM_PREFIX_TARGET")
+            .and_then(|value| value.parse::<i64>().ok())
+            .is_some_and(|n| n <= 0);
+        if prefix_delegation
+            && warm_ip_target == 0
+            && minimum_ip_target == 0
+            && (warm_prefix_target == 0 || prefix_target_set_to_nothing)
+        {
+            let value = env.raw("WARM_PREFIX_TARGET").unwrap_or_else(|| "0".to_owned());
             env.invalid(
                 "WARM_PREFIX_TARGET",
-                "0",
+                &value,
                 "at least 1 with ENABLE_PREFIX_DELEGATION=true, unless WARM_IP_TARGET or MINIMUM_IP_TARGET is set",
             );
         }
-        let max_eni = env.optional_number("MAX_ENI", 1);
-        let ip_cooldown = Duration::from_secs(u64::from(env.number("IP_COOLDOWN_PERIOD", 30, 0, 86_400)));
+        let max_eni = env.max_eni("MAX_ENI");
+        let ip_cooldown = Duration::from_secs(u64::from(env.number("IP_COOLDOWN_PERIOD", 30, 0, u32::MAX)));
 
         let enable_ipv4 = env.bool("ENABLE_IPv4", true);
         let enable_ipv6 = env.bool("ENABLE_IPv6", false);
@@ -245,6 +294,7 @@ impl Config {
                 }
             },
         };
+        // Exact spellings, as the original's switch: "NONE" is not `none` there but a fallback to prng.
         let randomize_snat = match env
             .choice(
                 "AWS_VPC_K8S_CNI_RANDOMIZESNAT",
@@ -285,26 +335,7 @@ impl Config {
             veth_prefix,
         };
 
-        let additional_eni_tags = match env.raw("ADDITIONAL_ENI_TAGS") {
-            None => Vec::new(),
-            Some(value) => match serde_json::from_str::<std::collections::BTreeMap<String, String>>(&value) {
-                Ok(tags)
-                    if tags
-                        .keys()
-                        .all(|k| !k.contains("k8s.amazonaws.com") && !k.is_empty() && k.len() <= 128) =>
-                {
-                    tags.into_iter().collect()
-                }
-                _ => {
-                    env.invalid(
-                        "ADDITIONAL_ENI_TAGS",
-                        &value,
-                        "a JSON object of string tags, e.g. {\"team\":\"net\"}, with no key containing k8s.amazonaws.com",
-                    );
-                    Vec::new()
-                }
-            },
-        };
+        let additional_eni_tags = env.eni_tags("ADDITIONAL_ENI_TAGS");
         let cluster_name = env.raw("CLUSTER_NAME").unwrap_or_default();
         if cluster_name.len() > 100 || cluster_name.bytes().any(|b| b.is_ascii_control()) {
             env.invalid(
@@ -324,11 +355,7 @@ impl Config {
         let metrics_address = env.listen("METRICS_BIND_ADDRESS", ":61678");
         let metrics = (!env.bool("DISABLE_METRICS", false)).then_some(metrics_address);
 
-        let log_level = env.choice(
-            "AWS_VPC_K8S_CNI_LOGLEVEL",
-            "debug",
-            &["trace", "debug", "info", "warn", "error"],
-        );
+        let log_level = env.log_level("AWS_VPC_K8S_CNI_LOGLEVEL");
         let log_file = env
             .raw("AWS_VPC_K8S_CNI_LOG_FILE")
             .unwrap_or_else(|| "stderr".to_owned());
@@ -384,11 +411,28 @@ impl Config {
                 600_000,
             ))),
             import_checkpoint: env.absolute_path("VPCNI_IMPORT_CHECKPOINT", "/var/run/aws-node/ipam.json"),
+            ec2_backend: env.ec2_backend("VPCNI_EC2_BACKEND"),
+            warnings: Vec::new(),
         };
         if env.errors.is_empty() {
-            Ok(config)
+            Ok(Self {
+                warnings: env.warnings,
+                ..config
+            })
         } else {
             Err(ConfigError(env.errors))
+        }
+    }
+}
+
+impl Config {
+    /// The level for the log filter: tracing has no level above error, so the original's `fatal` logs
+    /// errors only.
+    pub fn tracing_level(&self) -> &str {
+        if self.log_level == "fatal" {
+            "error"
+        } else {
+            &self.log_level
         }
     }
 }

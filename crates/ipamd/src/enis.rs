@@ -237,7 +237,7 @@ async fn attach_new_eni(
             .map(|a| a.device_index)
             .collect(),
         Err(error) => {
-            delete_quietly(ec2, &eni_id).await;
+            delete_after_failed_attach(node, ec2, &eni_id).await;
             return Err(ec2_error(error));
         }
     };
@@ -248,7 +248,7 @@ async fn attach_new_eni(
     {
         Ok(attachment) => attachment,
         Err(error) => {
-            delete_quietly(ec2, &eni_id).await;
+            delete_after_failed_attach(node, ec2, &eni_id).await;
             return Err(ec2_error(error));
         }
     };
@@ -274,23 +274,34 @@ async fn attach_new_eni(
     if let Err(error) = on_host {
         let text = format!("ENI {eni_id} was attached but could not be set up on the host: {error}");
         tracing::error!("{text}; giving it back to EC2");
-        if let Err(error) = detach_and_delete(ec2, &eni_id).await {
+        if let Err(error) = detach_and_delete(node, ec2, &eni_id).await {
             tracing::error!(eni = %eni_id, "giving it back failed (the leaked-ENI sweep will delete it once detached): {error}");
         }
-        let _ = host.teardown_eni(spec.primary_ip, spec.table).await;
+        // Whatever part of the set-up was done comes off the host, so no rule points at the table of an
+        // ENI that is gone; what cannot be removed now is pruned at the next start-up.
+        if let Err(error) = host.teardown_eni(spec.primary_ip, spec.table).await {
+            tracing::warn!(
+                eni = %eni_id, table = spec.table,
+                "removing its partial host set-up failed (start-up prunes rules of ENIs no longer attached): {error}"
+            );
+        }
         return Err(AddEniError::Host(text));
     }
     Ok((eni, device, subnet_cidr))
 }
 
-async fn delete_quietly(ec2: &dyn Ec2, eni_id: &str) {
+/// Deletes an ENI whose attach failed; a failure is counted as the original counts it
+/// (`awscni_aws_utils_error_count{fn="AllocENIDeleteErr"}`) and left to the leaked-ENI sweep.
+async fn delete_after_failed_attach(node: &Node, ec2: &dyn Ec2, eni_id: &str) {
     if let Err(error) = ec2.delete_network_interface(eni_id).await {
+        node.metrics.aws_utils_error("AllocENIDeleteErr", &error);
         tracing::error!(eni = %eni_id, "attach failed and delete failed too (the leaked-ENI sweep will retry): {error}");
     }
 }
 
-/// Detaches (if attached) and deletes an ENI, retrying the delete while the detach completes.
-pub async fn detach_and_delete(ec2: &dyn Ec2, eni_id: &str) -> Result<(), Ec2Error> {
+/// Detaches (if attached) and deletes an ENI, retrying the delete while the detach completes. Failing to
+/// read its attachment or to delete it is counted as the original counts it in `FreeENI`.
+pub async fn detach_and_delete(node: &Node, ec2: &dyn Ec2, eni_id: &str) -> Result<(), Ec2Error> {
     let described = ec2
         .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
             network_interface_ids: vec![eni_id.to_owned()],
@@ -309,7 +320,10 @@ pub async fn detach_and_delete(ec2: &dyn Ec2, eni_id: &str) -> Result<(), Ec2Err
             }
         }
         Err(error) if error.kind == Ec2ErrorKind::NotFound => return Ok(()),
-        Err(error) => return Err(error),
+        Err(error) => {
+            node.metrics.aws_utils_error("getENIAttachmentIDFailed", &error);
+            return Err(error);
+        }
     }
     let mut last = None;
     for attempt in 0..12u32 {
@@ -320,7 +334,9 @@ pub async fn detach_and_delete(ec2: &dyn Ec2, eni_id: &str) -> Result<(), Ec2Err
         }
         tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
     }
-    Err(last.unwrap_or_else(|| Ec2Error::unavailable("delete did not complete")))
+    let error = last.unwrap_or_else(|| Ec2Error::unavailable("delete did not complete"));
+    node.metrics.aws_utils_error("FreeENIDeleteErr", &error);
+    Err(error)
 }
 
 /// Frees an ENI the engine chose: out of the pool first (so no pod can get one of its addresses), then
@@ -346,7 +362,7 @@ pub async fn free_eni(node: &Node, ec2: &dyn Ec2, eni_id: &str) -> Result<(), Ec
         .ipamd_action_inprogress
         .with_label_values(&["decreaseIPPool"])
         .inc();
-    let result = detach_and_delete(ec2, eni_id).await;
+    let result = detach_and_delete(node, ec2, eni_id).await;
     node.metrics
         .ipamd_action_inprogress
         .with_label_values(&["decreaseIPPool"])

@@ -77,7 +77,10 @@ pub async fn sweep(node: &Node, ec2: &dyn Ec2) -> Result<Sweep, Ec2Error> {
                             tracing::info!(eni = %id, created = %rfc3339(created), "deleted a leaked ENI");
                             result.deleted.push(id);
                         }
-                        Err(error) => tracing::warn!(eni = %id, "deleting a leaked ENI: {error}"),
+                        Err(error) => {
+                            node.metrics.aws_utils_error("cleanUpLeakedENIDeleteErr", &error);
+                            tracing::warn!(eni = %id, "deleting a leaked ENI: {error}");
+                        }
                     }
                 }
                 // Young, or a createdAt we cannot read: left alone.
@@ -103,9 +106,13 @@ pub fn enabled(node: &Node) -> bool {
 fn jitter(interval: Duration) -> Duration {
     let limit = MAX_JITTER.min(interval).as_millis().max(1) as u64;
     let mut bytes = [0u8; 8];
-    if let Ok(mut urandom) = std::fs::File::open("/dev/urandom") {
+    let read = std::fs::File::open("/dev/urandom").and_then(|mut urandom| {
         use std::io::Read;
-        let _ = urandom.read_exact(&mut bytes);
+        urandom.read_exact(&mut bytes)
+    });
+    if let Err(error) = read {
+        // Only the spread of the fleet's sweeps is lost: this node sweeps without a pause.
+        tracing::warn!("no random pause before the leaked-ENI sweep (/dev/urandom: {error})");
     }
     Duration::from_millis(u64::from_le_bytes(bytes) % limit)
 }

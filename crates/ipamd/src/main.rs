@@ -36,20 +36,15 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    if std::env::var("VPCNI_EC2_BACKEND").as_deref() != Ok("aws") {
-        eprintln!(
-            "vpcni-ipamd: VPCNI_EC2_BACKEND={:?} is not valid: expected aws (EC2 and instance metadata through the AWS SDK; \
-             point AWS_EC2_ENDPOINT and AWS_EC2_METADATA_SERVICE_ENDPOINT at `vpcnictl sim serve` to run without AWS)",
-            std::env::var("VPCNI_EC2_BACKEND").unwrap_or_default()
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    }
     if let Err(error) = init_logging(&config) {
         eprintln!(
-            "vpcni-ipamd: AWS_VPC_K8S_CNI_LOG_FILE={}: {error}",
+            "vpcni-ipamd: AWS_VPC_K8S_CNI_LOG_FILE={}: {error:#}",
             config.log_file
         );
         return ExitCode::from(EXIT_CONFIG);
+    }
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -72,60 +67,83 @@ fn main() -> ExitCode {
     }
 }
 
-fn init_logging(config: &Config) -> std::io::Result<()> {
+fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::new(format!(
         "vpcni={0},vpcni_ipamd={0},vpcni_ec2_sdk={0},vpcni_dataplane={0}",
-        config.log_level
+        config.tracing_level()
     ));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match config.log_file.as_str() {
-        "stdout" => {
-            let _ = builder.with_writer(std::io::stdout).try_init();
-        }
-        "stderr" => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
-        }
+    // try_init fails only when a global subscriber is already installed, which nothing in this binary
+    // does before here; if it ever did, the daemon would log nowhere, so it is an error all the same.
+    let installed = match config.log_file.as_str() {
+        "stdout" => builder.with_writer(std::io::stdout).try_init(),
+        "stderr" => builder.with_writer(std::io::stderr).try_init(),
         path => {
             if let Some(parent) = std::path::Path::new(path).parent() {
-                std::fs::create_dir_all(parent)?;
+                std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
             }
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-            let _ = builder
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("opening {path}"))?;
+            builder
                 .with_ansi(false)
                 .with_writer(std::sync::Mutex::new(file))
-                .try_init();
+                .try_init()
         }
-    }
-    Ok(())
+    };
+    installed.map_err(|error| anyhow::anyhow!("installing the logger: {error}"))
 }
 
+/// Resolves when `stop` says so. The sender lives in `run` until every task has been awaited, so a closed
+/// channel (the only error `changed` can give) also means the daemon is on its way out: stop then too.
+async fn stopped(mut stop: tokio::sync::watch::Receiver<bool>) {
+    if stop.changed().await.is_err() {
+        tracing::debug!("stop channel closed: stopping");
+    }
+}
+
+/// Serves `router` until `stop`; if serving ends with an error, says which endpoint is gone and what
+/// that costs (the daemon keeps serving pods: neither server is on their path).
 async fn serve_http(
+    what: &'static str,
     address: ListenAddress,
     router: axum::Router,
-    mut stop: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
-    let shutdown = async move {
-        let _ = stop.changed().await;
+    tracing::info!(%address, "{what} listening");
+    let shown = address.to_string();
+    let report = move |result: std::io::Result<()>| {
+        if let Err(error) = result {
+            tracing::error!(
+                "{what} server on {shown} stopped: {error}; it stays down until the daemon restarts \
+                 (pods are not affected)"
+            );
+        }
     };
-    tracing::info!(%address, "listening");
     Ok(match address {
-        ListenAddress::Tcp(address) => {
-            let listener = tokio::net::TcpListener::bind(address)
+        ListenAddress::Tcp(socket_address) => {
+            let listener = tokio::net::TcpListener::bind(socket_address)
                 .await
-                .with_context(|| format!("binding {address}"))?;
+                .with_context(|| format!("binding {socket_address} for {what}"))?;
             tokio::spawn(async move {
-                let _ = axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await;
+                report(
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stopped(stop))
+                        .await,
+                );
             })
         }
         ListenAddress::Unix(path) => {
-            let listener =
-                server::bind_socket(&path).with_context(|| format!("binding {}", path.display()))?;
+            let listener = server::bind_socket(&path)
+                .with_context(|| format!("binding {} for {what}", path.display()))?;
             tokio::spawn(async move {
-                let _ = axum::serve(listener, router)
-                    .with_graceful_shutdown(shutdown)
-                    .await;
+                report(
+                    axum::serve(listener, router)
+                        .with_graceful_shutdown(stopped(stop))
+                        .await,
+                );
             })
         }
     })
@@ -191,21 +209,36 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = server::bind_socket(&socket).with_context(|| format!("binding {}", socket.display()))?;
     {
         let node = node.clone();
-        let mut stop = stop_rx.clone();
+        let stop = stop_rx.clone();
         tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stop.changed().await;
-            };
-            if let Err(error) = server::serve(listener, node, shutdown).await {
-                tracing::error!("gRPC server: {error}");
+            if let Err(error) = server::serve(listener, node, stopped(stop)).await {
+                tracing::error!(
+                    "gRPC server stopped: {error}; the plugin cannot reach ipamd until it restarts"
+                );
             }
         }));
     }
     if let Some(address) = introspection {
-        tasks.push(serve_http(address, introspection_router(node.clone()), stop_rx.clone()).await?);
+        tasks.push(
+            serve_http(
+                "introspection",
+                address,
+                introspection_router(node.clone()),
+                stop_rx.clone(),
+            )
+            .await?,
+        );
     }
     if let Some(address) = metrics_address {
-        tasks.push(serve_http(address, metrics_router(node.metrics.clone()), stop_rx.clone()).await?);
+        tasks.push(
+            serve_http(
+                "metrics",
+                address,
+                metrics_router(node.metrics.clone()),
+                stop_rx.clone(),
+            )
+            .await?,
+        );
     }
     let manager = PoolManager {
         node: node.clone(),
@@ -234,20 +267,44 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     // No new addresses from here; in-flight calls and the pool cycle under way finish; ENIs stay attached.
     node.set_ready(false);
-    let _ = stop_tx.send(true);
+    // Every task holds a receiver until it has been awaited below, so the send reaches them all.
+    if stop_tx.send(true).is_err() {
+        tracing::debug!("no task was left to stop");
+    }
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     for task in tasks {
-        if tokio::time::timeout_at(deadline, task).await.is_err() {
-            tracing::warn!(
-                "shutdown: work still under way after {} s was abandoned",
-                SHUTDOWN_GRACE.as_secs()
-            );
-            break;
+        match tokio::time::timeout_at(deadline, task).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!("shutdown: a task ended abnormally: {error}"),
+            Err(_) => {
+                tracing::warn!(
+                    "shutdown: work still under way after {} s was abandoned",
+                    SHUTDOWN_GRACE.as_secs()
+                );
+                break;
+            }
         }
     }
-    let pool = node.pool();
-    node.persist(&pool);
-    let _ = std::fs::remove_file(&socket);
+    match std::fs::remove_file(&socket) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        // A stale socket is replaced at the next start; only a plugin trying it meanwhile is misled.
+        Err(error) => tracing::warn!(socket = %socket.display(), "removing the socket: {error}"),
+    }
+    // The last word on the pool: if it cannot be written, the exit code says so, and the next start
+    // restores the last checkpoint that was written (EC2 and the host settle the rest).
+    let written = {
+        let pool = node.pool();
+        let seq = node.stage(&pool);
+        drop(pool);
+        node.commit(seq)
+    };
+    written.with_context(|| {
+        format!(
+            "shutdown: the checkpoint {} was not written",
+            node.config.backing_store.display()
+        )
+    })?;
     tracing::info!("stopped; checkpoint written");
     Ok(())
 }

@@ -48,8 +48,7 @@ impl MeteredEc2 {
         match &result {
             Ok(_) => metrics
                 .aws_api_latency_ms
-                .with_label_values(&[api, "false", "200"])
-                .observe(elapsed_ms),
+                .observe(&[api, "false", "200"], elapsed_ms),
             Err(error) => {
                 metrics.ec2api_error_count.with_label_values(&[api]).inc();
                 metrics
@@ -63,8 +62,7 @@ impl MeteredEc2 {
                 };
                 metrics
                     .aws_api_latency_ms
-                    .with_label_values(&[api, "true", status])
-                    .observe(elapsed_ms);
+                    .observe(&[api, "true", status], elapsed_ms);
             }
         }
         result

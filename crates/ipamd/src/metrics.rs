@@ -2,14 +2,104 @@
 //! the cni-metrics-helper keep working, plus vpcni's own (`vpcni_*`).
 //!
 //! The `prometheus` crate is used because it writes counter names as given; OpenMetrics encoders append
-//! `_total`, which would break every dashboard built for the original. The original's one Summary,
-//! `awscni_aws_api_latency_ms`, is a Histogram here: its `_sum` and `_count` series are the same, and
-//! histograms aggregate across nodes where summaries cannot.
+//! `_total`, which would break every dashboard built for the original. Every `awscni_*` metric has the
+//! original's type, so its cni-metrics-helper reads them as it reads the original's: the one Summary,
+//! `awscni_aws_api_latency_ms`, is a summary here too, with the original's labels and, as the original's
+//! (client_golang's default since v0.10), no quantiles: `_sum` and `_count` only. The crate has no summary
+//! type, so [`LatencySummary`] collects it.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType, Summary};
 use prometheus::{
     Counter, Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use vpcni_ec2::{Ec2Error, Ec2ErrorKind};
+
+/// Observation count and sum by label values.
+type SummarySeries = BTreeMap<Vec<String>, (u64, f64)>;
+
+/// A Prometheus summary without quantiles, by label values: the count and sum of observations. Clones
+/// share their series, as the crate's own metrics do.
+#[derive(Debug, Clone)]
+pub struct LatencySummary {
+    desc: Desc,
+    series: Arc<Mutex<SummarySeries>>,
+}
+
+impl LatencySummary {
+    /// A summary named `name` with these label names.
+    pub fn new(name: &str, help: &str, labels: &[&str]) -> prometheus::Result<Self> {
+        Ok(Self {
+            desc: Desc::new(
+                name.to_owned(),
+                help.to_owned(),
+                labels.iter().map(|l| (*l).to_owned()).collect(),
+                std::collections::HashMap::new(),
+            )?,
+            series: Arc::new(Mutex::new(BTreeMap::new())),
+        })
+    }
+
+    /// Records one observation under `label_values` (in the order of the label names).
+    pub fn observe(&self, label_values: &[&str], value: f64) {
+        let key = label_values.iter().map(|v| (*v).to_owned()).collect();
+        // A panic elsewhere while the lock was held leaves whole numbers behind: keep counting.
+        let mut series = self
+            .series
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let entry = series.entry(key).or_insert((0, 0.0));
+        entry.0 += 1;
+        entry.1 += value;
+    }
+}
+
+impl Collector for LatencySummary {
+    fn desc(&self) -> Vec<&Desc> {
+        vec![&self.desc]
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let series = self
+            .series
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let metrics = series
+            .iter()
+            .map(|(values, (count, sum))| {
+                let mut summary = Summary::default();
+                summary.set_sample_count(*count);
+                summary.set_sample_sum(*sum);
+                let mut metric = Metric::default();
+                metric.set_label(
+                    self.desc
+                        .variable_labels
+                        .iter()
+                        .zip(values)
+                        .map(|(name, value)| {
+                            let mut pair = LabelPair::default();
+                            pair.set_name(name.clone());
+                            pair.set_value(value.clone());
+                            pair
+                        })
+                        .collect(),
+                );
+                metric.set_summary(summary);
+                metric
+            })
+            .collect();
+        let mut family = MetricFamily::default();
+        family.set_name(self.desc.fq_name.clone());
+        family.set_help(self.desc.help.clone());
+        family.set_field_type(MetricType::SUMMARY);
+        family.set_metric(metrics);
+        vec![family]
+    }
+}
 
 /// Every metric ipamd exports.
 #[derive(Debug, Clone)]
@@ -40,7 +130,7 @@ pub struct Metrics {
     pub assigned_ip_per_eni: IntGaugeVec,
     pub connmark_backend: IntGaugeVec,
     pub build_info: GaugeVec,
-    pub aws_api_latency_ms: HistogramVec,
+    pub aws_api_latency_ms: LatencySummary,
     pub ipamd_startup_duration_seconds: HistogramVec,
     pub ipamd_node_initialization_duration_seconds: HistogramVec,
     pub no_ip_reason_count: IntCounterVec,
@@ -109,6 +199,16 @@ impl Metrics {
             ])
             .set(1.0);
 
+        let aws_api_latency_ms = LatencySummary::new(
+            "awscni_aws_api_latency_ms",
+            "AWS API call latency in ms",
+            &["api", "error", "status"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(aws_api_latency_ms.clone()))
+            .expect("unique metric name");
+
         let ec2_budget_wait_seconds = Counter::new(
             "vpcni_ec2_budget_wait_seconds",
             "Seconds EC2 calls waited for the client-side API budget",
@@ -172,11 +272,17 @@ impl Metrics {
                 "awscni_no_available_ip_addresses",
                 "The number of pod IP assignments that fail due to no available IP addresses",
             ),
-            connmark_reconcile_total: counter_vec(
-                "awscni_connmark_reconcile_total",
-                "The number of connmark rule reconciliations",
-                &["result"],
-            ),
+            connmark_reconcile_total: {
+                let metric = counter_vec(
+                    "awscni_connmark_reconcile_total",
+                    "The number of connmark Setup/Cleanup reconciliations by result",
+                    &["result"],
+                );
+                // Both series exist from the start, at 0, as the original registers them.
+                metric.with_label_values(&["success"]);
+                metric.with_label_values(&["error"]);
+                metric
+            },
             ipamd_action_inprogress: gauge_vec(
                 "awscni_ipamd_action_inprogress",
                 "The number of ipamd actions in progress",
@@ -209,27 +315,20 @@ impl Metrics {
             ),
             connmark_backend: gauge_vec(
                 "awscni_connmark_backend",
-                "The connmark backend in use",
+                "The connmark backend in use; the active backend's series is set to 1",
                 &["backend"],
             ),
             build_info,
-            aws_api_latency_ms: histogram_vec(
-                "awscni_aws_api_latency_ms",
-                "AWS API call latency in ms",
-                &["api", "error", "status"],
-                vec![
-                    5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-                ],
-            ),
+            aws_api_latency_ms,
             ipamd_startup_duration_seconds: histogram_vec(
                 "awscni_ipamd_startup_duration_seconds",
-                "Time taken for ipamd to start up",
+                "The duration of IPAMD startup from process start to ready to serve CNI requests",
                 &["success", "with_api_server", "failure_reason"],
                 prometheus::exponential_buckets(0.1, 2.0, 12).expect("valid buckets"),
             ),
             ipamd_node_initialization_duration_seconds: histogram_vec(
                 "awscni_ipamd_node_initialization_duration_seconds",
-                "Time taken to initialize the node",
+                "The duration of node initialization during IPAMD startup",
                 &["success"],
                 prometheus::exponential_buckets(0.1, 2.0, 12).expect("valid buckets"),
             ),
@@ -247,14 +346,36 @@ impl Metrics {
         }
     }
 
+    /// `awscni_aws_utils_error_count{fn,error}`, as the original counts it: an error EC2 answered (not a
+    /// transport failure) while cleaning up after a failed ENI attach (`AllocENIDeleteErr`), freeing an ENI
+    /// (`getENIAttachmentIDFailed`, `FreeENIDeleteErr`) or deleting a leaked one
+    /// (`cleanUpLeakedENIDeleteErr`). The `error` label is EC2's error code; the original puts the whole
+    /// message there, request id included, one series per failure.
+    pub fn aws_utils_error(&self, function: &str, error: &Ec2Error) {
+        if error.kind != Ec2ErrorKind::Unavailable {
+            self.aws_utils_error_count
+                .with_label_values(&[function, error.code.as_str()])
+                .inc();
+        }
+    }
+
+    /// `awscni_pod_eni_error_count{fn}`, as the original counts it: `nodeInit` when the pool's first
+    /// growth after start-up fails, or custom networking is left without a single pod address.
+    pub fn pod_eni_error(&self, function: &str) {
+        self.pod_eni_error_count.with_label_values(&[function]).inc();
+    }
+
     /// The text exposition format, for `GET /metrics`.
     pub fn render(&self) -> String {
         let mut families = self.registry.gather();
         families.extend(prometheus::gather());
         let mut buffer = Vec::new();
-        // Encoding gathered families into a Vec cannot fail.
-        let _ = TextEncoder::new().encode(&families, &mut buffer);
-        String::from_utf8(buffer).unwrap_or_default()
+        // Writing into a Vec cannot fail; a family the encoder refuses would be a bug here, and the
+        // families before it are still worth serving.
+        if let Err(error) = TextEncoder::new().encode(&families, &mut buffer) {
+            tracing::error!("encoding the metrics: {error}");
+        }
+        String::from_utf8_lossy(&buffer).into_owned()
     }
 }
 
@@ -279,8 +400,7 @@ mod tests {
             .set(3);
         metrics
             .aws_api_latency_ms
-            .with_label_values(&["AssignPrivateIpAddresses", "false", "200"])
-            .observe(12.0);
+            .observe(&["AssignPrivateIpAddresses", "false", "200"], 12.0);
         metrics
             .no_ip_reason_count
             .with_label_values(&["NODE_MAX_PODS"])
@@ -299,7 +419,18 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
-        assert!(!text.contains("_total{") && !text.contains("awscni_add_ip_req_count_total"));
+        // No `_total` added to counter names: the one original name with it is connmark_reconcile_total
+        // (the process collector's `process_cpu_seconds_total` is Prometheus' own name, as in Go).
+        for line in text
+            .lines()
+            .filter(|l| l.starts_with("awscni_") || l.starts_with("vpcni_"))
+        {
+            let name = line.split(['{', ' ']).next().unwrap_or_default();
+            assert!(
+                !name.ends_with("_total") || name == "awscni_connmark_reconcile_total",
+                "{line}"
+            );
+        }
         for name in [
             "awscni_total_ip_addresses",
             "awscni_assigned_ip_addresses",

@@ -69,14 +69,19 @@ pub async fn run(manager: PoolManager, mut stop: tokio::sync::watch::Receiver<bo
     let reconcile_interval = manager.node.config.reconcile_interval;
     let mut last_action = Instant::now();
     let mut last_cidr_check = Instant::now();
+    let mut first_cycle = true;
     loop {
         if last_cidr_check.elapsed() >= VPC_CIDR_CHECK_INTERVAL {
             refresh_vpc_cidrs(&manager).await;
             last_cidr_check = Instant::now();
         }
-        let (_, acted) = cycle(&manager.node, manager.ec2.as_ref()).await;
+        let (decision, acted) = cycle(&manager.node, manager.ec2.as_ref()).await;
         if acted {
             last_action = Instant::now();
+        }
+        if first_cycle {
+            first_cycle = false;
+            count_node_init_failure(&manager.node, &decision, acted);
         }
         if pause(&mut stop, interval / 2).await {
             return;
@@ -100,6 +105,27 @@ pub async fn run(manager: PoolManager, mut stop: tokio::sync::watch::Receiver<bo
         if pause(&mut stop, interval / 2).await {
             return;
         }
+    }
+}
+
+/// The first cycle is the original's pre-scaling at the end of its node initialisation, where it counts
+/// `awscni_pod_eni_error_count{fn="nodeInit"}` when growing the pool fails, or when custom networking is
+/// left without a single pod address (the original also refuses to become ready then; vpcni keeps serving
+/// and keeps trying, and says so in the log).
+fn count_node_init_failure(node: &Node, decision: &Decision, acted: bool) {
+    let settings = &node.config.pool;
+    if settings.disable_provisioning || settings.imds_only {
+        return;
+    }
+    let grow = matches!(
+        decision,
+        Decision::AddIps { .. } | Decision::AddPrefixes { .. } | Decision::CreateEni { .. }
+    );
+    if grow && !acted {
+        node.metrics.pod_eni_error("nodeInit");
+    } else if settings.custom_networking && node.pool().stats(now_ms()).total == 0 {
+        tracing::error!("custom networking: no ENI with pod addresses could be attached yet");
+        node.metrics.pod_eni_error("nodeInit");
     }
 }
 

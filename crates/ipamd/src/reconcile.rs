@@ -132,7 +132,12 @@ pub async fn reconcile(manager: &PoolManager) {
                 .with_label_values(&["eniReconcileDel"])
                 .inc();
             tracing::warn!(eni = %eni_id, pods = keys.len(), "ENI is no longer attached; removed from the pool");
-            let _ = node.host.teardown_eni(primary_ip, table).await;
+            if let Err(error) = node.host.teardown_eni(primary_ip, table).await {
+                tracing::warn!(
+                    eni = %eni_id, table,
+                    "removing the rules of a detached ENI failed (start-up prunes them): {error}"
+                );
+            }
         }
     }
 
@@ -294,8 +299,13 @@ async fn recheck_veths(node: &Node) {
                 if node
                     .release_stale(&check.key, &format!("host veth {} never appeared", check.veth))
                     .is_some()
+                    && let Err(error) = node.host.remove_pod_rules(&check.veth, check.ip).await
                 {
-                    let _ = node.host.remove_pod_rules(&check.veth, check.ip).await;
+                    tracing::warn!(
+                        veth = %check.veth, ip = %check.ip,
+                        "removing the rules of a released pod failed; they stay on the host for its \
+                         address: {error}"
+                    );
                 }
             }
             Err(error) => tracing::warn!(veth = %check.veth, "checking: {error}"),

@@ -97,13 +97,15 @@ struct Service<B: ?Sized> {
     book: Arc<B>,
 }
 
-fn check_version(version: i32) -> Result<(), Status> {
-    if version == vpcni_rpc::CLIENT_VERSION {
+fn check_version(version: &str) -> Result<(), Status> {
+    if vpcni_rpc::accepts_client_version(version) {
         Ok(())
     } else {
         Err(Status::failed_precondition(format!(
-            "plugin speaks protocol version {version}, ipamd speaks {}: install the plugin from the same vpcni release",
-            vpcni_rpc::CLIENT_VERSION
+            "plugin client version {version:?} is not served: ipamd serves {:?} and the original's {}x plugins; \
+             install the plugin from the same vpcni release",
+            vpcni_rpc::CLIENT_VERSION,
+            vpcni_rpc::ORIGINAL_RELEASE_LINE
         )))
     }
 }
@@ -157,7 +159,7 @@ impl<B: AddressBook + ?Sized> CniBackend for Service<B> {
         request: Request<AddNetworkRequest>,
     ) -> Result<Response<AddNetworkReply>, Status> {
         let request = request.into_inner();
-        check_version(request.client_version)?;
+        check_version(&request.client_version)?;
         let key = check_key(&request.network_name, &request.container_id, &request.if_name)?;
         let pod = PodRequest {
             key,
@@ -209,7 +211,7 @@ impl<B: AddressBook + ?Sized> CniBackend for Service<B> {
         request: Request<DelNetworkRequest>,
     ) -> Result<Response<DelNetworkReply>, Status> {
         let request = request.into_inner();
-        check_version(request.client_version)?;
+        check_version(&request.client_version)?;
         let key = check_key(&request.network_name, &request.container_id, &request.if_name)?;
         let book = self.book.clone();
         let request_key = key.clone();
@@ -231,7 +233,7 @@ impl<B: AddressBook + ?Sized> CniBackend for Service<B> {
 #[tonic::async_trait]
 impl<B: AddressBook + ?Sized> VpcniBackend for Service<B> {
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
-        check_version(request.into_inner().client_version)?;
+        check_version(&request.into_inner().client_version)?;
         let status = self.book.status();
         let (reason, message) = status
             .refusal
@@ -252,7 +254,7 @@ impl<B: AddressBook + ?Sized> VpcniBackend for Service<B> {
         request: Request<GarbageCollectRequest>,
     ) -> Result<Response<GarbageCollectReply>, Status> {
         let request = request.into_inner();
-        check_version(request.client_version)?;
+        check_version(&request.client_version)?;
         let valid = request
             .valid_attachments
             .iter()

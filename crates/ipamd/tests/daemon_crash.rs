@@ -41,10 +41,12 @@ fn veth(pod: &str) -> String {
 fn plug_veth(node: &TestNode, pod: &str) {
     let name = veth(pod);
     let peer = format!("q{}", &name[3..]);
+    // A veth that could not be made shows later, as this pod released by the daemon's veth check.
     let _ = node.exec(&["ip", "link", "add", &name, "type", "veth", "peer", "name", &peer]);
 }
 
 fn unplug_veth(node: &TestNode, pod: &str) {
+    // Gone already (never made, or its pod released) is the state wanted.
     let _ = node.exec(&["ip", "link", "del", &veth(pod)]);
 }
 
@@ -343,4 +345,36 @@ fn sigterm_finishes_the_attach_under_way_and_detaches_nothing() {
     .unwrap();
     assert!(sh(&node, &["ip", "rule"]).contains("32765:"));
     assert_eq!(allocations(&node).get("stay"), Some(&stay));
+}
+
+#[test]
+fn sigterm_exits_non_zero_when_the_checkpoint_cannot_be_written() {
+    let node = TestNode::start().unwrap();
+    node.wait_for_addresses(1).unwrap();
+    outcome(&node.ipamd_add("held").unwrap()).unwrap();
+    // The checkpoint's path becomes a directory with something in it: renaming the new checkpoint onto
+    // it fails, root or not.
+    let path = node.checkpoint_path();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("in-the-way"), "").unwrap();
+
+    let status = node.stop_ipamd().unwrap();
+    let log = node.ipamd_log();
+    assert_eq!(status.code(), Some(1), "{log}");
+    assert!(
+        log.contains(&format!(
+            "shutdown: the checkpoint {} was not written",
+            path.display()
+        )),
+        "{log}"
+    );
+    assert!(!log.contains("checkpoint written"), "{log}");
+
+    // With the way clear, the next shutdown writes it and says so with exit code 0.
+    std::fs::remove_dir_all(&path).unwrap();
+    node.start_ipamd().unwrap();
+    let status = node.stop_ipamd().unwrap();
+    assert!(status.success(), "{status:?}\n{}", node.ipamd_log());
+    assert!(std::fs::read_to_string(&path).unwrap().contains("vpc-cni-ipam/1"));
 }

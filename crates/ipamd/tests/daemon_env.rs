@@ -1,15 +1,23 @@
 //! Bad environment values stop the real binary before it touches anything: exit code 64 and exactly one
 //! line per bad variable naming it, its value and what is accepted. One case per family of variables.
-//! (VPCNI_EC2_BACKEND is never set here, so even a configuration that passed could not reach EC2 or the
-//! host: it would stop at that check, which has its own case.)
+//! Every run here points EC2 and instance metadata at a closed loopback port, so even a configuration that
+//! passed could reach nothing but this machine's loopback. Values the original accepts start the daemon:
+//! see `documented_values_start_the_daemon`, on a testbed node.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Command;
 
+/// Nothing listens on the discard port of loopback: a daemon that got past its configuration would fail
+/// to reach EC2 or instance metadata here rather than anywhere else.
+const NOWHERE: &str = "http://127.0.0.1:9";
+
 fn run(env: &[(&str, &str)]) -> (Option<i32>, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_vpcni-ipamd"))
         .env_clear()
+        .env("VPCNI_EC2_BACKEND", "aws")
+        .env("AWS_EC2_ENDPOINT", NOWHERE)
+        .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", NOWHERE)
         .envs(env.iter().copied())
         .output()
         .unwrap();
@@ -28,12 +36,12 @@ fn refused(env: &[(&str, &str)], line: &str) {
 #[test]
 fn pool_sizes() {
     refused(
-        &[("WARM_IP_TARGET", "ten")],
-        r#"WARM_IP_TARGET="ten" is not valid: expected a whole number (0 or more)"#,
+        &[("MAX_ENI", "three")],
+        r#"MAX_ENI="three" is not valid: expected a whole number: 1 or more caps the node's ENIs, 0 or less means the instance's limit"#,
     );
     refused(
-        &[("MAX_ENI", "0")],
-        r#"MAX_ENI="0" is not valid: expected a whole number (1 or more), or -1 for no limit"#,
+        &[("ENABLE_PREFIX_DELEGATION", "true"), ("WARM_PREFIX_TARGET", "0")],
+        r#"WARM_PREFIX_TARGET="0" is not valid: expected at least 1 with ENABLE_PREFIX_DELEGATION=true, unless WARM_IP_TARGET or MINIMUM_IP_TARGET is set"#,
     );
 }
 
@@ -92,16 +100,16 @@ fn listeners_and_paths() {
 #[test]
 fn tags_and_cluster() {
     refused(
-        &[("ADDITIONAL_ENI_TAGS", r#"{"node.k8s.amazonaws.com/x":"y"}"#)],
-        r#"ADDITIONAL_ENI_TAGS="{\"node.k8s.amazonaws.com/x\":\"y\"}" is not valid: expected a JSON object of string tags, e.g. {"team":"net"}, with no key containing k8s.amazonaws.com"#,
+        &[("ADDITIONAL_ENI_TAGS", r#"{"node.k8s.amazonaws.com/x":"y""#)],
+        r#"ADDITIONAL_ENI_TAGS="{\"node.k8s.amazonaws.com/x\":\"y\"" is not valid: expected a JSON object of string tags, e.g. {"team":"net"}, keys of 1 to 128 characters"#,
     );
 }
 
 #[test]
 fn logging() {
     refused(
-        &[("AWS_VPC_K8S_CNI_LOGLEVEL", "chatty")],
-        r#"AWS_VPC_K8S_CNI_LOGLEVEL="chatty" is not valid: expected one of trace, debug, info, warn, error"#,
+        &[("AWS_VPC_K8S_CNI_LOG_FILE", "ipamd.log")],
+        r#"AWS_VPC_K8S_CNI_LOG_FILE="ipamd.log" is not valid: expected stdout, stderr or an absolute path"#,
     );
 }
 
@@ -128,13 +136,44 @@ fn ec2_backend() {
 #[test]
 fn every_bad_variable_is_named_at_once() {
     let (code, stderr) = run(&[
-        ("WARM_IP_TARGET", "x"),
+        ("MAX_ENI", "x"),
         ("AWS_VPC_ENI_MTU", "1"),
         ("DISABLE_METRICS", "nah"),
+        ("VPCNI_EC2_BACKEND", ""),
     ]);
     assert_eq!(code, Some(64));
-    assert_eq!(stderr.lines().count(), 3, "{stderr}");
-    for name in ["WARM_IP_TARGET", "AWS_VPC_ENI_MTU", "DISABLE_METRICS"] {
+    assert_eq!(stderr.lines().count(), 4, "{stderr}");
+    for name in [
+        "MAX_ENI",
+        "AWS_VPC_ENI_MTU",
+        "DISABLE_METRICS",
+        "VPCNI_EC2_BACKEND",
+    ] {
         assert!(stderr.contains(&format!("vpcni-ipamd: {name}=")), "{stderr}");
     }
+}
+
+/// Values the original documents as valid start the real daemon and keep their meaning: `MAX_ENI=0` is
+/// the instance's limit, `AWS_VPC_K8S_CNI_LOGLEVEL=FATAL` a level (errors only here).
+#[test]
+fn documented_values_start_the_daemon() {
+    let node = vpcni_testbed::TestNode::builder()
+        .ipamd_env("MAX_ENI", "0")
+        .ipamd_env("AWS_VPC_K8S_CNI_LOGLEVEL", "FATAL")
+        .start()
+        .unwrap();
+    node.wait_for_addresses(1).unwrap();
+    let reply = node.ipamd_add("max-eni-zero").unwrap();
+    assert!(reply.success, "{reply:?}");
+    // m5.large (the testbed's default type) takes 3 ENIs (EC2's documented limit for the type).
+    let metrics = node.metrics().unwrap().body;
+    assert!(
+        metrics.lines().any(|line| line == "awscni_eni_max 3"),
+        "{metrics}"
+    );
+    let log = node.ipamd_log();
+    assert!(
+        !log.contains("INFO") && !log.contains("DEBUG"),
+        "FATAL logs errors only:\n{log}"
+    );
 }

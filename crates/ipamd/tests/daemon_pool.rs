@@ -17,7 +17,9 @@ use vpcni_testbed::TestNode;
 
 /// (ENIs, addresses, prefixes, assigned) the engine forecasts for `pods` pods with these settings.
 fn forecast(instance_type: &str, env: &[(&str, &str)], pods: usize) -> (u64, u64, u64, u64) {
-    let map: BTreeMap<String, String> = env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    let mut map: BTreeMap<String, String> = env.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+    // Required by the daemon; the forecast never calls EC2.
+    map.insert("VPCNI_EC2_BACKEND".into(), "aws".into());
     let config = Config::from_lookup(|k| map.get(k).cloned()).unwrap();
     let limits = vpcni_limits::builtin().get(instance_type).unwrap();
     let node_limits = NodeLimits::for_instance(limits, config.pool.max_eni, false);

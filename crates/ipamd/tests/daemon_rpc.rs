@@ -46,13 +46,18 @@ fn add_and_del_over_the_socket_keep_the_originals_semantics() {
 
     // A stale plugin and a malformed key are refused with the gRPC status that says so.
     let mut old = node.add_request("web-1");
-    old.client_version = 7;
+    old.client_version = "vpcni-rpc/0".into();
     let status = node
         .with_channel(|c| async move { CniBackendClient::new(c).add_network(old).await })
         .unwrap()
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status}");
-    assert!(status.message().contains("protocol version 7"), "{status}");
+    assert!(
+        status
+            .message()
+            .contains(r#"client version "vpcni-rpc/0" is not served"#),
+        "{status}"
+    );
     let mut bad = node.add_request("web-1");
     bad.container_id = "../../etc".into();
     let status = node
@@ -158,6 +163,7 @@ fn introspection_and_metrics_answer_with_the_originals_names() {
         format!("awscni_assigned_ip_per_cidr{{cidr=\"{ip}/32\"}} 1"),
         "awscni_connmark_backend{backend=\"iptables\"} 1".to_owned(),
         "awscni_connmark_reconcile_total{result=\"success\"} 1".to_owned(),
+        "awscni_connmark_reconcile_total{result=\"error\"} 0".to_owned(),
     ] {
         assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
     }
@@ -183,6 +189,33 @@ fn introspection_and_metrics_answer_with_the_originals_names() {
         text.contains("awscni_ec2api_req_count{fn=\"AssignPrivateIpAddresses\"}"),
         "{text}"
     );
+    // Every family the running daemon exports has the original's type; the API latency is a summary
+    // without quantiles, as the original's.
+    let types = exported_types(&text);
+    for (name, kind) in &types {
+        if name.starts_with("awscni_") {
+            assert_eq!(
+                Some(kind.as_str()),
+                original_type(name),
+                "# TYPE {name} in\n{text}"
+            );
+        }
+    }
+    for name in [
+        "awscni_aws_api_latency_ms",
+        "awscni_ipamd_startup_duration_seconds",
+        "awscni_ec2api_req_count",
+        "awscni_eni_max",
+    ] {
+        assert!(types.iter().any(|(n, _)| n == name), "{name} missing in\n{text}");
+    }
+    assert!(
+        text.lines().any(|l| l.starts_with(
+            "awscni_aws_api_latency_ms_count{api=\"DescribeInstances\",error=\"false\",status=\"200\"} "
+        )),
+        "{text}"
+    );
+    assert!(!text.contains("awscni_aws_api_latency_ms_bucket"), "{text}");
     // Counter names as the original's, not OpenMetrics' `_total` variants (only one original name has it).
     for name in [
         "awscni_add_ip_req_count",
@@ -223,4 +256,141 @@ fn the_originals_checkpoint_is_imported_when_ours_is_missing() {
     })
     .unwrap();
     assert!(node.ipamd_log().contains("importing the original's checkpoint"));
+}
+
+/// The original's metric types (v1.23.1, utils/prometheusmetrics/prometheusmetrics.go and
+/// pkg/version/info.go), written out independently of vpcni's code.
+const ORIGINAL_METRIC_TYPES: &[(&str, &str)] = &[
+    ("awscni_ipamd_error_count", "counter"),
+    ("awscni_ipamd_action_inprogress", "gauge"),
+    ("awscni_eni_max", "gauge"),
+    ("awscni_ip_max", "gauge"),
+    ("awscni_reconcile_count", "counter"),
+    ("awscni_add_ip_req_count", "counter"),
+    ("awscni_del_ip_req_count", "counter"),
+    ("awscni_pod_eni_error_count", "counter"),
+    ("awscni_aws_api_latency_ms", "summary"),
+    ("awscni_aws_api_error_count", "counter"),
+    ("awscni_aws_utils_error_count", "counter"),
+    ("awscni_ec2api_req_count", "counter"),
+    ("awscni_ec2api_error_count", "counter"),
+    ("awscni_eni_allocated", "gauge"),
+    ("awscni_total_ip_addresses", "gauge"),
+    ("awscni_assigned_ip_addresses", "gauge"),
+    ("awscni_force_removed_enis", "counter"),
+    ("awscni_force_removed_ips", "counter"),
+    ("awscni_total_ipv4_prefixes", "gauge"),
+    ("awscni_assigned_ip_per_cidr", "gauge"),
+    ("awscni_no_available_ip_addresses", "counter"),
+    ("awscni_assigned_ip_per_eni", "gauge"),
+    ("awscni_ipamd_startup_duration_seconds", "histogram"),
+    ("awscni_ipamd_node_initialization_duration_seconds", "histogram"),
+    ("awscni_connmark_backend", "gauge"),
+    ("awscni_connmark_reconcile_total", "counter"),
+    ("awscni_build_info", "gauge"),
+];
+
+fn original_type(name: &str) -> Option<&'static str> {
+    ORIGINAL_METRIC_TYPES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, kind)| *kind)
+}
+
+/// `(name, type)` of every `# TYPE` line.
+fn exported_types(text: &str) -> Vec<(String, String)> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .map(|(name, kind)| (name.to_owned(), kind.to_owned()))
+        .collect()
+}
+
+/// In process, with a series in every family: each of the original's metrics is exported, under its type.
+#[test]
+fn every_original_metric_is_exported_with_the_originals_type() {
+    use vpcni_ec2::Ec2Error;
+
+    let metrics = vpcni_ipamd::metrics::Metrics::new();
+    metrics.ipamd_error_count.with_label_values(&["checkpoint"]).inc();
+    metrics
+        .reconcile_count
+        .with_label_values(&["eniReconcileAdd"])
+        .inc();
+    metrics.add_ip_req_count.inc();
+    metrics.del_ip_req_count.with_label_values(&["PodDeleted"]).inc();
+    metrics.pod_eni_error("nodeInit");
+    metrics
+        .aws_api_error_count
+        .with_label_values(&["AttachNetworkInterface", "AttachmentLimitExceeded"])
+        .inc();
+    metrics.aws_utils_error(
+        "FreeENIDeleteErr",
+        &Ec2Error::new("InvalidNetworkInterfaceID.NotFound", "gone"),
+    );
+    metrics
+        .ec2api_req_count
+        .with_label_values(&["DescribeInstances"])
+        .inc();
+    metrics
+        .ec2api_error_count
+        .with_label_values(&["DescribeInstances"])
+        .inc();
+    metrics.force_removed_enis.inc();
+    metrics.force_removed_ips.inc();
+    metrics.no_available_ip_addresses.inc();
+    metrics
+        .ipamd_action_inprogress
+        .with_label_values(&["increaseIPPool"])
+        .set(0);
+    metrics.eni_max.set(3);
+    metrics.ip_max.set(27);
+    metrics.eni_allocated.set(1);
+    metrics.total_ip_addresses.set(9);
+    metrics.assigned_ip_addresses.set(1);
+    metrics.total_ipv4_prefixes.set(0);
+    metrics
+        .assigned_ip_per_cidr
+        .with_label_values(&["10.0.0.5/32"])
+        .set(1);
+    metrics
+        .assigned_ip_per_eni
+        .with_label_values(&["eni-0abc"])
+        .set(1);
+    metrics.connmark_backend.with_label_values(&["iptables"]).set(1);
+    metrics
+        .aws_api_latency_ms
+        .observe(&["DescribeInstances", "false", "200"], 12.5);
+    metrics
+        .aws_api_latency_ms
+        .observe(&["DescribeInstances", "false", "200"], 7.5);
+    metrics
+        .ipamd_startup_duration_seconds
+        .with_label_values(&["true", "false", ""])
+        .observe(1.0);
+    metrics
+        .ipamd_node_initialization_duration_seconds
+        .with_label_values(&["true"])
+        .observe(1.0);
+    let text = metrics.render();
+
+    let types = exported_types(&text);
+    for (name, kind) in ORIGINAL_METRIC_TYPES {
+        let exported: Vec<_> = types.iter().filter(|(n, _)| n == name).collect();
+        assert_eq!(exported.len(), 1, "{name} in\n{text}");
+        assert_eq!(exported[0].1, *kind, "# TYPE {name}");
+    }
+    for line in [
+        r#"awscni_aws_api_latency_ms_sum{api="DescribeInstances",error="false",status="200"} 20"#,
+        r#"awscni_aws_api_latency_ms_count{api="DescribeInstances",error="false",status="200"} 2"#,
+        r#"awscni_aws_utils_error_count{error="InvalidNetworkInterfaceID.NotFound",fn="FreeENIDeleteErr"} 1"#,
+        r#"awscni_pod_eni_error_count{fn="nodeInit"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+    }
+    // No quantile lines: the original's summary has no objectives.
+    assert!(!text.contains("quantile="), "{text}");
+    // A transport failure is not an error EC2 answered: the original does not count it either.
+    metrics.aws_utils_error("FreeENIDeleteErr", &Ec2Error::unavailable("connection refused"));
+    assert!(metrics.render().contains(r#"fn="FreeENIDeleteErr"} 1"#));
 }

@@ -85,7 +85,7 @@ impl TestNode {
     /// The AddNetwork request the plugin sends for `pod` (container id = pod name, eth0).
     pub fn add_request(&self, pod: &str) -> AddNetworkRequest {
         AddNetworkRequest {
-            client_version: vpcni_rpc::CLIENT_VERSION,
+            client_version: vpcni_rpc::CLIENT_VERSION.to_owned(),
             k8s_pod_name: pod.to_owned(),
             k8s_pod_namespace: "default".to_owned(),
             k8s_pod_infra_container_id: pod.to_owned(),
@@ -101,7 +101,7 @@ impl TestNode {
     /// The DelNetwork request the plugin sends for `pod`.
     pub fn del_request(&self, pod: &str) -> DelNetworkRequest {
         DelNetworkRequest {
-            client_version: vpcni_rpc::CLIENT_VERSION,
+            client_version: vpcni_rpc::CLIENT_VERSION.to_owned(),
             k8s_pod_name: pod.to_owned(),
             k8s_pod_namespace: "default".to_owned(),
             k8s_pod_infra_container_id: pod.to_owned(),
@@ -136,7 +136,7 @@ impl TestNode {
     /// ipamd's Status (what CNI STATUS reports).
     pub fn ipamd_status(&self) -> Result<StatusReply> {
         let request = StatusRequest {
-            client_version: vpcni_rpc::CLIENT_VERSION,
+            client_version: vpcni_rpc::CLIENT_VERSION.to_owned(),
         };
         self.with_channel(|channel| async move { VpcniBackendClient::new(channel).status(request).await })?
             .map(tonic::Response::into_inner)

@@ -5,13 +5,17 @@ use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
-use super::{InvalidVariable, ListenAddress};
+use super::{ConfigWarning, Ec2Backend, InvalidVariable, ListenAddress};
 
 /// Reads variables through a lookup function (tests pass a map) and collects every problem.
 pub(super) struct Reader<F> {
     pub(super) lookup: F,
     pub(super) errors: Vec<InvalidVariable>,
+    pub(super) warnings: Vec<ConfigWarning>,
 }
+
+/// The original's log levels (its zap logger lower-cases the value), plus `trace`.
+const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "fatal"];
 
 impl<F: Fn(&str) -> Option<String>> Reader<F> {
     pub(super) fn raw(&self, variable: &str) -> Option<String> {
@@ -25,6 +29,14 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
             variable,
             value: value.to_owned(),
             accepted: accepted.into(),
+        });
+    }
+
+    pub(super) fn warn(&mut self, variable: &'static str, value: &str, outcome: impl Into<String>) {
+        self.warnings.push(ConfigWarning {
+            variable,
+            value: value.to_owned(),
+            outcome: outcome.into(),
         });
     }
 
@@ -61,17 +73,39 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         }
     }
 
-    pub(super) fn optional_number(&mut self, variable: &'static str, min: u32) -> Option<u32> {
-        let value = self.raw(variable)?;
-        match value.parse::<u32>() {
-            Ok(n) if n >= min => Some(n),
-            // The original's manifests write MAX_ENI=-1 for "no limit".
-            _ if value == "-1" => None,
+    /// A warm-pool target as the original's ipamd reads it: a whole number (Go's Atoi: sign allowed), and
+    /// the default, with a warning, for anything negative or not a number.
+    pub(super) fn target(&mut self, variable: &'static str, default: u32) -> u32 {
+        let Some(value) = self.raw(variable) else {
+            return default;
+        };
+        match value.parse::<i64>() {
+            Ok(n) if n >= 0 => u32::try_from(n).unwrap_or(u32::MAX),
             _ => {
+                self.warn(
+                    variable,
+                    &value,
+                    format!(
+                        "not a whole number 0 or more; using the default, {default}, as the original does"
+                    ),
+                );
+                default
+            }
+        }
+    }
+
+    /// MAX_ENI: a whole number; 0 or less means the instance's limit, as in the original. Anything else is
+    /// refused: the original would quietly drop the cap, and with it the bound on the node's addresses.
+    pub(super) fn max_eni(&mut self, variable: &'static str) -> Option<u32> {
+        let value = self.raw(variable)?;
+        match value.parse::<i64>() {
+            Ok(n) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+            Ok(_) => None,
+            Err(_) => {
                 self.invalid(
                     variable,
                     &value,
-                    format!("a whole number ({min} or more), or -1 for no limit"),
+                    "a whole number: 1 or more caps the node's ENIs, 0 or less means the instance's limit",
                 );
                 None
             }
@@ -87,13 +121,79 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         let Some(value) = self.raw(variable) else {
             return default.to_owned();
         };
-        let lower = value.to_ascii_lowercase();
-        if accepted.contains(&lower.as_str()) {
-            lower
+        if accepted.contains(&value.as_str()) {
+            value
         } else {
             self.invalid(variable, &value, format!("one of {}", accepted.join(", ")));
             default.to_owned()
         }
+    }
+
+    /// AWS_VPC_K8S_CNI_LOGLEVEL: any case, as the original; an unknown level is `debug` there (its
+    /// default) and here, with a warning — a typo in it changes nothing but the log's volume.
+    pub(super) fn log_level(&mut self, variable: &'static str) -> String {
+        let Some(value) = self.raw(variable) else {
+            return "debug".to_owned();
+        };
+        let lower = value.to_ascii_lowercase();
+        if LOG_LEVELS.contains(&lower.as_str()) {
+            lower
+        } else {
+            self.warn(
+                variable,
+                &value,
+                format!(
+                    "not one of {}; logging at debug, as the original does",
+                    LOG_LEVELS.join(", ")
+                ),
+            );
+            "debug".to_owned()
+        }
+    }
+
+    /// VPCNI_EC2_BACKEND: required, so the daemon never reaches for EC2 nobody asked it to use.
+    pub(super) fn ec2_backend(&mut self, variable: &'static str) -> Ec2Backend {
+        let value = self.raw(variable).unwrap_or_default();
+        if value != "aws" {
+            self.invalid(
+                variable,
+                &value,
+                "aws (EC2 and instance metadata through the AWS SDK; point AWS_EC2_ENDPOINT and \
+                 AWS_EC2_METADATA_SERVICE_ENDPOINT at `vpcnictl sim serve` to run without AWS)",
+            );
+        }
+        Ec2Backend::Aws
+    }
+
+    /// ADDITIONAL_ENI_TAGS: a JSON object of strings. A key containing `k8s.amazonaws.com` is dropped with
+    /// a warning, as the original drops it. Text that is not such an object is refused (the original
+    /// drops every tag, which its own source marks as a stopgap), and so is a key EC2 would refuse.
+    pub(super) fn eni_tags(&mut self, variable: &'static str) -> Vec<(String, String)> {
+        let Some(value) = self.raw(variable) else {
+            return Vec::new();
+        };
+        let accepted = "a JSON object of string tags, e.g. {\"team\":\"net\"}, keys of 1 to 128 characters";
+        let Ok(tags) = serde_json::from_str::<std::collections::BTreeMap<String, String>>(&value) else {
+            self.invalid(variable, &value, accepted);
+            return Vec::new();
+        };
+        if tags.keys().any(|k| k.is_empty() || k.chars().count() > 128) {
+            self.invalid(variable, &value, accepted);
+            return Vec::new();
+        }
+        let (reserved, kept): (Vec<_>, Vec<_>) = tags
+            .into_iter()
+            .partition(|(key, _)| key.contains("k8s.amazonaws.com"));
+        for (key, _) in reserved {
+            self.warn(
+                variable,
+                &value,
+                format!(
+                    "tag {key:?} dropped: keys containing k8s.amazonaws.com are reserved, as in the original"
+                ),
+            );
+        }
+        kept
     }
 
     pub(super) fn cidrs(&mut self, variable: &'static str) -> Vec<Ipv4Net> {
@@ -104,6 +204,16 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         for part in value.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             match part.parse::<Ipv4Net>() {
                 Ok(cidr) => cidrs.push(cidr.trunc()),
+                // The original skips IPv6 entries: they have no meaning in an IPv4 cluster.
+                Err(_) if part.parse::<ipnet::Ipv6Net>().is_ok() => {
+                    self.warn(
+                        variable,
+                        &value,
+                        format!("IPv6 entry {part:?} skipped: the cluster is IPv4, as the original skips it"),
+                    );
+                }
+                // The original skips an entry that is no CIDR at all too; vpcni refuses it, because the
+                // entry decides which traffic is SNATed or leaves through the main table.
                 Err(_) => {
                     self.invalid(
                         variable,

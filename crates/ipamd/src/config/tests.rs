@@ -2,12 +2,22 @@ use std::collections::HashMap;
 
 use super::*;
 
+/// Loads `pairs` on top of VPCNI_EC2_BACKEND=aws, the one variable without a default.
 fn load(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-    let map: HashMap<String, String> = pairs
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-        .collect();
+    let mut map: HashMap<String, String> =
+        HashMap::from([("VPCNI_EC2_BACKEND".to_owned(), "aws".to_owned())]);
+    map.extend(pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
     Config::from_lookup(move |key| map.get(key).cloned())
+}
+
+/// The warnings a configuration that loads gives, one line each.
+fn warnings(pairs: &[(&str, &str)]) -> Vec<String> {
+    load(pairs)
+        .unwrap()
+        .warnings
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 fn error(pairs: &[(&str, &str)]) -> String {
@@ -41,6 +51,8 @@ fn defaults_are_the_originals() {
     );
     assert_eq!(config.socket_path, PathBuf::from("/var/run/vpcni/ipamd.sock"));
     assert_eq!(config.backing_store, PathBuf::from("/var/run/vpcni/ipam.json"));
+    assert_eq!(config.log_level, "debug");
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
 
 #[test]
@@ -87,30 +99,73 @@ fn manifest_values_are_read() {
         vec![("team".to_owned(), "net".to_owned())]
     );
     assert_eq!(load(&[("MAX_ENI", "-1")]).unwrap().pool.max_eni, None);
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
 
 #[test]
 fn pool_numbers() {
     assert_eq!(
-        error(&[("WARM_IP_TARGET", "ten")]),
-        r#"WARM_IP_TARGET="ten" is not valid: expected a whole number (0 or more)"#
-    );
-    assert_eq!(
-        error(&[("WARM_ENI_TARGET", "-1")]),
-        r#"WARM_ENI_TARGET="-1" is not valid: expected a whole number (0 or more)"#
-    );
-    assert_eq!(
-        error(&[("MAX_ENI", "0")]),
-        r#"MAX_ENI="0" is not valid: expected a whole number (1 or more), or -1 for no limit"#
+        error(&[("MAX_ENI", "three")]),
+        r#"MAX_ENI="three" is not valid: expected a whole number: 1 or more caps the node's ENIs, 0 or less means the instance's limit"#
     );
     assert_eq!(
         error(&[("IP_COOLDOWN_PERIOD", "1h")]),
-        r#"IP_COOLDOWN_PERIOD="1h" is not valid: expected a whole number from 0 to 86400"#
+        r#"IP_COOLDOWN_PERIOD="1h" is not valid: expected a whole number (0 or more)"#
+    );
+    assert_eq!(
+        error(&[("IP_COOLDOWN_PERIOD", "-5")]),
+        r#"IP_COOLDOWN_PERIOD="-5" is not valid: expected a whole number (0 or more)"#,
+        "the original's entry point refuses a negative cooldown too"
     );
     assert_eq!(
         error(&[("ENABLE_PREFIX_DELEGATION", "true"), ("WARM_PREFIX_TARGET", "0")]),
         r#"WARM_PREFIX_TARGET="0" is not valid: expected at least 1 with ENABLE_PREFIX_DELEGATION=true, unless WARM_IP_TARGET or MINIMUM_IP_TARGET is set"#
     );
+    // The original's entry point compares the text with "0", so a negative target is refused there too.
+    assert_eq!(
+        error(&[("ENABLE_PREFIX_DELEGATION", "true"), ("WARM_PREFIX_TARGET", "-1")]),
+        r#"WARM_PREFIX_TARGET="-1" is not valid: expected at least 1 with ENABLE_PREFIX_DELEGATION=true, unless WARM_IP_TARGET or MINIMUM_IP_TARGET is set"#
+    );
+}
+
+#[test]
+fn max_eni_zero_or_less_is_the_instance_limit_as_in_the_original() {
+    for value in ["0", "-1", "-7"] {
+        let config = load(&[("MAX_ENI", value)]).unwrap();
+        assert_eq!(config.pool.max_eni, None, "MAX_ENI={value}");
+        assert!(config.warnings.is_empty(), "a documented value: {value}");
+    }
+    assert_eq!(load(&[("MAX_ENI", "1")]).unwrap().pool.max_eni, Some(1));
+}
+
+#[test]
+fn negative_or_unreadable_targets_fall_back_to_the_default_with_a_warning() {
+    // (variable, value, the original's default for it)
+    for (variable, value, default) in [
+        ("WARM_ENI_TARGET", "-1", 1),
+        ("WARM_ENI_TARGET", "two", 1),
+        ("WARM_IP_TARGET", "-3", 0),
+        ("WARM_IP_TARGET", "ten", 0),
+        ("MINIMUM_IP_TARGET", "1.5", 0),
+        ("WARM_PREFIX_TARGET", "many", 0),
+    ] {
+        let config = load(&[(variable, value)]).unwrap();
+        let read = match variable {
+            "WARM_ENI_TARGET" => config.pool.warm_eni_target,
+            "WARM_IP_TARGET" => config.pool.warm_ip_target,
+            "MINIMUM_IP_TARGET" => config.pool.minimum_ip_target,
+            _ => config.pool.warm_prefix_target,
+        };
+        assert_eq!(read, default, "{variable}={value}");
+        assert_eq!(
+            warnings(&[(variable, value)]),
+            [format!(
+                "{variable}={value:?}: not a whole number 0 or more; using the default, {default}, as the original does"
+            )]
+        );
+    }
+    // Go's Atoi takes a sign.
+    assert_eq!(load(&[("WARM_IP_TARGET", "+5")]).unwrap().pool.warm_ip_target, 5);
 }
 
 #[test]
@@ -151,6 +206,18 @@ fn snat_settings() {
     assert_eq!(
         error(&[("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "always")]),
         r#"AWS_VPC_K8S_CNI_RANDOMIZESNAT="always" is not valid: expected one of prng, hashrandom, none"#
+    );
+    // The original matches exact spellings: "NONE" would quietly be prng there, so it is refused here.
+    assert_eq!(
+        error(&[("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "NONE")]),
+        r#"AWS_VPC_K8S_CNI_RANDOMIZESNAT="NONE" is not valid: expected one of prng, hashrandom, none"#
+    );
+    assert_eq!(
+        load(&[("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "none")])
+            .unwrap()
+            .network
+            .randomize_snat,
+        RandomizeSnat::None
     );
     assert_eq!(
         error(&[("AWS_VPC_K8S_CNI_CONNMARK", "0")]),
@@ -197,17 +264,22 @@ fn listeners_and_paths() {
         error(&[("AWS_EC2_ENDPOINT", "ec2.local")]),
         r#"AWS_EC2_ENDPOINT="ec2.local" is not valid: expected an http:// or https:// URL"#
     );
-    assert_eq!(
-        error(&[("AWS_VPC_K8S_CNI_LOGLEVEL", "chatty")]),
-        r#"AWS_VPC_K8S_CNI_LOGLEVEL="chatty" is not valid: expected one of trace, debug, info, warn, error"#
-    );
 }
 
 #[test]
 fn tags_and_cluster() {
+    let value = r#"{"node.k8s.amazonaws.com/x":"y","team":"net"}"#;
+    let config = load(&[("ADDITIONAL_ENI_TAGS", value)]).unwrap();
     assert_eq!(
-        error(&[("ADDITIONAL_ENI_TAGS", r#"{"node.k8s.amazonaws.com/x":"y"}"#)]),
-        r#"ADDITIONAL_ENI_TAGS="{\"node.k8s.amazonaws.com/x\":\"y\"}" is not valid: expected a JSON object of string tags, e.g. {"team":"net"}, with no key containing k8s.amazonaws.com"#
+        config.additional_eni_tags,
+        vec![("team".to_owned(), "net".to_owned())],
+        "the reserved key is dropped, as the original drops it"
+    );
+    assert_eq!(
+        warnings(&[("ADDITIONAL_ENI_TAGS", value)]),
+        [
+            r#"ADDITIONAL_ENI_TAGS="{\"node.k8s.amazonaws.com/x\":\"y\",\"team\":\"net\"}": tag "node.k8s.amazonaws.com/x" dropped: keys containing k8s.amazonaws.com are reserved, as in the original"#
+        ]
     );
     assert_eq!(
         error(&[("POD_SECURITY_GROUP_ENFORCING_MODE", "loose")]),
@@ -218,7 +290,7 @@ fn tags_and_cluster() {
 #[test]
 fn every_bad_variable_is_reported_at_once() {
     let text = error(&[
-        ("WARM_IP_TARGET", "x"),
+        ("MAX_ENI", "x"),
         ("AWS_VPC_ENI_MTU", "1"),
         ("DISABLE_METRICS", "nah"),
     ]);
@@ -227,14 +299,6 @@ fn every_bad_variable_is_reported_at_once() {
 
 #[test]
 fn more_pool_and_address_settings() {
-    assert_eq!(
-        error(&[("MINIMUM_IP_TARGET", "1.5")]),
-        r#"MINIMUM_IP_TARGET="1.5" is not valid: expected a whole number (0 or more)"#
-    );
-    assert_eq!(
-        error(&[("WARM_PREFIX_TARGET", "many")]),
-        r#"WARM_PREFIX_TARGET="many" is not valid: expected a whole number (0 or more)"#
-    );
     assert_eq!(
         error(&[("ENABLE_IPv4", "false")]),
         r#"ENABLE_IPv4="false" is not valid: expected true: vpcni serves IPv4 clusters"#
@@ -257,8 +321,72 @@ fn logging() {
         error(&[("AWS_VPC_K8S_CNI_LOG_FILE", "ipamd.log")]),
         r#"AWS_VPC_K8S_CNI_LOG_FILE="ipamd.log" is not valid: expected stdout, stderr or an absolute path"#
     );
-    let config = load(&[("AWS_VPC_K8S_CNI_LOGLEVEL", "INFO")]).unwrap();
-    assert_eq!(config.log_level, "info");
+    // The original's levels, in any case (its logger lower-cases them); FATAL logs errors only here.
+    for (value, level, filter) in [
+        ("INFO", "info", "info"),
+        ("Debug", "debug", "debug"),
+        ("warn", "warn", "warn"),
+        ("ERROR", "error", "error"),
+        ("FATAL", "fatal", "error"),
+        ("fatal", "fatal", "error"),
+        ("trace", "trace", "trace"),
+    ] {
+        let config = load(&[("AWS_VPC_K8S_CNI_LOGLEVEL", value)]).unwrap();
+        assert_eq!(
+            (config.log_level.as_str(), config.tracing_level()),
+            (level, filter),
+            "{value}"
+        );
+        assert!(config.warnings.is_empty(), "{value}");
+    }
+    // An unknown level is the original's default, debug; a warning says so.
+    let config = load(&[("AWS_VPC_K8S_CNI_LOGLEVEL", "chatty")]).unwrap();
+    assert_eq!(config.log_level, "debug");
+    assert_eq!(
+        warnings(&[("AWS_VPC_K8S_CNI_LOGLEVEL", "chatty")]),
+        [
+            r#"AWS_VPC_K8S_CNI_LOGLEVEL="chatty": not one of trace, debug, info, warn, error, fatal; logging at debug, as the original does"#
+        ]
+    );
+}
+
+#[test]
+fn cidr_lists_skip_ipv6_entries_and_refuse_typos() {
+    let value = "10.10.0.0/16, fd00::/8";
+    let config = load(&[("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", value)]).unwrap();
+    assert_eq!(
+        config.network.exclude_snat_cidrs,
+        vec!["10.10.0.0/16".parse::<Ipv4Net>().unwrap()]
+    );
+    assert_eq!(
+        warnings(&[("AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS", value)]),
+        [
+            r#"AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS="10.10.0.0/16, fd00::/8": IPv6 entry "fd00::/8" skipped: the cluster is IPv4, as the original skips it"#
+        ]
+    );
+    assert_eq!(
+        error(&[("AWS_EXTERNAL_SERVICE_CIDRS", "10.0.0/16")]),
+        r#"AWS_EXTERNAL_SERVICE_CIDRS="10.0.0/16" is not valid: expected comma-separated IPv4 CIDRs such as 10.1.0.0/16 ("10.0.0/16" is not one)"#
+    );
+}
+
+#[test]
+fn the_ec2_backend_is_required_and_reported_with_the_rest() {
+    let map: HashMap<&str, &str> = HashMap::from([("WARM_ENI_TARGET", "1"), ("AWS_VPC_ENI_MTU", "1")]);
+    let text = Config::from_lookup(|key| map.get(key).map(|v| (*v).to_owned()))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            r#"AWS_VPC_ENI_MTU="1" is not valid: expected a whole number from 576 to 9001"#,
+            r#"VPCNI_EC2_BACKEND="" is not valid: expected aws (EC2 and instance metadata through the AWS SDK; point AWS_EC2_ENDPOINT and AWS_EC2_METADATA_SERVICE_ENDPOINT at `vpcnictl sim serve` to run without AWS)"#,
+        ]
+    );
+    assert_eq!(
+        error(&[("VPCNI_EC2_BACKEND", "sim")]),
+        r#"VPCNI_EC2_BACKEND="sim" is not valid: expected aws (EC2 and instance metadata through the AWS SDK; point AWS_EC2_ENDPOINT and AWS_EC2_METADATA_SERVICE_ENDPOINT at `vpcnictl sim serve` to run without AWS)"#
+    );
 }
 
 #[test]
@@ -306,7 +434,7 @@ fn vpcni_knobs() {
 fn more_tags_and_cluster() {
     assert_eq!(
         error(&[("ADDITIONAL_ENI_TAGS", "team=net")]),
-        r#"ADDITIONAL_ENI_TAGS="team=net" is not valid: expected a JSON object of string tags, e.g. {"team":"net"}, with no key containing k8s.amazonaws.com"#
+        r#"ADDITIONAL_ENI_TAGS="team=net" is not valid: expected a JSON object of string tags, e.g. {"team":"net"}, keys of 1 to 128 characters"#
     );
     let long = "c".repeat(101);
     assert_eq!(

@@ -139,6 +139,8 @@ impl World {
 
     pub fn config(&self, env: &[(&str, &str)]) -> Config {
         let mut map: BTreeMap<String, String> = BTreeMap::new();
+        // In process, EC2 is the simulator whatever this says; the daemon requires it.
+        map.insert("VPCNI_EC2_BACKEND".into(), "aws".into());
         map.insert(
             "AWS_VPC_K8S_CNI_BACKING_STORE".into(),
             self.checkpoint().display().to_string(),
