@@ -121,14 +121,16 @@ fn a_node_comes_up_serves_and_cleans_up() {
 
 #[test]
 fn an_ipamd_that_dies_at_start_is_reported_with_its_log() {
+    // A MAX_ENI that is not a number stops the daemon (a misread limit would change the pool's size);
+    // WARM_IP_TARGET=ten would not, since the original falls back to its default there.
     let error = TestNode::builder()
-        .ipamd_env("WARM_IP_TARGET", "ten")
+        .ipamd_env("MAX_ENI", "ten")
         .start()
         .unwrap_err();
     match &error {
         TestbedError::Died { process, log, .. } => {
             assert_eq!(process, "vpcni-ipamd");
-            assert!(log.contains("WARM_IP_TARGET"), "{log}");
+            assert!(log.contains("MAX_ENI"), "{log}");
         }
         other => panic!("expected Died, got {other}"),
     }
