@@ -38,8 +38,20 @@ version=$(cargo metadata --no-deps --format-version 1 --locked |
     python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"]=="vpcnictl"))')
 tag="localhost/vpcni:$version"
 
+context="$CARGO_TARGET_DIR/image/context"
+rm -rf "$context"
+mkdir -p "$context/rootfs/app/cni" "$context/rootfs/usr/sbin" "$context/rootfs/etc" "$context/rootfs/tmp"
+chmod 1777 "$context/rootfs/tmp"
+rootfs="$context/rootfs"
+
 echo "==> building vpcni-ipamd and vpcnictl ($profile)" >&2
 cargo build --locked "${cargo_profile[@]}" -p vpcni-ipamd --bin vpcni-ipamd -p vpcnictl --bin vpcnictl
+# Copied at once: the build directory may be shared with other checkouts, whose builds replace these files.
+install -m 0755 "$CARGO_TARGET_DIR/$profile/vpcni-ipamd" "$rootfs/app/vpcni-ipamd"
+install -m 0755 "$CARGO_TARGET_DIR/$profile/vpcnictl" "$rootfs/app/vpcnictl"
+"$rootfs/app/vpcnictl" node probe --help >/dev/null ||
+    { echo "scripts/image.sh: $CARGO_TARGET_DIR/$profile/vpcnictl is not this checkout's (another build replaced it); run again" >&2; exit 1; }
+
 # An explicit --target keeps the static build's artifacts apart from the shared dynamic ones.
 target=x86_64-unknown-linux-gnu
 echo "==> building the plugin vpcni, statically linked ($profile)" >&2
@@ -51,15 +63,8 @@ if ! ldd "$plugin" 2>&1 | grep -q -E 'statically linked|not a dynamic executable
     exit 1
 fi
 
-context="$CARGO_TARGET_DIR/image/context"
-rm -rf "$context"
-mkdir -p "$context/rootfs/app/cni" "$context/rootfs/usr/sbin" "$context/rootfs/etc" "$context/rootfs/tmp"
-chmod 1777 "$context/rootfs/tmp"
-rootfs="$context/rootfs"
 
 # Binaries, without their debug information (the image ships programs, not symbols).
-install -m 0755 "$CARGO_TARGET_DIR/$profile/vpcni-ipamd" "$rootfs/app/vpcni-ipamd"
-install -m 0755 "$CARGO_TARGET_DIR/$profile/vpcnictl" "$rootfs/app/vpcnictl"
 install -m 0755 "$plugin" "$rootfs/app/cni/vpcni"
 install -m 0755 /usr/lib/cni/loopback /usr/lib/cni/portmap "$rootfs/app/cni/"
 strip --strip-debug "$rootfs/app/vpcni-ipamd" "$rootfs/app/vpcnictl" "$rootfs/app/cni/vpcni"
@@ -69,6 +74,9 @@ for name in iptables iptables-save iptables-restore; do
 done
 mkdir -p "$rootfs$xtables_modules"
 cp -a "$xtables_modules/." "$rootfs$xtables_modules/"
+# The AWS SDK talks to EC2 over TLS and trusts the system's roots (apt-get install -y ca-certificates).
+mkdir -p "$rootfs/etc/ssl/certs"
+cp /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/ca-certificates.crt"
 # iptables resolves protocol names (-p tcp) through /etc/protocols.
 cp /etc/protocols "$rootfs/etc/protocols"
 printf 'root:x:0:0:root:/:/sbin/nologin\n' >"$rootfs/etc/passwd"
