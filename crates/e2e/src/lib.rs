@@ -15,6 +15,7 @@
 pub mod containerd;
 pub mod cri;
 pub mod image;
+pub mod kubelet;
 
 use std::path::Path;
 use std::process::Command;
