@@ -189,10 +189,14 @@ fn run_daemon_pod(
             Ok(())
         })
         .unwrap();
-    // ipamd's readiness is monotonic until shutdown: whenever the conflist is seen, the probe must pass.
+    // The daemon container says when it wrote the conflist (on a replacement the previous daemon's is
+    // already there); ipamd's readiness is monotonic until shutdown, so the probe must pass from then on.
     let started = Instant::now();
-    while !conflist.exists() {
-        let main = &template["spec"]["containers"][0];
+    let main = &template["spec"]["containers"][0];
+    while !kubelet
+        .container_log(&pod, NAMESPACE, uid, main)
+        .contains("conflist written")
+    {
         let state = kubelet.container_state(&pod.containers["vpcni"]).unwrap();
         assert!(
             started.elapsed() < Duration::from_secs(120)
@@ -202,6 +206,7 @@ fn run_daemon_pod(
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(conflist.is_file());
     assert!(
         kubelet.probe(&pod, "vpcni", "readinessProbe").unwrap(),
         "the conflist exists, so ipamd can serve an ADD"
