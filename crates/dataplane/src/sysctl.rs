@@ -52,9 +52,14 @@ pub fn read(key: &str) -> Result<String, DataplaneError> {
         .map_err(|e| DataplaneError::System(format!("reading {key}: {e}")))
 }
 
-/// Sets `rp_filter` on an interface.
+/// Sets `rp_filter` on an interface. Nothing is written when it already has the value: in the DaemonSet
+/// the privileged init container sets it, and ipamd's own container has a read-only `/proc/sys`.
 pub fn set_rp_filter(interface: &str, value: u32) -> Result<(), DataplaneError> {
-    write(&ipv4_conf_key(interface, "rp_filter")?, &value.to_string())
+    let key = ipv4_conf_key(interface, "rp_filter")?;
+    if read(&key).is_ok_and(|current| current == value.to_string()) {
+        return Ok(());
+    }
+    write(&key, &value.to_string())
 }
 
 #[cfg(test)]

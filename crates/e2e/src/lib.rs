@@ -15,6 +15,7 @@
 pub mod containerd;
 pub mod cri;
 pub mod image;
+pub mod kubelet;
 pub mod podman;
 
 use std::path::Path;

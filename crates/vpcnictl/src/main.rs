@@ -37,6 +37,9 @@ enum Command {
     /// Show or refresh the built-in table of instance-type network limits.
     #[command(subcommand)]
     Limits(commands::limits::LimitsCommand),
+    /// On a Kubernetes node, run by the vpcni DaemonSet: install the plugins and the conflist, start ipamd.
+    #[command(subcommand)]
+    Node(commands::node::NodeCommand),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Pool(args) => commands::pool::run(&args),
         Command::Sim(command) => commands::sim::run(command),
         Command::Lab(args) => commands::lab::run(args),
+        Command::Node(command) => commands::node::run(command),
     };
     match result {
         Ok(code) => code,

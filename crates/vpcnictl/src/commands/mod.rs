@@ -4,5 +4,6 @@ pub mod lab;
 mod lab_demo;
 pub mod limits;
 pub mod max_pods;
+pub mod node;
 pub mod pool;
 pub mod sim;

@@ -1,0 +1,304 @@
+//! What the node install reads from its environment: the original's variable names and defaults (its init
+//! container and `aws-vpc-cni` entrypoint), so the DaemonSet's `env:` moves over unchanged. A bad value
+//! is refused with a line naming the variable, never replaced by a default.
+
+use std::path::PathBuf;
+
+/// The CNI network name: part of ipamd's allocation key, and the conflist's `name`.
+pub const NETWORK_NAME: &str = "vpcni";
+/// The original's network name, found in its checkpoint.
+pub const ORIGINAL_NETWORK_NAME: &str = "aws-cni";
+/// The conflist's file name in the host's CNI configuration directory.
+pub const CONFLIST_FILE: &str = "10-vpcni.conflist";
+
+/// Everything the install steps need, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// HOST_CNI_BIN_PATH: where the plugins go (the host's /opt/cni/bin, mounted).
+    pub host_cni_bin: PathBuf,
+    /// HOST_CNI_CONFDIR_PATH: where the conflist goes (the host's /etc/cni/net.d, mounted).
+    pub host_cni_confdir: PathBuf,
+    /// AWS_VPC_K8S_PLUGIN_LOG_FILE: the plugin's log, a path on the host.
+    pub plugin_log_file: String,
+    /// AWS_VPC_K8S_PLUGIN_LOG_LEVEL.
+    pub plugin_log_level: String,
+    /// POD_MTU (default AWS_VPC_ENI_MTU, default 9001).
+    pub pod_mtu: u32,
+    /// AWS_VPC_K8S_CNI_VETHPREFIX.
+    pub veth_prefix: String,
+    /// POD_SECURITY_GROUP_ENFORCING_MODE.
+    pub pod_sg_enforcing_mode: String,
+    /// DISABLE_TCP_EARLY_DEMUX.
+    pub disable_tcp_early_demux: bool,
+    /// VPCNI_IPAMD_SOCKET: ipamd's socket as this container sees it.
+    pub ipamd_socket: PathBuf,
+    /// VPCNI_HOST_IPAMD_SOCKET: the same socket as the plugin on the host sees it (written into the
+    /// conflist); by default the same path, because the chart mounts the host's directory where it lives.
+    pub host_ipamd_socket: PathBuf,
+    /// AWS_VPC_K8S_CNI_BACKING_STORE: ipamd's checkpoint, where an imported checkpoint goes.
+    pub backing_store: PathBuf,
+    /// VPCNI_IMPORT_CHECKPOINT: the original's checkpoint, imported when ours does not exist yet.
+    pub original_checkpoint: PathBuf,
+}
+
+/// Every bad variable, one line each.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct SettingsError(pub Vec<String>);
+
+struct Reader<'a> {
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+    errors: Vec<String>,
+}
+
+impl Reader<'_> {
+    fn raw(&self, name: &str) -> Option<String> {
+        (self.lookup)(name).filter(|v| !v.is_empty())
+    }
+
+    fn invalid(&mut self, name: &str, value: &str, expected: &str) {
+        self.errors
+            .push(format!("{name}={value:?} is not valid: expected {expected}"));
+    }
+
+    fn string(&self, name: &str, default: &str) -> String {
+        self.raw(name).unwrap_or_else(|| default.to_owned())
+    }
+
+    fn path(&mut self, name: &str, default: &str) -> PathBuf {
+        let value = self.string(name, default);
+        let path = PathBuf::from(&value);
+        if !path.is_absolute() || path.components().any(|c| c == std::path::Component::ParentDir) {
+            self.invalid(name, &value, "an absolute path without '..'");
+        }
+        path
+    }
+
+    /// The original parses booleans with Go's strconv.ParseBool.
+    fn bool(&mut self, name: &str, default: bool) -> bool {
+        match self.raw(name).as_deref() {
+            None => default,
+            Some("1" | "t" | "T" | "true" | "TRUE" | "True") => true,
+            Some("0" | "f" | "F" | "false" | "FALSE" | "False") => false,
+            Some(other) => {
+                let other = other.to_owned();
+                self.invalid(name, &other, "true or false");
+                default
+            }
+        }
+    }
+
+    fn number(&mut self, name: &str, default: u32, min: u32, max: u32) -> u32 {
+        let Some(value) = self.raw(name) else {
+            return default;
+        };
+        match value.trim().parse::<u32>() {
+            Ok(n) if (min..=max).contains(&n) => n,
+            _ => {
+                self.invalid(name, &value, &format!("a whole number from {min} to {max}"));
+                default
+            }
+        }
+    }
+}
+
+impl NodeSettings {
+    /// Reads the process environment.
+    pub fn from_process_env() -> Result<Self, SettingsError> {
+        Self::from_lookup(&|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (tests pass a map).
+    pub fn from_lookup(lookup: &dyn Fn(&str) -> Option<String>) -> Result<Self, SettingsError> {
+        let mut env = Reader {
+            lookup,
+            errors: Vec::new(),
+        };
+        let host_cni_bin = env.path("HOST_CNI_BIN_PATH", "/host/opt/cni/bin");
+        let host_cni_confdir = env.path("HOST_CNI_CONFDIR_PATH", "/host/etc/cni/net.d");
+        let plugin_log_file = env.string(
+            "AWS_VPC_K8S_PLUGIN_LOG_FILE",
+            "/var/log/aws-routed-eni/plugin.log",
+        );
+        // stdout carries the plugin's result to the runtime: the original refuses it too.
+        if plugin_log_file.eq_ignore_ascii_case("stdout") {
+            env.invalid(
+                "AWS_VPC_K8S_PLUGIN_LOG_FILE",
+                &plugin_log_file,
+                "a file path or stderr (stdout carries the plugin's result)",
+            );
+        }
+        let plugin_log_level = env.string("AWS_VPC_K8S_PLUGIN_LOG_LEVEL", "Debug");
+        if !["debug", "info", "warn", "error"].contains(&plugin_log_level.to_ascii_lowercase().as_str()) {
+            env.invalid(
+                "AWS_VPC_K8S_PLUGIN_LOG_LEVEL",
+                &plugin_log_level,
+                "debug, info, warn or error",
+            );
+        }
+        let eni_mtu = env.number("AWS_VPC_ENI_MTU", 9001, 576, 9001);
+        let pod_mtu = env.number("POD_MTU", eni_mtu, 576, 9001);
+        let veth_prefix = env.string("AWS_VPC_K8S_CNI_VETHPREFIX", "eni");
+        let prefix_ok = (1..=4).contains(&veth_prefix.len())
+            && veth_prefix
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            && !["eth", "lo", "vlan"].contains(&veth_prefix.as_str());
+        if !prefix_ok {
+            env.invalid(
+                "AWS_VPC_K8S_CNI_VETHPREFIX",
+                &veth_prefix,
+                "1 to 4 letters, digits, '_' or '-', and not eth, lo or vlan",
+            );
+        }
+        let pod_sg_enforcing_mode = env.string("POD_SECURITY_GROUP_ENFORCING_MODE", "strict");
+        if !["strict", "standard"].contains(&pod_sg_enforcing_mode.as_str()) {
+            env.invalid(
+                "POD_SECURITY_GROUP_ENFORCING_MODE",
+                &pod_sg_enforcing_mode,
+                "strict or standard",
+            );
+        }
+        let disable_tcp_early_demux = env.bool("DISABLE_TCP_EARLY_DEMUX", false);
+        if env.bool("ENABLE_IPv6", false) {
+            env.invalid("ENABLE_IPv6", "true", "false: vpcni serves IPv4 clusters");
+        }
+        let ipamd_socket = env.path("VPCNI_IPAMD_SOCKET", vpcni_rpc::DEFAULT_SOCKET_PATH);
+        let host_ipamd_socket = match env.raw("VPCNI_HOST_IPAMD_SOCKET") {
+            Some(_) => env.path("VPCNI_HOST_IPAMD_SOCKET", ""),
+            None => ipamd_socket.clone(),
+        };
+        let backing_store = env.path("AWS_VPC_K8S_CNI_BACKING_STORE", "/var/run/vpcni/ipam.json");
+        let original_checkpoint = env.path("VPCNI_IMPORT_CHECKPOINT", "/var/run/aws-node/ipam.json");
+        if env.errors.is_empty() {
+            Ok(Self {
+                host_cni_bin,
+                host_cni_confdir,
+                plugin_log_file,
+                plugin_log_level,
+                pod_mtu,
+                veth_prefix,
+                pod_sg_enforcing_mode,
+                disable_tcp_early_demux,
+                ipamd_socket,
+                host_ipamd_socket,
+                backing_store,
+                original_checkpoint,
+            })
+        } else {
+            Err(SettingsError(env.errors))
+        }
+    }
+
+    /// The conflist the runtime reads, as the original's `10-aws.conflist` (without its egress plugin, which
+    /// serves IPv6 clusters): the plugin, then `portmap` for `hostPort`s.
+    pub fn conflist(&self) -> serde_json::Value {
+        serde_json::json!({
+            // The newest version containerd 1.6 understands; the plugin speaks every version up to 1.1.0.
+            "cniVersion": "1.0.0",
+            "name": NETWORK_NAME,
+            "disableCheck": true,
+            "plugins": [
+                {
+                    "name": NETWORK_NAME,
+                    "type": "vpcni",
+                    "vethPrefix": self.veth_prefix,
+                    "mtu": self.pod_mtu.to_string(),
+                    "podSGEnforcingMode": self.pod_sg_enforcing_mode,
+                    "pluginLogFile": self.plugin_log_file,
+                    "pluginLogLevel": self.plugin_log_level,
+                    "ipamdSocket": self.host_ipamd_socket.display().to_string(),
+                    "capabilities": {"io.kubernetes.cri.pod-annotations": true}
+                },
+                {
+                    "type": "portmap",
+                    "capabilities": {"portMappings": true},
+                    "snat": true
+                }
+            ]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn settings(vars: &[(&str, &str)]) -> Result<NodeSettings, SettingsError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect();
+        NodeSettings::from_lookup(&move |name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_the_originals() {
+        let s = settings(&[]).unwrap();
+        assert_eq!(s.host_cni_bin, PathBuf::from("/host/opt/cni/bin"));
+        assert_eq!(s.host_cni_confdir, PathBuf::from("/host/etc/cni/net.d"));
+        assert_eq!(s.plugin_log_file, "/var/log/aws-routed-eni/plugin.log");
+        assert_eq!(s.plugin_log_level, "Debug");
+        assert_eq!(s.pod_mtu, 9001);
+        assert_eq!(s.veth_prefix, "eni");
+        assert!(!s.disable_tcp_early_demux);
+        assert_eq!(s.host_ipamd_socket, PathBuf::from("/var/run/vpcni/ipamd.sock"));
+        assert_eq!(
+            s.original_checkpoint,
+            PathBuf::from("/var/run/aws-node/ipam.json")
+        );
+    }
+
+    #[test]
+    fn conflist_carries_the_plugin_settings_and_chains_portmap() {
+        let s = settings(&[
+            ("AWS_VPC_K8S_PLUGIN_LOG_FILE", "/var/log/x/plugin.log"),
+            ("AWS_VPC_K8S_PLUGIN_LOG_LEVEL", "info"),
+            ("AWS_VPC_ENI_MTU", "1500"),
+            ("AWS_VPC_K8S_CNI_VETHPREFIX", "pod"),
+            ("VPCNI_HOST_IPAMD_SOCKET", "/srv/run/ipamd.sock"),
+        ])
+        .unwrap();
+        let list = s.conflist();
+        assert_eq!(list["name"], "vpcni");
+        let plugin = &list["plugins"][0];
+        assert_eq!(plugin["type"], "vpcni");
+        assert_eq!(plugin["pluginLogFile"], "/var/log/x/plugin.log");
+        assert_eq!(plugin["pluginLogLevel"], "info");
+        assert_eq!(plugin["mtu"], "1500", "POD_MTU follows AWS_VPC_ENI_MTU");
+        assert_eq!(plugin["vethPrefix"], "pod");
+        assert_eq!(plugin["ipamdSocket"], "/srv/run/ipamd.sock");
+        let portmap = &list["plugins"][1];
+        assert_eq!(portmap["type"], "portmap");
+        assert_eq!(portmap["capabilities"]["portMappings"], true);
+        assert_eq!(list["plugins"].as_array().unwrap().len(), 2);
+        let s = settings(&[("AWS_VPC_ENI_MTU", "1500"), ("POD_MTU", "1400")]).unwrap();
+        assert_eq!(s.conflist()["plugins"][0]["mtu"], "1400");
+    }
+
+    #[test]
+    fn bad_values_are_named_all_at_once() {
+        let error = settings(&[
+            ("POD_MTU", "100"),
+            ("AWS_VPC_K8S_CNI_VETHPREFIX", "eth"),
+            ("AWS_VPC_K8S_PLUGIN_LOG_FILE", "stdout"),
+            ("DISABLE_TCP_EARLY_DEMUX", "maybe"),
+            ("HOST_CNI_BIN_PATH", "opt/cni/bin"),
+            ("ENABLE_IPv6", "true"),
+        ])
+        .unwrap_err();
+        let lines: Vec<&str> = error.0.iter().map(String::as_str).collect();
+        assert_eq!(
+            lines,
+            [
+                r#"HOST_CNI_BIN_PATH="opt/cni/bin" is not valid: expected an absolute path without '..'"#,
+                r#"AWS_VPC_K8S_PLUGIN_LOG_FILE="stdout" is not valid: expected a file path or stderr (stdout carries the plugin's result)"#,
+                r#"POD_MTU="100" is not valid: expected a whole number from 576 to 9001"#,
+                r#"AWS_VPC_K8S_CNI_VETHPREFIX="eth" is not valid: expected 1 to 4 letters, digits, '_' or '-', and not eth, lo or vlan"#,
+                r#"DISABLE_TCP_EARLY_DEMUX="maybe" is not valid: expected true or false"#,
+                r#"ENABLE_IPv6="true" is not valid: expected false: vpcni serves IPv4 clusters"#,
+            ]
+        );
+    }
+}
