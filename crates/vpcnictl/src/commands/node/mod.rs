@@ -163,7 +163,7 @@ async fn ipamd_ready(socket: &Path) -> anyhow::Result<()> {
     let channel = connect(socket).await?;
     let reply = vpcni_rpc::vpcni_backend_client::VpcniBackendClient::new(channel)
         .status(vpcni_rpc::StatusRequest {
-            client_version: vpcni_rpc::CLIENT_VERSION,
+            client_version: vpcni_rpc::CLIENT_VERSION.to_owned(),
         })
         .await
         .map_err(|status| anyhow!("ipamd's Status call failed: {}", status.message()))?
