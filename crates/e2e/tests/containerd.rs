@@ -11,52 +11,11 @@ use std::time::{Duration, Instant};
 
 use vpcni_e2e::containerd::{Containerd, ContainerdSpec, IMAGE};
 use vpcni_e2e::cri::Cri;
-use vpcni_lab::spec::INTROSPECTION;
-use vpcni_lab::{Lab, LabGuard, LabSpec};
+use vpcni_lab::{LabGuard, LabSpec};
 
-/// Addresses node-1's ipamd has given to pods, from its introspection.
-fn allocated(lab: &Lab, node: &str) -> Vec<String> {
-    let body = lab
-        .http_get(
-            node,
-            &format!("http://{INTROSPECTION}/v1/pods"),
-            Duration::from_secs(5),
-        )
-        .unwrap()
-        .unwrap();
-    let pods: serde_json::Value = serde_json::from_str(&body).unwrap();
-    pods.as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["ipv4"].as_str().unwrap().to_owned())
-        .collect()
-}
+mod common;
 
-/// `ip rule` and veth lines on a node that name the address or the veth.
-fn wiring_of(lab: &Lab, node: &str, ip: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for argv in [["ip", "rule", "show"], ["ip", "route", "show"]] {
-        let output = lab.output(node, &argv).unwrap();
-        found.extend(
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .filter(|l| l.split_whitespace().any(|w| w == ip))
-                .map(str::to_owned),
-        );
-    }
-    found
-}
-
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+use common::{allocated, eventually, wiring_of};
 
 #[test]
 fn containerd_runs_a_pod_that_reaches_another_node_and_gives_its_address_back() {

@@ -8,29 +8,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is its failure report
 
 use std::net::Ipv4Addr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use vpcni_e2e::podman::{IMAGE, Podman, PodmanSpec};
-use vpcni_lab::spec::INTROSPECTION;
 use vpcni_lab::{Lab, LabGuard, LabSpec};
 
-/// Addresses a node's ipamd has given to pods, from its introspection.
-fn allocated(lab: &Lab, node: &str) -> Vec<String> {
-    let body = lab
-        .http_get(
-            node,
-            &format!("http://{INTROSPECTION}/v1/pods"),
-            Duration::from_secs(5),
-        )
-        .unwrap()
-        .unwrap();
-    let pods: serde_json::Value = serde_json::from_str(&body).unwrap();
-    pods.as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["ipv4"].as_str().unwrap().to_owned())
-        .collect()
-}
+mod common;
+
+use common::{allocated, eventually, wiring_of};
 
 /// The ENI of `node` that holds `ip` in EC2, per the lab's status (the simulator's account).
 fn eni_holding(lab: &Lab, node: &str, ip: Ipv4Addr) -> Option<String> {
@@ -40,32 +25,6 @@ fn eni_holding(lab: &Lab, node: &str, ip: Ipv4Addr) -> Option<String> {
         .iter()
         .find(|eni| eni.ips.contains(&ip) && eni.ips.first() != Some(&ip))
         .map(|eni| eni.id.clone())
-}
-
-/// `ip rule` and `ip route` lines on a node that name the address.
-fn wiring_of(lab: &Lab, node: &str, ip: &str) -> Vec<String> {
-    let mut found = Vec::new();
-    for argv in [["ip", "rule", "show"], ["ip", "route", "show"]] {
-        let output = lab.output(node, &argv).unwrap();
-        found.extend(
-            String::from_utf8_lossy(&output.stdout)
-                .lines()
-                .filter(|l| l.split_whitespace().any(|w| w == ip))
-                .map(str::to_owned),
-        );
-    }
-    found
-}
-
-fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// The network name of the first conflist in a CNI configuration directory.
