@@ -2,8 +2,7 @@
 //! plugin pointed at a CNI configuration directory and plugin directory, running inside a node's network
 //! namespace (so the plugin it runs wires pods on that node).
 
-use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -166,19 +165,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 /// Starts `command` from a thread that entered `netns`; the child lives in that namespace.
 fn spawn_in_netns(netns: &str, mut command: Command) -> Result<Child> {
-    let path = Path::new("/var/run/netns").join(netns);
-    let file = std::fs::File::open(&path).map_err(|e| E2eError::io(&path, e))?;
-    std::thread::spawn(move || {
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-            .map_err(|e| E2eError::Setup(format!("entering {}: {e}", path.display())))?;
+    crate::in_netns(netns, "starting containerd", move || {
         command.spawn().map_err(|e| {
             E2eError::Setup(format!(
                 "starting containerd: {e}; install it with `apt-get install -y containerd runc`"
             ))
         })
     })
-    .join()
-    .map_err(|_| E2eError::Setup("containerd starter thread panicked".into()))?
 }
 
 impl Drop for Containerd {

@@ -18,6 +18,28 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::{E2eError, Result};
 
+/// A blocking runtime and a gRPC channel to a CRI socket, as kubelet holds one (shared by [`Cri`] and
+/// [`crate::kubelet::Kubelet`]).
+pub(crate) fn connect(socket: &Path) -> Result<(tokio::runtime::Runtime, Channel)> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| E2eError::Setup(format!("tokio runtime: {e}")))?;
+    let socket: PathBuf = socket.to_path_buf();
+    let channel = runtime
+        .block_on(
+            Endpoint::from_static("http://containerd.invalid")
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(Duration::from_secs(120))
+                .connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let socket = socket.clone();
+                    async move { UnixStream::connect(socket).await.map(TokioIo::new) }
+                })),
+        )
+        .map_err(|e| E2eError::Cri(format!("connecting: {e}")))?;
+    Ok((runtime, channel))
+}
+
 /// A CRI client.
 #[derive(Debug)]
 pub struct Cri {
@@ -44,22 +66,7 @@ fn rpc(what: &str) -> impl FnOnce(tonic::Status) -> E2eError {
 impl Cri {
     /// Connects to containerd's socket.
     pub fn connect(socket: &Path) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| E2eError::Setup(format!("tokio runtime: {e}")))?;
-        let socket: PathBuf = socket.to_path_buf();
-        let channel = runtime
-            .block_on(
-                Endpoint::from_static("http://containerd.invalid")
-                    .connect_timeout(Duration::from_secs(2))
-                    .timeout(Duration::from_secs(120))
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let socket = socket.clone();
-                        async move { UnixStream::connect(socket).await.map(TokioIo::new) }
-                    })),
-            )
-            .map_err(|e| E2eError::Cri(format!("connecting: {e}")))?;
+        let (runtime, channel) = connect(socket)?;
         Ok(Self { runtime, channel })
     }
 

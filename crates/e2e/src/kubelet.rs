@@ -12,7 +12,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use hyper_util::rt::TokioIo;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
 use k8s_cri::v1::{
     Capability, ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest,
@@ -22,8 +21,7 @@ use k8s_cri::v1::{
     StartContainerRequest, StatusRequest, StopContainerRequest, StopPodSandboxRequest,
 };
 use serde_json::Value;
-use tokio::net::UnixStream;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 use crate::{E2eError, Result};
 
@@ -100,22 +98,7 @@ impl Kubelet {
     /// Connects to the runtime's socket. `node_name` answers the downward API's `spec.nodeName`;
     /// container logs go under `log_dir`.
     pub fn connect(socket: &Path, node_name: &str, log_dir: &Path) -> Result<Self> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| setup(format!("tokio runtime: {e}")))?;
-        let socket = socket.to_path_buf();
-        let channel = runtime
-            .block_on(
-                Endpoint::from_static("http://containerd.invalid")
-                    .connect_timeout(Duration::from_secs(2))
-                    .timeout(Duration::from_secs(120))
-                    .connect_with_connector(tower::service_fn(move |_: Uri| {
-                        let socket = socket.clone();
-                        async move { UnixStream::connect(socket).await.map(TokioIo::new) }
-                    })),
-            )
-            .map_err(|e| E2eError::Cri(format!("connecting: {e}")))?;
+        let (runtime, channel) = crate::cri::connect(socket)?;
         std::fs::create_dir_all(log_dir).map_err(|e| E2eError::io(log_dir, e))?;
         Ok(Self {
             runtime,

@@ -38,6 +38,26 @@ impl E2eError {
     }
 }
 
+/// Runs `work` on a thread that entered the network namespace `/var/run/netns/<netns>`, so what it starts
+/// lives there (not `ip netns exec`, which would give runtimes a /sys without the cgroup mounts runc needs).
+/// `what` names the work in errors.
+pub(crate) fn in_netns<T: Send + 'static>(
+    netns: &str,
+    what: &str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    use std::os::fd::AsFd;
+    let path = Path::new("/var/run/netns").join(netns);
+    let file = std::fs::File::open(&path).map_err(|e| E2eError::io(&path, e))?;
+    std::thread::spawn(move || {
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(|e| E2eError::Setup(format!("entering {}: {e}", path.display())))?;
+        work()
+    })
+    .join()
+    .map_err(|_| E2eError::Setup(format!("the thread for {what} panicked")))?
+}
+
 /// Shorthand for this crate's results.
 pub type Result<T, E = E2eError> = std::result::Result<T, E>;
 

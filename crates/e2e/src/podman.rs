@@ -9,7 +9,6 @@
 //! memory segment, which every podman on the machine would share), vfs storage (no mounts to leave behind).
 
 use std::ffi::OsString;
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -110,22 +109,14 @@ runroot = "{dir}/run"
             .env_clear()
             .envs(self.environment())
             .stdin(Stdio::null());
-        // From a thread inside the node's namespace, not `ip netns exec`, which would give podman a /sys
-        // without the cgroup mounts runc needs.
-        let path = Path::new("/var/run/netns").join(&self.netns);
-        let file = std::fs::File::open(&path).map_err(|e| E2eError::io(&path, e))?;
         let shown = format!("podman {}", args.join(" "));
-        std::thread::spawn(move || {
-            nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| E2eError::Setup(format!("entering {}: {e}", path.display())))?;
+        crate::in_netns(&self.netns, &shown.clone(), move || {
             command.output().map_err(|e| {
                 E2eError::Setup(format!(
                     "{shown}: {e}; install podman with `apt-get install -y podman`"
                 ))
             })
         })
-        .join()
-        .map_err(|_| E2eError::Setup("podman runner thread panicked".into()))?
     }
 
     /// Runs `podman <args>`; its standard output, or an error with what it printed.
