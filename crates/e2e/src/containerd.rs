@@ -199,18 +199,7 @@ impl Drop for Containerd {
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
         // Whatever is still mounted under the root (rootfs of killed containers) before removing files.
-        let root = self.dir.display().to_string();
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            let mut points: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .filter(|p| p.starts_with(&root))
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for point in points {
-                let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
+        crate::unmount_all_under(&self.dir);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

@@ -58,6 +58,26 @@ pub(crate) fn in_netns<T: Send + 'static>(
     .map_err(|_| E2eError::Setup(format!("the thread for {what} panicked")))?
 }
 
+/// Unmounts, deepest first, everything mounted under `root` (rootfs and namespaces a killed runtime left),
+/// so the directory can be removed. Best effort, for clean-up in `Drop`: a mount that will not go makes the
+/// following `remove_dir_all` fail, and that failure is what the caller reports.
+pub(crate) fn unmount_all_under(root: &Path) {
+    let root = root.display().to_string();
+    let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
+        return;
+    };
+    let mut points: Vec<&str> = mounts
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|p| p.starts_with(&root))
+        .collect();
+    points.sort_by_key(|p| std::cmp::Reverse(p.len()));
+    for point in points {
+        // See above: the removal that follows reports what stayed mounted.
+        let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 /// Shorthand for this crate's results.
 pub type Result<T, E = E2eError> = std::result::Result<T, E>;
 

@@ -223,18 +223,7 @@ runroot = "{dir}/run"
                 let _ = std::fs::remove_file(&sandbox);
             }
         }
-        let root = self.dir.display().to_string();
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            let mut points: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split_whitespace().nth(1))
-                .filter(|p| p.starts_with(&root))
-                .collect();
-            points.sort_by_key(|p| std::cmp::Reverse(p.len()));
-            for point in points {
-                let _ = nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
+        crate::unmount_all_under(&self.dir);
         if let Err(error) = std::fs::remove_dir_all(&self.dir)
             && error.kind() != std::io::ErrorKind::NotFound
         {

@@ -11,29 +11,20 @@ use std::time::{Duration, Instant};
 
 use vpcni_e2e::containerd::{Containerd, ContainerdSpec, IMAGE};
 use vpcni_e2e::cri::Cri;
-use vpcni_lab::{LabGuard, LabSpec};
 
 mod common;
 
-use common::{allocated, eventually, wiring_of};
+use common::{RuntimeLab, allocated, eventually, runtime_lab, wiring_of};
 
 #[test]
 fn containerd_runs_a_pod_that_reaches_another_node_and_gives_its_address_back() {
-    let mut spec = LabSpec::isolated("e2e");
-    spec.nodes = 2;
-    let mut lab = LabGuard::up(spec).unwrap();
-    let peer = lab
-        .add_pods("node-2", 1, Duration::from_secs(60))
-        .unwrap()
-        .remove(0);
-    let node = lab.node("node-1").unwrap().clone();
-
-    // The CRI plugin's plugin directory: vpcni, and loopback, which it runs for every sandbox.
-    let dir = lab.paths().node_dir("node-1").join("containerd-e2e");
-    let bin = dir.join("cni-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(lab.bin_dir().join("vpcni"), bin.join("vpcni")).unwrap();
-    std::os::unix::fs::symlink("/usr/lib/cni/loopback", bin.join("loopback")).unwrap();
+    let RuntimeLab {
+        lab,
+        peer,
+        node,
+        dir,
+        bin,
+    } = runtime_lab("e2e", "containerd-e2e");
     let containerd = Containerd::start(&ContainerdSpec {
         dir: dir.join("containerd"),
         netns: node.netns.clone(),

@@ -8,14 +8,13 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is its failure report
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
 
 use vpcni_e2e::podman::{IMAGE, Podman, PodmanSpec};
-use vpcni_lab::{Lab, LabGuard, LabSpec};
+use vpcni_lab::Lab;
 
 mod common;
 
-use common::{allocated, eventually, wiring_of};
+use common::{RuntimeLab, allocated, eventually, runtime_lab, wiring_of};
 
 /// The ENI of `node` that holds `ip` in EC2, per the lab's status (the simulator's account).
 fn eni_holding(lab: &Lab, node: &str, ip: Ipv4Addr) -> Option<String> {
@@ -75,21 +74,13 @@ fn ping(podman: &Podman, container: &str, target: Ipv4Addr) {
 
 #[test]
 fn podman_runs_restarts_and_removes_a_container_on_the_vpc() {
-    let mut spec = LabSpec::isolated("podman");
-    spec.nodes = 2;
-    let mut lab = LabGuard::up(spec).unwrap();
-    let peer = lab
-        .add_pods("node-2", 1, Duration::from_secs(60))
-        .unwrap()
-        .remove(0);
-    let node = lab.node("node-1").unwrap().clone();
-
-    // podman's plugin directory: vpcni, and loopback for the container's lo.
-    let dir = lab.paths().node_dir("node-1").join("podman-e2e");
-    let bin = dir.join("cni-bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    std::os::unix::fs::symlink(lab.bin_dir().join("vpcni"), bin.join("vpcni")).unwrap();
-    std::os::unix::fs::symlink("/usr/lib/cni/loopback", bin.join("loopback")).unwrap();
+    let RuntimeLab {
+        lab,
+        peer,
+        node,
+        dir,
+        bin,
+    } = runtime_lab("podman", "podman-e2e");
     let conf_dir = lab.cni_conf_dir("node-1").unwrap();
     let network = network_name(&conf_dir);
     let podman = Podman::start(&PodmanSpec {

@@ -3,10 +3,11 @@
 #![allow(dead_code)] // each test binary uses its own subset
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a panic in a test is its failure report
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use vpcni_lab::Lab;
 use vpcni_lab::spec::INTROSPECTION;
+use vpcni_lab::{Lab, LabGuard, LabSpec, NodeRecord, PodRecord};
 
 /// Addresses a node's ipamd has given to pods, from its introspection.
 pub fn allocated(lab: &Lab, node: &str) -> Vec<String> {
@@ -50,5 +51,38 @@ pub fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
             "timed out waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A two-node lab for a runtime test: a pod on node-2 to reach, node-1's record, and a plugin directory
+/// `<node-1>/<test_dir>/cni-bin` with `vpcni` and `loopback` (which runtimes run for every sandbox).
+pub struct RuntimeLab {
+    pub lab: LabGuard,
+    pub peer: PodRecord,
+    pub node: NodeRecord,
+    pub dir: PathBuf,
+    pub bin: PathBuf,
+}
+
+pub fn runtime_lab(suite: &str, test_dir: &str) -> RuntimeLab {
+    let mut spec = LabSpec::isolated(suite);
+    spec.nodes = 2;
+    let mut lab = LabGuard::up(spec).unwrap();
+    let peer = lab
+        .add_pods("node-2", 1, Duration::from_secs(60))
+        .unwrap()
+        .remove(0);
+    let node = lab.node("node-1").unwrap().clone();
+    let dir = lab.paths().node_dir("node-1").join(test_dir);
+    let bin = dir.join("cni-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    std::os::unix::fs::symlink(lab.bin_dir().join("vpcni"), bin.join("vpcni")).unwrap();
+    std::os::unix::fs::symlink("/usr/lib/cni/loopback", bin.join("loopback")).unwrap();
+    RuntimeLab {
+        lab,
+        peer,
+        node,
+        dir,
+        bin,
     }
 }
