@@ -40,35 +40,93 @@ fn text_gives_the_number_first_then_how() {
     );
 }
 
+/// The original's published table (`misc/eni-max-pods.txt` of amazon-vpc-cni-k8s, copied as data with its
+/// header), parsed as `TYPE N` lines.
+fn published_eni_max_pods() -> Vec<(String, u32)> {
+    include_str!("../../limits/data/eni-max-pods.txt")
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| {
+            let (name, value) = line.split_once(' ').expect("TYPE N");
+            (name.to_owned(), value.trim().parse().expect("a number"))
+        })
+        .collect()
+}
+
+fn type_lines(args: &[&str]) -> Vec<(String, u32)> {
+    let output = vpcnictl(args);
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output)
+        .lines()
+        .map(|line| {
+            let (name, value) = line.split_once(' ').expect("TYPE N");
+            (name.to_owned(), value.parse().expect("a number"))
+        })
+        .collect()
+}
+
 #[test]
 fn all_with_show_max_allowed_is_the_published_table() {
-    let output = vpcnictl(&["max-pods", "--all", "--show-max-allowed"]);
-    assert!(output.status.success());
-    let text = stdout(&output);
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 1391);
-    let mut sorted = lines.clone();
+    let ours = type_lines(&["max-pods", "--all", "--show-max-allowed"]);
+    let mut sorted = ours.clone();
     sorted.sort();
-    assert_eq!(lines, sorted, "sorted by type");
-    // Every line is `TYPE N` and N follows the published formula from the table's own columns.
-    for line in &lines {
-        let (name, value) = line.split_once(' ').expect("TYPE N");
+    assert_eq!(ours, sorted, "sorted by type");
+
+    let published = published_eni_max_pods();
+    assert!(published.len() > 1000, "the published table was read");
+    let ours: std::collections::BTreeMap<_, _> = ours.into_iter().collect();
+    let theirs: std::collections::BTreeMap<_, _> = published.into_iter().collect();
+    // Line by line, for every type both know. No difference is expected: both come from EC2's
+    // DescribeInstanceTypes with the default network card's ENI count (see docs/max-pods.md).
+    let differences: Vec<String> = theirs
+        .iter()
+        .filter_map(|(name, expected)| {
+            let got = ours.get(name)?;
+            (got != expected).then(|| format!("{name}: published {expected}, vpcnictl {got}"))
+        })
+        .collect();
+    assert!(differences.is_empty(), "differences:\n{}", differences.join("\n"));
+    // And the same set of types: a type one side lacks is a stale table on that side.
+    let only_theirs: Vec<_> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
+    let only_ours: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
+    assert!(only_theirs.is_empty(), "published but unknown to vpcnictl: {only_theirs:?}");
+    assert!(only_ours.is_empty(), "known to vpcnictl but not published: {only_ours:?}");
+}
+
+/// With prefix delegation the original has no published table, only the EKS AMI's calculator
+/// (`max-pods-calculator.sh --cni-prefix-delegation-enabled --show-max-allowed`): the prefix formula when EC2
+/// reports the Nitro hypervisor, else the secondary-IP formula. Bare-metal types report no hypervisor, so the
+/// calculator undercounts them although ipamd delegates prefixes there since v1.11: vpcnictl counts prefixes on
+/// them, and that is the one deliberate difference.
+#[test]
+fn prefix_delegation_matches_the_calculator_except_bare_metal() {
+    let ours = type_lines(&[
+        "max-pods",
+        "--all",
+        "--prefix-delegation",
+        "--show-max-allowed",
+    ]);
+    let mut deliberate = Vec::new();
+    for (name, got) in &ours {
         let limits = vpcni_limits::builtin().get(name).expect("known type");
-        assert_eq!(
-            value.parse::<u32>().unwrap(),
-            limits.max_enis * (limits.ipv4_per_eni - 1) + 2,
-            "{line}"
+        let nitro = limits.hypervisor.to_string() == "nitro";
+        let calculator = if nitro {
+            limits.max_enis * ((limits.ipv4_per_eni - 1) * 16) + 2
+        } else {
+            limits.max_enis * (limits.ipv4_per_eni - 1) + 2
+        };
+        if *got == calculator {
+            continue;
+        }
+        assert!(
+            limits.bare_metal && !nitro,
+            "{name}: calculator {calculator}, vpcnictl {got}, and {name} is not bare metal"
         );
+        assert_eq!(*got, limits.max_enis * ((limits.ipv4_per_eni - 1) * 16) + 2, "{name}");
+        deliberate.push(name.as_str());
     }
-    for published in [
-        "m5.xlarge 58",
-        "t3.medium 17",
-        "m5.24xlarge 737",
-        "p5.48xlarge 100",
-        "t2.micro 4",
-    ] {
-        assert!(lines.contains(&published), "{published}");
-    }
+    assert!(deliberate.contains(&"m5.metal"), "{deliberate:?}");
+    assert!(!deliberate.contains(&"m5.xlarge"));
 }
 
 #[test]
