@@ -89,8 +89,14 @@ fn all_with_show_max_allowed_is_the_published_table() {
     // And the same set of types: a type one side lacks is a stale table on that side.
     let only_theirs: Vec<_> = theirs.keys().filter(|k| !ours.contains_key(*k)).collect();
     let only_ours: Vec<_> = ours.keys().filter(|k| !theirs.contains_key(*k)).collect();
-    assert!(only_theirs.is_empty(), "published but unknown to vpcnictl: {only_theirs:?}");
-    assert!(only_ours.is_empty(), "known to vpcnictl but not published: {only_ours:?}");
+    assert!(
+        only_theirs.is_empty(),
+        "published but unknown to vpcnictl: {only_theirs:?}"
+    );
+    assert!(
+        only_ours.is_empty(),
+        "known to vpcnictl but not published: {only_ours:?}"
+    );
 }
 
 /// With prefix delegation the original has no published table, only the EKS AMI's calculator
@@ -100,12 +106,7 @@ fn all_with_show_max_allowed_is_the_published_table() {
 /// them, and that is the one deliberate difference.
 #[test]
 fn prefix_delegation_matches_the_calculator_except_bare_metal() {
-    let ours = type_lines(&[
-        "max-pods",
-        "--all",
-        "--prefix-delegation",
-        "--show-max-allowed",
-    ]);
+    let ours = type_lines(&["max-pods", "--all", "--prefix-delegation", "--show-max-allowed"]);
     let mut deliberate = Vec::new();
     for (name, got) in &ours {
         let limits = vpcni_limits::builtin().get(name).expect("known type");
@@ -122,7 +123,11 @@ fn prefix_delegation_matches_the_calculator_except_bare_metal() {
             limits.bare_metal && !nitro,
             "{name}: calculator {calculator}, vpcnictl {got}, and {name} is not bare metal"
         );
-        assert_eq!(*got, limits.max_enis * ((limits.ipv4_per_eni - 1) * 16) + 2, "{name}");
+        assert_eq!(
+            *got,
+            limits.max_enis * ((limits.ipv4_per_eni - 1) * 16) + 2,
+            "{name}"
+        );
         deliberate.push(name.as_str());
     }
     assert!(deliberate.contains(&"m5.metal"), "{deliberate:?}");

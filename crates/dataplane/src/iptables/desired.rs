@@ -1,5 +1,6 @@
 //! The node's SNAT and CONNMARK rules as the original programs them
-//! (<https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/pkg/networkutils/network.go>), written in the
+//! (<https://github.com/aws/amazon-vpc-cni-k8s/blob/v1.23.1/pkg/networkutils/network.go> and
+//! `iptables_connmark.go`), written in the
 //! exact form `iptables-save` prints them, so that comparing with what the kernel holds is a string
 //! comparison and a second run changes nothing.
 
@@ -88,30 +89,34 @@ pub fn desired(settings: &SnatSettings) -> [TableRules; 2] {
         ..TableRules::default()
     };
     if !settings.external_snat {
+        // The original inserts each exempt CIDR's RETURN at the top of its chain, VPC CIDRs first, then
+        // AWS_VPC_K8S_CNI_EXCLUDE_SNAT_CIDRS, so a fresh node holds them last-inserted first. The same order
+        // here keeps `iptables-save` on a vpcni node identical to one on the original.
+        let exempt: Vec<(&Ipv4Net, bool)> = settings
+            .vpc_cidrs
+            .iter()
+            .map(|cidr| (cidr, false))
+            .chain(settings.excluded_cidrs.iter().map(|cidr| (cidr, true)))
+            .rev()
+            .collect();
         let mut snat = Vec::new();
         let mut connmark = Vec::new();
-        for cidr in &settings.vpc_cidrs {
+        for (cidr, excluded) in exempt {
+            let snat_comment = if excluded {
+                "AWS SNAT CHAIN EXCLUSION"
+            } else {
+                "AWS SNAT CHAIN"
+            };
             snat.push(format!(
                 "{}{} -j RETURN",
                 destination(cidr),
-                comment("AWS SNAT CHAIN")
+                comment(snat_comment)
             ));
+            // v1.23.1 (`iptables_connmark.go`) uses one comment for VPC and excluded CIDRs alike.
             connmark.push(format!(
                 "{}{} -j RETURN",
                 destination(cidr),
-                comment("AWS CONNMARK CHAIN, VPC CIDR")
-            ));
-        }
-        for cidr in &settings.excluded_cidrs {
-            snat.push(format!(
-                "{}{} -j RETURN",
-                destination(cidr),
-                comment("AWS SNAT CHAIN EXCLUSION")
-            ));
-            connmark.push(format!(
-                "{}{} -j RETURN",
-                destination(cidr),
-                comment("AWS CONNMARK CHAIN, EXCLUDED CIDR")
+                comment("AWS CONNMARK CHAIN")
             ));
         }
         let ports = match settings.ports {
@@ -207,8 +212,8 @@ mod tests {
         assert_eq!(
             nat.owned[0].1,
             vec![
-                r#"-d 10.0.0.0/16 -m comment --comment "AWS SNAT CHAIN" -j RETURN"#,
                 r#"-m comment --comment "AWS SNAT CHAIN EXCLUSION" -j RETURN"#,
+                r#"-d 10.0.0.0/16 -m comment --comment "AWS SNAT CHAIN" -j RETURN"#,
                 r#"! -o vlan+ -m comment --comment "AWS, SNAT" -m addrtype ! --dst-type LOCAL -j SNAT --to-source 10.0.0.10 --random-fully"#,
             ]
         );
