@@ -312,6 +312,30 @@ fn instance_metadata_lags_behind_ec2() {
         2
     );
     assert!(block_on(imds.interface("02:00:00:00:00:99")).is_err());
+
+    // A detach: EC2 shows it at once, metadata keeps listing the ENI, as it was, for the lag.
+    let attached = block_on(w.sim.describe_instance(&w.instance))
+        .unwrap()
+        .network_interfaces
+        .into_iter()
+        .find(|e| e.network_interface_id == eni)
+        .unwrap();
+    let attachment = attached.attachment.unwrap().attachment_id;
+    block_on(w.sim.detach_network_interface(&attachment, false)).unwrap();
+    block_on(w.sim.delete_network_interface(&eni)).unwrap();
+    assert_eq!(
+        block_on(imds.macs()).unwrap(),
+        vec![primary_mac.clone(), attached.mac_address.clone()],
+        "metadata has not caught up with the detach"
+    );
+    let stale = block_on(imds.interface(&attached.mac_address)).unwrap();
+    assert_eq!(
+        (stale.interface_id.as_str(), stale.device_number),
+        (eni.as_str(), 1)
+    );
+    w.clock.advance(2_000);
+    assert_eq!(block_on(imds.macs()).unwrap(), vec![primary_mac]);
+    assert!(block_on(imds.interface(&attached.mac_address)).is_err());
 }
 
 #[test]

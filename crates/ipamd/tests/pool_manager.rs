@@ -344,6 +344,133 @@ async fn reconcile_trusts_ec2_over_the_pool() {
     assert!(host.torn_down.lock().unwrap().contains(&(extra.private_ip, 2)));
 }
 
+/// The instance's addresses as the pool holds them.
+fn pool_addresses(node: &vpcni_ipamd::node::Node) -> std::collections::BTreeSet<std::net::Ipv4Addr> {
+    node.pool()
+        .enis()
+        .flat_map(|e| e.cidrs.keys().map(|c| c.addr()).collect::<Vec<_>>())
+        .collect()
+}
+
+/// Instance metadata lags EC2 (the simulator's knob, on a virtual clock that only this test moves): after
+/// an assign, an unassign and an ENI detach, reconcile neither drops a live address nor brings back a
+/// released one or a freed ENI, and it calls EC2 only while metadata and the pool disagree.
+#[tokio::test]
+async fn reconcile_under_lagging_metadata() {
+    const LAG_MS: u64 = 10_000;
+    let clock = std::sync::Arc::new(vpcni_ec2::sim::VirtualClock::new(1_000_000));
+    let config = SimConfig {
+        imds_lag_ms: LAG_MS,
+        ..SimConfig::default()
+    };
+    let world = World::with_clock("m5.large", "10.0.0.0/24", config, clock.clone());
+    let host = RecordingHost::new();
+    let node = world
+        .start(
+            &[("WARM_IP_TARGET", "3"), ("IP_COOLDOWN_PERIOD", "0")],
+            host.clone(),
+        )
+        .await;
+    node.set_ready(true);
+    let manager = world.manager(&node);
+    let calls = || world.sim.counters().total_calls();
+
+    // Assigned, not yet in metadata: EC2 is asked, and its answer keeps all three.
+    settle(&world, &node).await;
+    let assigned = pool_addresses(&node);
+    assert_eq!(assigned.len(), 3);
+    let described = world.sim.counters().calls_to("DescribeInstances");
+    vpcni_ipamd::reconcile::reconcile(&manager).await;
+    assert_eq!(
+        world.sim.counters().calls_to("DescribeInstances"),
+        described + 1,
+        "metadata disagrees, so EC2 decides"
+    );
+    assert_eq!(pool_addresses(&node), assigned, "nothing live is dropped");
+
+    // Metadata caught up and agrees: no EC2 call at all.
+    clock.advance(LAG_MS);
+    let before = calls();
+    vpcni_ipamd::reconcile::reconcile(&manager).await;
+    assert_eq!(calls(), before, "metadata agrees: EC2 is not called");
+
+    // A pod takes an address; the pool grows by one that metadata does not show yet.
+    let holder = node.add(&pod(1)).unwrap();
+    settle(&world, &node).await;
+    let grown = pool_addresses(&node);
+    assert_eq!(grown.len(), 4);
+    vpcni_ipamd::reconcile::reconcile(&manager).await;
+    assert_eq!(pool_addresses(&node), grown);
+    assert_eq!(
+        node.pool().holder_of(holder.ipv4).map(|k| k.container_id.clone()),
+        Some("container1".to_owned()),
+        "the pod keeps its address"
+    );
+    clock.advance(LAG_MS);
+
+    // The pod goes; the surplus address is given back. Metadata still lists it for the lag.
+    node.del(&pod(1).key).unwrap();
+    settle(&world, &node).await;
+    let shrunk = pool_addresses(&node);
+    assert_eq!(shrunk.len(), 3);
+    let released: Vec<_> = grown.difference(&shrunk).copied().collect();
+    assert_eq!(released.len(), 1);
+    let imds = world.sim.imds_for(&world.instance);
+    let primary_mac = vpcni_ec2::Imds::primary_mac(&imds).await.unwrap();
+    let listed = vpcni_ec2::Imds::interface(&imds, &primary_mac).await.unwrap();
+    assert!(
+        listed.local_ipv4s.contains(&released[0]),
+        "metadata lags the unassign"
+    );
+    let before = calls();
+    vpcni_ipamd::reconcile::reconcile(&manager).await;
+    assert_eq!(
+        pool_addresses(&node),
+        shrunk,
+        "the released address is not brought back"
+    );
+    assert_eq!(
+        calls(),
+        before,
+        "a just-released address lingering in metadata is no disagreement"
+    );
+    assert_eq!(node.metrics.force_removed_ips.get(), 0);
+
+    // An ENI the daemon frees: gone from EC2 at once, listed by metadata for the lag.
+    vpcni_ipamd::enis::create_eni(&node, &world.sim, 2, 0)
+        .await
+        .unwrap();
+    clock.advance(LAG_MS);
+    let second = node
+        .pool()
+        .enis()
+        .find(|e| e.device_number > 0)
+        .map(|e| e.id.clone())
+        .unwrap();
+    vpcni_ipamd::enis::free_eni(&node, &world.sim, &second)
+        .await
+        .unwrap();
+    assert!(world.enis().iter().all(|e| e.network_interface_id != second));
+    let macs = vpcni_ec2::Imds::macs(&imds).await.unwrap();
+    assert_eq!(macs.len(), 2, "metadata lags the detach");
+    let before = calls();
+    vpcni_ipamd::reconcile::reconcile(&manager).await;
+    assert!(
+        node.pool().eni(&second).is_none(),
+        "a freed ENI is not adopted again"
+    );
+    assert_eq!(
+        calls(),
+        before,
+        "a just-freed ENI lingering in metadata is no disagreement"
+    );
+    clock.advance(LAG_MS);
+    vpcni_ipamd::reconcile::reconcile(&manager).await;
+    assert!(node.pool().eni(&second).is_none());
+    assert_eq!(calls(), before);
+    assert_eq!(pool_addresses(&node), shrunk);
+}
+
 #[tokio::test]
 async fn start_up_drops_what_ec2_and_the_host_no_longer_have() {
     let world = World::new("m5.large", "10.0.0.0/24");

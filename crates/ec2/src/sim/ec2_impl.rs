@@ -178,8 +178,8 @@ impl Ec2 for Simulator {
     }
 
     async fn detach_network_interface(&self, attachment_id: &str, _force: bool) -> Result<(), Ec2Error> {
-        self.call("DetachNetworkInterface", |account, _, _| {
-            account.detach_eni(attachment_id)
+        self.call("DetachNetworkInterface", |account, now, config| {
+            account.detach_eni(attachment_id, now, config.imds_lag_ms)
         })
     }
 

@@ -91,7 +91,7 @@ impl Imds for SimImds {
 
     async fn macs(&self) -> Result<Vec<String>, Ec2Error> {
         self.with_instance(|account, instance, now, lag| {
-            let mut attached: Vec<(u32, u32, String)> = account
+            let mut listed: Vec<(u32, u32, String)> = account
                 .enis
                 .values()
                 .filter_map(|e| {
@@ -100,70 +100,106 @@ impl Imds for SimImds {
                         .then(|| (a.network_card, a.device_index, e.mac.clone()))
                 })
                 .collect();
-            attached.sort();
-            Ok(attached.into_iter().map(|(_, _, mac)| mac).collect())
+            // Detached within the lag: still listed.
+            for (eni, attachment) in departed(account, &instance.id, now, lag) {
+                if !listed.iter().any(|(_, _, mac)| *mac == eni.mac) {
+                    listed.push((attachment.network_card, attachment.device_index, eni.mac.clone()));
+                }
+            }
+            listed.sort();
+            Ok(listed.into_iter().map(|(_, _, mac)| mac).collect())
         })
     }
 
     async fn interface(&self, mac: &str) -> Result<ImdsInterface, Ec2Error> {
         self.with_instance(|account, instance, now, lag| {
             let path = format!("network/interfaces/macs/{mac}/");
-            let eni = account
+            let attached = account
                 .enis
                 .values()
-                .find(|e| e.mac.eq_ignore_ascii_case(mac))
+                .filter(|e| e.mac.eq_ignore_ascii_case(mac))
+                .find_map(|e| {
+                    let a = e.attachment.as_ref()?;
+                    (a.instance_id == instance.id && attachment_visible(a, now, lag)).then_some((e, a))
+                });
+            let (eni, attachment) = attached
+                .or_else(|| {
+                    departed(account, &instance.id, now, lag)
+                        .filter(|(e, _)| e.mac.eq_ignore_ascii_case(mac))
+                        .last()
+                })
                 .ok_or_else(|| Self::not_found(&path))?;
-            let attachment = eni
-                .attachment
-                .as_ref()
-                .filter(|a| a.instance_id == instance.id && attachment_visible(a, now, lag))
-                .ok_or_else(|| Self::not_found(&path))?;
-            let visible = |since: u64| now >= since.saturating_add(lag);
-            // Removed within the lag: metadata still lists it, as the real service would.
-            let lingering = |net: &Ipv4Net| eni.removed.iter().any(|(n, at)| n == net && !visible(*at));
-            let mut local_ipv4s = vec![eni.primary_ip];
-            local_ipv4s.extend(
-                eni.secondary
-                    .iter()
-                    .filter(|(_, at)| visible(**at))
-                    .map(|(ip, _)| *ip),
-            );
-            local_ipv4s.extend(
-                eni.removed
-                    .iter()
-                    .filter(|(n, _)| n.prefix_len() == 32 && lingering(n))
-                    .map(|(n, _)| n.addr()),
-            );
-            let mut ipv4_prefixes: Vec<Ipv4Net> = eni
-                .prefixes
-                .iter()
-                .filter(|(_, at)| visible(**at))
-                .map(|(p, _)| *p)
-                .collect();
-            ipv4_prefixes.extend(
-                eni.removed
-                    .iter()
-                    .filter(|(n, _)| n.prefix_len() < 32 && lingering(n))
-                    .map(|(n, _)| *n),
-            );
-            let subnet = &account.subnets[&eni.subnet_id];
-            Ok(ImdsInterface {
-                mac: eni.mac.clone(),
-                device_number: attachment.device_index,
-                network_card: attachment.network_card,
-                interface_id: eni.id.clone(),
-                subnet_id: eni.subnet_id.clone(),
-                subnet_ipv4_cidr_block: subnet.addresses.cidr(),
-                local_ipv4s,
-                ipv4_prefixes,
-                vpc_ipv4_cidr_blocks: account
-                    .vpcs
-                    .get(&subnet.vpc_id)
-                    .map(|v| v.cidrs.clone())
-                    .unwrap_or_default(),
-                security_group_ids: eni.security_groups.clone(),
-            })
+            Ok(describe(account, eni, attachment, now, lag))
         })
+    }
+}
+
+/// ENIs detached from the instance less than `lag` ago, as they were then.
+fn departed<'a>(
+    account: &'a super::AccountState,
+    instance_id: &'a str,
+    now: u64,
+    lag: u64,
+) -> impl Iterator<Item = (&'a super::state::EniRecord, &'a super::state::AttachmentRecord)> + 'a {
+    account.departed.iter().filter_map(move |d| {
+        let attachment = d.eni.attachment.as_ref()?;
+        (attachment.instance_id == instance_id && now < d.detached_ms.saturating_add(lag))
+            .then_some((&d.eni, attachment))
+    })
+}
+
+/// What metadata says about one ENI: addresses assigned within the lag are not shown yet, ones removed
+/// within it still are.
+fn describe(
+    account: &super::AccountState,
+    eni: &super::state::EniRecord,
+    attachment: &super::state::AttachmentRecord,
+    now: u64,
+    lag: u64,
+) -> ImdsInterface {
+    let visible = |since: u64| now >= since.saturating_add(lag);
+    let lingering = |net: &Ipv4Net| eni.removed.iter().any(|(n, at)| n == net && !visible(*at));
+    let mut local_ipv4s = vec![eni.primary_ip];
+    local_ipv4s.extend(
+        eni.secondary
+            .iter()
+            .filter(|(_, at)| visible(**at))
+            .map(|(ip, _)| *ip),
+    );
+    local_ipv4s.extend(
+        eni.removed
+            .iter()
+            .filter(|(n, _)| n.prefix_len() == 32 && lingering(n))
+            .map(|(n, _)| n.addr()),
+    );
+    let mut ipv4_prefixes: Vec<Ipv4Net> = eni
+        .prefixes
+        .iter()
+        .filter(|(_, at)| visible(**at))
+        .map(|(p, _)| *p)
+        .collect();
+    ipv4_prefixes.extend(
+        eni.removed
+            .iter()
+            .filter(|(n, _)| n.prefix_len() < 32 && lingering(n))
+            .map(|(n, _)| *n),
+    );
+    let subnet = account.subnets.get(&eni.subnet_id);
+    ImdsInterface {
+        mac: eni.mac.clone(),
+        device_number: attachment.device_index,
+        network_card: attachment.network_card,
+        interface_id: eni.id.clone(),
+        subnet_id: eni.subnet_id.clone(),
+        subnet_ipv4_cidr_block: subnet
+            .map_or_else(|| Ipv4Net::from(eni.primary_ip), |subnet| subnet.addresses.cidr()),
+        local_ipv4s,
+        ipv4_prefixes,
+        vpc_ipv4_cidr_blocks: subnet
+            .and_then(|subnet| account.vpcs.get(&subnet.vpc_id))
+            .map(|v| v.cidrs.clone())
+            .unwrap_or_default(),
+        security_group_ids: eni.security_groups.clone(),
     }
 }
 

@@ -129,6 +129,19 @@ pub struct AccountState {
     pub instances: BTreeMap<String, InstanceRecord>,
     /// ENIs.
     pub enis: BTreeMap<String, EniRecord>,
+    /// ENIs detached within the metadata lag, as they were when attached: instance metadata still lists
+    /// them for a while, as the real service does.
+    #[serde(default)]
+    pub departed: Vec<DepartedEni>,
+}
+
+/// An ENI as it was when it was detached.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DepartedEni {
+    /// When it was detached.
+    pub detached_ms: u64,
+    /// The ENI, its attachment included.
+    pub eni: EniRecord,
 }
 
 fn not_found(kind: &str, id: &str) -> Ec2Error {
@@ -239,6 +252,7 @@ impl AccountState {
             subnets: BTreeMap::new(),
             instances: BTreeMap::new(),
             enis: BTreeMap::new(),
+            departed: Vec::new(),
         }
     }
 
@@ -632,7 +646,15 @@ impl AccountState {
     }
 
     /// DetachNetworkInterface.
-    pub fn detach_eni(&mut self, attachment_id: &str) -> Result<(), Ec2Error> {
+    /// Instance metadata keeps showing the ENI for `metadata_lag_ms`.
+    pub fn detach_eni(
+        &mut self,
+        attachment_id: &str,
+        now: u64,
+        metadata_lag_ms: u64,
+    ) -> Result<(), Ec2Error> {
+        self.departed
+            .retain(|d| now < d.detached_ms.saturating_add(metadata_lag_ms));
         let eni = self.eni_by_attachment(attachment_id)?;
         if eni
             .attachment
@@ -644,7 +666,14 @@ impl AccountState {
                 "The network interface at device index 0 cannot be detached.",
             ));
         }
+        let snapshot = eni.clone();
         eni.attachment = None;
+        if metadata_lag_ms > 0 {
+            self.departed.push(DepartedEni {
+                detached_ms: now,
+                eni: snapshot,
+            });
+        }
         Ok(())
     }
 

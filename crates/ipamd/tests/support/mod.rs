@@ -110,7 +110,17 @@ impl World {
     }
 
     pub fn with(instance_type: &str, subnet: &str, config: SimConfig) -> Self {
-        let sim = Simulator::new(config, Arc::new(WallClock));
+        Self::with_clock(instance_type, subnet, config, Arc::new(WallClock))
+    }
+
+    /// EC2 and instance metadata on `clock` (the daemon keeps the wall clock for its own timers).
+    pub fn with_clock(
+        instance_type: &str,
+        subnet: &str,
+        config: SimConfig,
+        clock: Arc<dyn vpcni_ec2::sim::Clock>,
+    ) -> Self {
+        let sim = Simulator::new(config, clock);
         let vpc = sim
             .create_vpc("10.0.0.0/16".parse().unwrap(), Tags::new())
             .unwrap();
