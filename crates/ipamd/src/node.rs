@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ipnet::Ipv4Net;
 use vpcni_engine::checkpoint::{Checkpoint, CheckpointError};
 use vpcni_engine::{Decision, Millis, NoAddressReason, PodInfo, Pool};
+use vpcni_layout::ORIGINAL_NETWORK_NAME;
 use vpcni_rpc::FailureReason;
 
 pub use crate::clock::now_ms;
@@ -259,6 +260,22 @@ impl Node {
     fn engine_key(key: &PodKey) -> vpcni_engine::PodKey {
         vpcni_engine::PodKey::new(&key.network_name, &key.container_id, &key.if_name)
     }
+
+    /// The key the pool knows this pod by. A pod started under the original is recorded under the
+    /// original's network name (its checkpoint, imported at start-up); after the switch the runtime names it
+    /// with the conflist's. The same sandbox and interface is the same pod, so that allocation is the pod's.
+    fn pool_key(pool: &Pool, key: &PodKey) -> vpcni_engine::PodKey {
+        let exact = Self::engine_key(key);
+        if pool.lookup(&exact).is_some() || key.network_name == ORIGINAL_NETWORK_NAME {
+            return exact;
+        }
+        let migrated = vpcni_engine::PodKey::new(ORIGINAL_NETWORK_NAME, &key.container_id, &key.if_name);
+        if pool.lookup(&migrated).is_some() {
+            migrated
+        } else {
+            exact
+        }
+    }
 }
 
 impl AddressBook for Node {
@@ -275,7 +292,7 @@ impl AddressBook for Node {
             namespace: request.pod_namespace.clone(),
             name: request.pod_name.clone(),
         };
-        let key = Self::engine_key(&request.key);
+        let key = Self::pool_key(&pool, &request.key);
         match pool.assign(&key, &pod, now_ms()) {
             Ok(assignment) => {
                 let seq = self.stage(&pool);
@@ -323,7 +340,8 @@ impl AddressBook for Node {
             .with_label_values(&["PodDeleted"])
             .inc();
         let mut pool = self.pool();
-        let released = pool.unassign(&Self::engine_key(key), now_ms())?;
+        let key = Self::pool_key(&pool, key);
+        let released = pool.unassign(&key, now_ms())?;
         let seq = self.stage(&pool);
         drop(pool);
         if let Err(error) = self.commit(seq) {
@@ -366,7 +384,8 @@ impl AddressBook for Node {
             .allocations()
             .into_iter()
             .map(|(key, _, _)| key)
-            .filter(|key| key.network_name == network_name)
+            // The original's allocations are this network's pods too (see `pool_key`).
+            .filter(|key| key.network_name == network_name || key.network_name == ORIGINAL_NETWORK_NAME)
             .filter(|key| {
                 !valid
                     .iter()

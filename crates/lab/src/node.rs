@@ -14,10 +14,7 @@ use crate::state::StateLock;
 use crate::state::{LabState, NodeRecord, StatePaths};
 use crate::{Lab, LabError};
 
-/// The CNI network name, part of ipamd's allocation key.
-pub const NETWORK_NAME: &str = "vpcni";
-/// The conflist's file name in a node's CNI configuration directory.
-pub const CONFLIST_FILE: &str = "10-vpcni.conflist";
+pub use vpcni_layout::{CONFLIST_FILE, NETWORK_NAME};
 /// CNI version of the conflist: the newest containerd 1.6 (Debian 12) understands.
 pub const CNI_VERSION: &str = "1.0.0";
 /// How long ipamd may take to start.

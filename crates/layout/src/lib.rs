@@ -18,6 +18,19 @@ pub const MAIN_TABLE: u32 = 254;
 /// entry points it at the host end of its veth, so the node receives everything the pod sends.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
 
+/// The CNI network name vpcni's conflist declares; the runtime sends it with every ADD, DEL and GC, and
+/// ipamd keys each allocation by it (with the container id and interface name).
+pub const NETWORK_NAME: &str = "vpcni";
+
+/// The conflist's file name in the host's CNI configuration directory (`/etc/cni/net.d`). The original's
+/// `10-aws.conflist` sorts first, and runtimes take the first, so it goes when switching (docs/install.md).
+pub const CONFLIST_FILE: &str = "10-vpcni.conflist";
+
+/// The original's network name (`aws-cni`), under which its checkpoint records every pod. After a switch,
+/// the runtime names pods started under the original with [`NETWORK_NAME`], so ipamd treats an allocation
+/// under this name as the same pod's.
+pub const ORIGINAL_NETWORK_NAME: &str = "aws-cni";
+
 /// Priorities of the policy rules vpcni (and the original) installs; lower runs first.
 pub mod priority {
     /// `to <pod IP> lookup main`, one per pod (the plugin): traffic to a pod goes to its veth, whatever the

@@ -18,8 +18,7 @@ use crate::ipamd::signal_and_wait;
 use crate::plugin::{PluginCall, PluginOutput, execute, run_conflist};
 use crate::{Result, TestNode, TestbedError, setup_error};
 
-/// The network name in [`TestNode::cni_config`] and the requests built here.
-pub const NETWORK_NAME: &str = "vpcni";
+pub use vpcni_layout::NETWORK_NAME;
 
 impl TestNode {
     /// Starts ipamd (keeping any checkpoint) and waits until its health service says SERVING. Fails with

@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use vpcni_engine::checkpoint::Checkpoint;
 
-use super::settings::{NETWORK_NAME, ORIGINAL_NETWORK_NAME};
-
 /// Writes `bytes` to `path` atomically: a temporary file beside it, flushed to disk, renamed over it.
 pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     let dir = path
@@ -121,21 +119,16 @@ pub enum Migration {
 }
 
 /// Imports the original's checkpoint (`vpc-cni-ipam/1`, the format vpcni reads) into `ours` when `ours`
-/// does not exist. Allocations of the original's network `aws-cni` are renamed to vpcni's network, so the
-/// runtime's DEL for a pod started under aws-node (sent with the network name of the conflist it now
-/// reads) finds and releases its address. The original's file is left as it was.
+/// does not exist, as it is: pods keep the original's network name (`aws-cni`), and ipamd answers the
+/// runtime's DEL, CHECK and GC for them under vpcni's network name too (one rule, in ipamd, for this
+/// import and for ipamd's own `VPCNI_IMPORT_CHECKPOINT`). The original's file is left as it was.
 pub fn import_checkpoint(original: &Path, ours: &Path) -> anyhow::Result<Migration> {
     if ours.exists() {
         return Ok(Migration::KeptOurs);
     }
-    let Some(mut checkpoint) = Checkpoint::load(original)? else {
+    let Some(checkpoint) = Checkpoint::load(original)? else {
         return Ok(Migration::NothingToImport);
     };
-    for allocation in &mut checkpoint.allocations {
-        if allocation.network_name == ORIGINAL_NETWORK_NAME {
-            NETWORK_NAME.clone_into(&mut allocation.network_name);
-        }
-    }
     checkpoint.write(ours)?;
     Ok(Migration::Imported {
         allocations: checkpoint.allocations.len(),
@@ -222,7 +215,7 @@ mod tests {
          "metadata":{"k8sPodNamespace":"kube-system","k8sPodName":"dns"}}]}"#;
 
     #[test]
-    fn the_originals_checkpoint_is_imported_under_our_network_name() {
+    fn the_originals_checkpoint_is_imported_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
         let original = dir.path().join("aws-node/ipam.json");
         let ours = dir.path().join("vpcni/ipam.json");
@@ -240,7 +233,7 @@ mod tests {
         let written: serde_json::Value = serde_json::from_str(&fs::read_to_string(&ours).unwrap()).unwrap();
         assert_eq!(written["version"], "vpc-cni-ipam/1");
         let allocations = written["allocations"].as_array().unwrap();
-        assert_eq!(allocations[0]["networkName"], "vpcni");
+        assert_eq!(allocations[0]["networkName"], "aws-cni");
         assert_eq!(allocations[0]["containerID"], "abc123");
         assert_eq!(allocations[0]["ipv4"], "10.0.1.5");
         assert_eq!(allocations[0]["metadata"]["k8sPodName"], "web");

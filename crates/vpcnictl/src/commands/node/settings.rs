@@ -4,12 +4,7 @@
 
 use std::path::PathBuf;
 
-/// The CNI network name: part of ipamd's allocation key, and the conflist's `name`.
-pub const NETWORK_NAME: &str = "vpcni";
-/// The original's network name, found in its checkpoint.
-pub const ORIGINAL_NETWORK_NAME: &str = "aws-cni";
-/// The conflist's file name in the host's CNI configuration directory.
-pub const CONFLIST_FILE: &str = "10-vpcni.conflist";
+pub use vpcni_layout::{CONFLIST_FILE, NETWORK_NAME};
 
 /// Everything the install steps need, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
