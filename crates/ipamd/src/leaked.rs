@@ -29,8 +29,13 @@ pub struct Sweep {
     pub stamped: Vec<String>,
 }
 
-/// One sweep.
+/// One sweep, now.
 pub async fn sweep(node: &Node, ec2: &dyn Ec2) -> Result<Sweep, Ec2Error> {
+    sweep_at(node, ec2, now_ms()).await
+}
+
+/// One sweep, judging ages at `now` (milliseconds since the epoch).
+pub async fn sweep_at(node: &Node, ec2: &dyn Ec2, now: u64) -> Result<Sweep, Ec2Error> {
     let mut filters = vec![
         Filter {
             name: "tag-key".into(),
@@ -47,9 +52,9 @@ pub async fn sweep(node: &Node, ec2: &dyn Ec2) -> Result<Sweep, Ec2Error> {
             &node.config.cluster_name,
         ));
     }
-    let mut result = Sweep::default();
+    // Every page first, then the deletions: deleting while paging would move what the next page holds.
+    let mut candidates = Vec::new();
     let mut next_token = None;
-    let now = now_ms();
     loop {
         let page = ec2
             .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
@@ -59,37 +64,40 @@ pub async fn sweep(node: &Node, ec2: &dyn Ec2) -> Result<Sweep, Ec2Error> {
                 ..Default::default()
             })
             .await?;
-        for eni in page.network_interfaces {
-            if !eni.description.starts_with(ENI_DESCRIPTION_PREFIX) || eni.attachment.is_some() {
-                continue;
-            }
-            let id = eni.network_interface_id.clone();
-            match eni.tags.get(CREATED_AT_TAG).map(|t| parse_rfc3339(t)) {
-                None => {
-                    let mut tags = Tags::new();
-                    tags.insert(CREATED_AT_TAG.into(), rfc3339(now));
-                    ec2.create_tags(std::slice::from_ref(&id), &tags).await?;
-                    result.stamped.push(id);
-                }
-                Some(Some(created)) if now >= created.saturating_add(MIN_LEAKED_AGE_MS) => {
-                    match ec2.delete_network_interface(&id).await {
-                        Ok(()) => {
-                            tracing::info!(eni = %id, created = %rfc3339(created), "deleted a leaked ENI");
-                            result.deleted.push(id);
-                        }
-                        Err(error) => {
-                            node.metrics.aws_utils_error("cleanUpLeakedENIDeleteErr", &error);
-                            tracing::warn!(eni = %id, "deleting a leaked ENI: {error}");
-                        }
-                    }
-                }
-                // Young, or a createdAt we cannot read: left alone.
-                Some(_) => {}
-            }
-        }
+        candidates.extend(
+            page.network_interfaces.into_iter().filter(|eni| {
+                eni.description.starts_with(ENI_DESCRIPTION_PREFIX) && eni.attachment.is_none()
+            }),
+        );
         match page.next_token {
             Some(token) if !token.is_empty() => next_token = Some(token),
             _ => break,
+        }
+    }
+    let mut result = Sweep::default();
+    for eni in candidates {
+        let id = eni.network_interface_id.clone();
+        match eni.tags.get(CREATED_AT_TAG).map(|t| parse_rfc3339(t)) {
+            None => {
+                let mut tags = Tags::new();
+                tags.insert(CREATED_AT_TAG.into(), rfc3339(now));
+                ec2.create_tags(std::slice::from_ref(&id), &tags).await?;
+                result.stamped.push(id);
+            }
+            Some(Some(created)) if now >= created.saturating_add(MIN_LEAKED_AGE_MS) => {
+                match ec2.delete_network_interface(&id).await {
+                    Ok(()) => {
+                        tracing::info!(eni = %id, created = %rfc3339(created), "deleted a leaked ENI");
+                        result.deleted.push(id);
+                    }
+                    Err(error) => {
+                        node.metrics.aws_utils_error("cleanUpLeakedENIDeleteErr", &error);
+                        tracing::warn!(eni = %id, "deleting a leaked ENI: {error}");
+                    }
+                }
+            }
+            // Young, or a createdAt we cannot read: left alone.
+            Some(_) => {}
         }
     }
     Ok(result)

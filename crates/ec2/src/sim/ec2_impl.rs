@@ -117,19 +117,24 @@ impl Ec2 for Simulator {
                     matching.push(view);
                 }
             }
+            // The token names the last ENI of the page (ENIs are listed in id order), so it stays valid,
+            // and skips nothing, when ENIs are deleted between pages, as EC2's opaque tokens do.
             let start = match &request.next_token {
                 None => 0,
-                Some(token) => token
-                    .strip_prefix("page-")
-                    .and_then(|n| n.parse::<usize>().ok())
-                    .filter(|n| *n <= matching.len())
-                    .ok_or_else(|| {
-                        Ec2Error::new("InvalidParameterValue", format!("Invalid NextToken '{token}'"))
-                    })?,
+                Some(token) => {
+                    let after = token
+                        .strip_prefix("after-")
+                        .filter(|id| id.starts_with("eni-"))
+                        .ok_or_else(|| {
+                            Ec2Error::new("InvalidParameterValue", format!("Invalid NextToken '{token}'"))
+                        })?;
+                    matching.partition_point(|view| view.network_interface_id.as_str() <= after)
+                }
             };
             let size = request.max_results.map_or(usize::MAX, |m| m as usize);
             let end = start.saturating_add(size).min(matching.len());
-            let next_token = (end < matching.len()).then(|| format!("page-{end}"));
+            let next_token =
+                (end < matching.len()).then(|| format!("after-{}", matching[end - 1].network_interface_id));
             Ok(NetworkInterfacePage {
                 network_interfaces: matching[start..end].to_vec(),
                 next_token,
