@@ -9,7 +9,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use vpcni_ec2::{
     CreateNetworkInterfaceRequest, DescribeNetworkInterfacesRequest, Ec2, Ec2Error, Ec2ErrorKind, Filter,
-    NetworkInterface, Tags,
+    NetworkInterface, Subnet, Tags,
 };
 use vpcni_engine::{Eni, EniFlags, GrowFailure};
 use vpcni_layout::EniSlot;
@@ -42,55 +42,93 @@ pub fn eni_tags(instance_id: &str, config: &Config) -> Tags {
     tags
 }
 
-/// Subnets a new ENI may go to, best first. With ENABLE_SUBNET_DISCOVERY: the node's subnet unless tagged
-/// `kubernetes.io/role/cni=0`, and same-AZ subnets tagged with that key ≠ 0 and not reserved for another
-/// cluster, most free addresses first. Otherwise, or if EC2 cannot list them, the node's subnet.
-pub async fn candidate_subnets(node: &Node, ec2: &dyn Ec2) -> Vec<(String, Ipv4Net)> {
-    let identity = &node.identity;
-    let primary = vec![(identity.primary_subnet_id.clone(), identity.primary_subnet_cidr)];
-    if !node.config.pool.subnet_discovery || identity.vpc_id.is_empty() {
-        return primary;
-    }
-    let filters = [
-        Filter::new("vpc-id", &identity.vpc_id),
-        Filter::new("availability-zone", &identity.availability_zone),
-    ];
-    let subnets = match ec2.describe_subnets(&[], &filters).await {
-        Ok(subnets) => subnets,
-        Err(error) => {
-            tracing::warn!("subnet discovery: {error}; using the node's subnet");
-            return primary;
-        }
-    };
-    let own_cluster_tag = format!("{CLUSTER_SUBNET_TAG_PREFIX}{}", node.config.cluster_name);
-    let mut candidates: Vec<_> = subnets
-        .into_iter()
-        .filter(|subnet| {
-            let role = subnet.tags.get(CNI_ROLE_TAG).map(String::as_str);
-            if subnet.subnet_id == identity.primary_subnet_id {
-                return role != Some("0");
+/// Whether a subnet may take new pod ENIs (the original's `isSubnetValidForENICreation`): tagged
+/// `kubernetes.io/role/cni=0`, never; untagged (or tagged with an empty value), only the node's own subnet;
+/// tagged otherwise, unless it carries `cni.networking.k8s.aws/cluster/<name>` tags and none for this
+/// cluster (not checked when CLUSTER_NAME is empty).
+pub fn subnet_eligible(subnet: &Subnet, primary_subnet_id: &str, cluster_name: &str) -> bool {
+    match subnet.tags.get(CNI_ROLE_TAG).map(String::as_str) {
+        Some("0") => false,
+        None | Some("") => subnet.subnet_id == primary_subnet_id,
+        Some(_) => {
+            if cluster_name.is_empty() {
+                return true;
             }
-            let other_cluster = subnet
+            let own = format!("{CLUSTER_SUBNET_TAG_PREFIX}{cluster_name}");
+            let tagged_for_clusters = subnet
                 .tags
                 .keys()
-                .any(|k| k.starts_with(CLUSTER_SUBNET_TAG_PREFIX))
-                && !subnet.tags.contains_key(&own_cluster_tag);
-            role.is_some_and(|r| r != "0") && !other_cluster
-        })
-        .collect();
-    candidates.sort_by_key(|s| {
-        (
-            std::cmp::Reverse(s.available_ip_address_count),
-            s.subnet_id != identity.primary_subnet_id,
-        )
-    });
-    if candidates.is_empty() {
-        return primary;
+                .any(|k| k.starts_with(CLUSTER_SUBNET_TAG_PREFIX));
+            !tagged_for_clusters || subnet.tags.contains_key(&own)
+        }
     }
-    candidates
-        .into_iter()
-        .map(|s| (s.subnet_id, s.cidr_block))
-        .collect()
+}
+
+/// Whether a subnet is excluded from pod addresses (`kubernetes.io/role/cni=0`).
+pub fn subnet_excluded(subnet: &Subnet) -> bool {
+    subnet.tags.get(CNI_ROLE_TAG).is_some_and(|v| v == "0")
+}
+
+/// The eligible subnets among `subnets`, most free addresses first (EC2's order among equals, as the
+/// original's stable sort).
+pub fn eligible_subnets(
+    mut subnets: Vec<Subnet>,
+    primary_subnet_id: &str,
+    cluster_name: &str,
+) -> Vec<Subnet> {
+    subnets.retain(|s| subnet_eligible(s, primary_subnet_id, cluster_name));
+    subnets.sort_by_key(|s| std::cmp::Reverse(s.available_ip_address_count));
+    subnets
+}
+
+/// Subnets a new ENI may go to, best first, as the original chooses them. With ENABLE_SUBNET_DISCOVERY:
+/// the eligible same-AZ subnets of the VPC; if EC2 cannot list them, the node's subnet. Without: the node's
+/// subnet. Either way a node's subnet tagged `kubernetes.io/role/cni=0` with nothing else eligible is an
+/// error naming the tag, never a silent fallback to it.
+pub async fn candidate_subnets(node: &Node, ec2: &dyn Ec2) -> Result<Vec<(String, Ipv4Net)>, Ec2Error> {
+    let identity = &node.identity;
+    let primary = vec![(identity.primary_subnet_id.clone(), identity.primary_subnet_cidr)];
+    let no_subnet = |why: &str| Ec2Error::new("NoEligibleSubnet", why);
+    if node.config.pool.subnet_discovery && !identity.vpc_id.is_empty() {
+        let filters = [
+            Filter::new("vpc-id", &identity.vpc_id),
+            Filter::new("availability-zone", &identity.availability_zone),
+        ];
+        match ec2.describe_subnets(&[], &filters).await {
+            Ok(subnets) => {
+                let eligible =
+                    eligible_subnets(subnets, &identity.primary_subnet_id, &node.config.cluster_name);
+                if eligible.is_empty() {
+                    return Err(no_subnet(
+                        "no subnet may take a new ENI: the node's subnet is tagged kubernetes.io/role/cni=0 and \
+                         no other subnet in its zone is tagged kubernetes.io/role/cni (≠ 0) for this cluster",
+                    ));
+                }
+                return Ok(eligible
+                    .into_iter()
+                    .map(|s| (s.subnet_id, s.cidr_block))
+                    .collect());
+            }
+            Err(error) => {
+                tracing::warn!("subnet discovery: DescribeSubnets: {error}; using the node's subnet")
+            }
+        }
+    }
+    // The node's own subnet, unless it is excluded. If EC2 cannot say, go ahead, as the original does.
+    match ec2
+        .describe_subnets(std::slice::from_ref(&identity.primary_subnet_id), &[])
+        .await
+    {
+        Ok(subnets) if subnets.iter().any(subnet_excluded) => Err(no_subnet(
+            "the node's subnet is tagged kubernetes.io/role/cni=0, and subnet discovery (ENABLE_SUBNET_DISCOVERY) \
+             found no other subnet",
+        )),
+        Ok(_) => Ok(primary),
+        Err(error) => {
+            tracing::warn!("checking whether the node's subnet is excluded: {error}; using it");
+            Ok(primary)
+        }
+    }
 }
 
 fn grow_failure(error: &Ec2Error, subnet: &str) -> GrowFailure {
@@ -190,7 +228,10 @@ async fn attach_new_eni(
     tags.insert(CREATED_AT_TAG.into(), rfc3339(now_ms()));
     let mut last = None;
     let mut created = None;
-    for (subnet_id, subnet_cidr) in candidate_subnets(node, ec2).await {
+    let subnets = candidate_subnets(node, ec2)
+        .await
+        .map_err(|error| AddEniError::Ec2(error, identity.primary_subnet_id.clone()))?;
+    for (subnet_id, subnet_cidr) in subnets {
         let request = CreateNetworkInterfaceRequest {
             subnet_id: subnet_id.clone(),
             description: format!("{ENI_DESCRIPTION_PREFIX}{}", identity.instance_id),
@@ -376,4 +417,136 @@ pub async fn free_eni(node: &Node, ec2: &dyn Ec2, eni_id: &str) -> Result<(), Ec
     }
     tracing::info!(eni = %eni_id, ok = result.is_ok(), "ENI freed");
     result
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    fn subnet(id: &str, free: u32, tags: &[(&str, &str)]) -> Subnet {
+        Subnet {
+            subnet_id: id.into(),
+            vpc_id: "vpc-1".into(),
+            availability_zone: "us-west-2a".into(),
+            cidr_block: "10.0.0.0/24".parse().unwrap(),
+            available_ip_address_count: free,
+            tags: tags.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
+        }
+    }
+
+    const ROLE: &str = "kubernetes.io/role/cni";
+
+    /// One row per rule of the original's `isSubnetValidForENICreation`.
+    #[test]
+    fn which_subnets_take_new_enis() {
+        let cases: &[(&str, Subnet, &str, bool)] = &[
+            (
+                "node's subnet, untagged",
+                subnet("subnet-node", 10, &[]),
+                "",
+                true,
+            ),
+            (
+                "node's subnet, role 0",
+                subnet("subnet-node", 10, &[(ROLE, "0")]),
+                "",
+                false,
+            ),
+            (
+                "node's subnet, role 1",
+                subnet("subnet-node", 10, &[(ROLE, "1")]),
+                "",
+                true,
+            ),
+            ("other subnet, untagged", subnet("subnet-b", 10, &[]), "", false),
+            (
+                "other subnet, empty role",
+                subnet("subnet-b", 10, &[(ROLE, "")]),
+                "",
+                false,
+            ),
+            (
+                "other subnet, role 1",
+                subnet("subnet-b", 10, &[(ROLE, "1")]),
+                "",
+                true,
+            ),
+            (
+                "other subnet, role 0",
+                subnet("subnet-b", 10, &[(ROLE, "0")]),
+                "",
+                false,
+            ),
+            (
+                "another cluster's, CLUSTER_NAME empty: not checked",
+                subnet(
+                    "subnet-b",
+                    10,
+                    &[(ROLE, "1"), ("cni.networking.k8s.aws/cluster/other", "")],
+                ),
+                "",
+                true,
+            ),
+            (
+                "another cluster's",
+                subnet(
+                    "subnet-b",
+                    10,
+                    &[(ROLE, "1"), ("cni.networking.k8s.aws/cluster/other", "")],
+                ),
+                "prod",
+                false,
+            ),
+            (
+                "this cluster's and another's",
+                subnet(
+                    "subnet-b",
+                    10,
+                    &[
+                        (ROLE, "1"),
+                        ("cni.networking.k8s.aws/cluster/other", ""),
+                        ("cni.networking.k8s.aws/cluster/prod", ""),
+                    ],
+                ),
+                "prod",
+                true,
+            ),
+            (
+                "no cluster tags, CLUSTER_NAME set",
+                subnet("subnet-b", 10, &[(ROLE, "1")]),
+                "prod",
+                true,
+            ),
+            (
+                "node's subnet, untagged for roles, another cluster's: roles decide first",
+                subnet("subnet-node", 10, &[("cni.networking.k8s.aws/cluster/other", "")]),
+                "prod",
+                true,
+            ),
+        ];
+        for (what, subnet, cluster, expected) in cases {
+            assert_eq!(
+                subnet_eligible(subnet, "subnet-node", cluster),
+                *expected,
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn most_free_addresses_first_in_ec2_order_among_equals() {
+        let subnets = vec![
+            subnet("subnet-node", 5, &[]),
+            subnet("subnet-b", 50, &[(ROLE, "1")]),
+            subnet("subnet-c", 50, &[(ROLE, "1")]),
+            subnet("subnet-d", 500, &[(ROLE, "0")]),
+        ];
+        let order: Vec<String> = eligible_subnets(subnets, "subnet-node", "")
+            .into_iter()
+            .map(|s| s.subnet_id)
+            .collect();
+        assert_eq!(order, ["subnet-b", "subnet-c", "subnet-node"]);
+    }
 }
