@@ -336,7 +336,60 @@ async fn attach_new_eni(
 async fn delete_after_failed_attach(node: &Node, ec2: &dyn Ec2, eni_id: &str) {
     if let Err(error) = ec2.delete_network_interface(eni_id).await {
         node.metrics.aws_utils_error("AllocENIDeleteErr", &error);
-        tracing::error!(eni = %eni_id, "attach failed and delete failed too (the leaked-ENI sweep will retry): {error}");
+        tracing::error!(eni = %eni_id, "attach failed and delete failed too (retried every pool cycle): {error}");
+        node.delete_later(eni_id);
+    }
+}
+
+/// Retries the deletions that failed: each ENI still unattached is deleted; one attached again (adopted by
+/// reconcile, or attached after all) is the pool's business, not a leak.
+pub async fn retry_eni_deletes(node: &Node, ec2: &dyn Ec2) {
+    let pending: Vec<String> = node
+        .eni_deletes
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    for eni_id in pending {
+        let done = if node.pool().eni(&eni_id).is_some() {
+            true
+        } else {
+            match ec2
+                .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
+                    network_interface_ids: vec![eni_id.clone()],
+                    ..Default::default()
+                })
+                .await
+            {
+                Err(error) if error.kind == Ec2ErrorKind::NotFound => true,
+                Err(error) => {
+                    tracing::debug!(eni = %eni_id, "deleting later: {error}");
+                    false
+                }
+                Ok(page) if page.network_interfaces.iter().any(|e| e.attachment.is_some()) => {
+                    // Attached: a detach under way completes first; reconcile adopts it if it stays.
+                    false
+                }
+                Ok(_) => match ec2.delete_network_interface(&eni_id).await {
+                    Ok(()) => {
+                        tracing::info!(eni = %eni_id, "deleted, after an earlier failure");
+                        true
+                    }
+                    Err(error) if error.kind == Ec2ErrorKind::NotFound => true,
+                    Err(error) => {
+                        tracing::debug!(eni = %eni_id, "deleting later: {error}");
+                        false
+                    }
+                },
+            }
+        };
+        if done {
+            node.eni_deletes
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .remove(&eni_id);
+        }
     }
 }
 
@@ -416,6 +469,9 @@ pub async fn free_eni(node: &Node, ec2: &dyn Ec2, eni_id: &str) -> Result<(), Ec
         tracing::warn!(eni = %eni_id, "removing its host rules: {error}");
     }
     tracing::info!(eni = %eni_id, ok = result.is_ok(), "ENI freed");
+    if result.is_err() {
+        node.delete_later(eni_id);
+    }
     result
 }
 

@@ -103,6 +103,56 @@ pub async fn sweep_at(node: &Node, ec2: &dyn Ec2, now: u64) -> Result<Sweep, Ec2
     Ok(result)
 }
 
+/// At start-up, before the pool manager creates any ENI: this node's own ENIs (tagged with its instance id,
+/// described `aws-K8S-<instance id>`) that are attached to nothing were left by an earlier run of this
+/// daemon, killed between create and attach or after a failed delete. Nothing can be creating one now,
+/// so they are deleted at once rather than after the sweep's five minutes. Returns the deleted ENIs; one
+/// whose deletion fails is retried every pool cycle.
+pub async fn delete_own_unattached(node: &Node, ec2: &dyn Ec2) -> Result<Vec<String>, Ec2Error> {
+    let instance = &node.identity.instance_id;
+    let mut filters = vec![
+        Filter::new(format!("tag:{INSTANCE_ID_TAG}"), instance),
+        Filter::new("status", "available"),
+    ];
+    if !node.identity.vpc_id.is_empty() {
+        filters.push(Filter::new("vpc-id", &node.identity.vpc_id));
+    }
+    let description = format!("{ENI_DESCRIPTION_PREFIX}{instance}");
+    let mut own = Vec::new();
+    let mut next_token = None;
+    loop {
+        let page = ec2
+            .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
+                filters: filters.clone(),
+                max_results: Some(1000),
+                next_token: next_token.take(),
+                ..Default::default()
+            })
+            .await?;
+        own.extend(
+            page.network_interfaces
+                .into_iter()
+                .filter(|eni| eni.attachment.is_none() && eni.description == description)
+                .map(|eni| eni.network_interface_id),
+        );
+        match page.next_token {
+            Some(token) if !token.is_empty() => next_token = Some(token),
+            _ => break,
+        }
+    }
+    let mut deleted = Vec::new();
+    for eni_id in own {
+        match ec2.delete_network_interface(&eni_id).await {
+            Ok(()) => deleted.push(eni_id),
+            Err(error) => {
+                tracing::warn!(eni = %eni_id, "deleting this node's unattached ENI (retried every pool cycle): {error}");
+                node.delete_later(&eni_id);
+            }
+        }
+    }
+    Ok(deleted)
+}
+
 /// Whether this node sweeps at all: not with DISABLE_LEAKED_ENI_CLEANUP, nor when EC2 must not be
 /// changed (DISABLE_NETWORK_RESOURCE_PROVISIONING, ENABLE_IMDS_ONLY_MODE).
 pub fn enabled(node: &Node) -> bool {

@@ -71,6 +71,9 @@ pub struct Node {
     pub returned: ReturnedCooldowns,
     /// The VPC's CIDRs as last read (a CIDR associated later joins them).
     vpc_cidrs: Mutex<Vec<Ipv4Net>>,
+    /// ENIs this daemon created or freed whose deletion failed: retried every pool cycle, so none waits
+    /// for the hourly leaked-ENI sweep.
+    pub eni_deletes: Mutex<std::collections::BTreeSet<String>>,
 }
 
 fn reason_code(reason: NoAddressReason) -> FailureReason {
@@ -110,7 +113,16 @@ impl Node {
             recently_freed: Mutex::default(),
             returned: ReturnedCooldowns::default(),
             vpc_cidrs,
+            eni_deletes: Mutex::default(),
         }
+    }
+
+    /// Remembers an ENI whose deletion failed, for [`crate::enis::retry_eni_deletes`].
+    pub fn delete_later(&self, eni_id: &str) {
+        self.eni_deletes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .insert(eni_id.to_owned());
     }
 
     /// The VPC's CIDRs.

@@ -41,6 +41,7 @@ pub async fn cycle(node: &Node, ec2: &dyn Ec2) -> (Decision, bool) {
         // DISABLE_NETWORK_RESOURCE_PROVISIONING / ENABLE_IMDS_ONLY_MODE: only what is attached is used.
         return (decision, false);
     }
+    crate::enis::retry_eni_deletes(node, ec2).await;
     node.record_decision(now, &decision);
     if !matches!(decision, Decision::Nothing { .. }) {
         tracing::info!(?decision, "pool decision");
@@ -70,6 +71,18 @@ pub async fn run(manager: PoolManager, mut stop: tokio::sync::watch::Receiver<bo
     let mut last_action = Instant::now();
     let mut last_cidr_check = Instant::now();
     let mut first_cycle = true;
+    if crate::leaked::enabled(&manager.node) {
+        match crate::leaked::delete_own_unattached(&manager.node, manager.ec2.as_ref()).await {
+            Ok(deleted) if !deleted.is_empty() => {
+                tracing::info!(
+                    ?deleted,
+                    "deleted this node's unattached ENIs left by an earlier run"
+                );
+            }
+            Ok(_) => {}
+            Err(error) => tracing::warn!("looking for this node's unattached ENIs: {error}"),
+        }
+    }
     loop {
         if last_cidr_check.elapsed() >= VPC_CIDR_CHECK_INTERVAL {
             refresh_vpc_cidrs(&manager).await;

@@ -185,3 +185,54 @@ async fn every_page_of_the_describe_is_swept() {
     assert_eq!(sweep.deleted.into_iter().collect::<BTreeSet<_>>(), all);
     assert!(available(&world).await.is_empty());
 }
+
+/// At start-up the node's own unattached ENIs (left by a run killed between create and attach) go at once;
+/// other instances' wait for the sweep's five minutes, and attached ones stay.
+#[tokio::test]
+async fn this_nodes_own_unattached_enis_are_deleted_at_start_up() {
+    let world = World::new("m5.large", "10.0.0.0/24");
+    let node = world.start(&[], RecordingHost::new()).await;
+    let description = format!("aws-K8S-{}", world.instance);
+    let own_tag = ("node.k8s.amazonaws.com/instance_id", world.instance.as_str());
+    let now = vpcni_ipamd::clock::rfc3339(vpcni_ipamd::clock::now_ms());
+    let created = ("node.k8s.amazonaws.com/createdAt", now.as_str());
+    let own = leaked(&world, &world.subnet, &description, &[own_tag, created]).await;
+    let other = leaked(&world, &world.subnet, "aws-K8S-i-other", &[INSTANCE, created]).await;
+    let hand_made = leaked(&world, &world.subnet, "made by hand", &[own_tag]).await;
+    let deleted = vpcni_ipamd::leaked::delete_own_unattached(&node, &world.sim)
+        .await
+        .unwrap();
+    assert_eq!(deleted, vec![own.clone()]);
+    let left = available(&world).await;
+    assert!(!left.contains(&own));
+    assert!(left.contains(&other) && left.contains(&hand_made));
+    assert_eq!(world.enis().len(), 1, "the attached primary ENI stays");
+}
+
+/// An ENI whose attach fails and whose delete fails too is deleted on the next pool cycle, not left for
+/// the hourly sweep.
+#[tokio::test]
+async fn an_eni_that_could_not_be_deleted_is_deleted_on_the_next_cycle() {
+    let fault = |action: &str| vpcni_ec2::sim::FaultRule {
+        action: Some(action.into()),
+        code: "InternalError".into(),
+        probability: 1.0,
+        remaining: Some(1),
+    };
+    let world = World::new("m5.large", "10.0.0.0/24");
+    let node = world.start(&[], RecordingHost::new()).await;
+    world.sim.configure(|config| {
+        config.faults = vec![fault("AttachNetworkInterface"), fault("DeleteNetworkInterface")];
+    });
+    assert!(
+        vpcni_ipamd::enis::create_eni(&node, &world.sim, 2, 0)
+            .await
+            .is_err()
+    );
+    let stranded = available(&world).await;
+    assert_eq!(stranded.len(), 1, "attach and delete failed: {stranded:?}");
+    assert_eq!(node.eni_deletes.lock().unwrap().len(), 1);
+    vpcni_ipamd::pool_loop::cycle(&node, &world.sim).await;
+    assert!(available(&world).await.is_empty());
+    assert!(node.eni_deletes.lock().unwrap().is_empty());
+}
