@@ -282,10 +282,12 @@ async fn ec2_request(State(state): State<Ec2State>, RawQuery(query): RawQuery, b
         }
         Err(error) => {
             tracing::debug!(%action, code = %error.code, "error: {}", error.message);
-            let status = if error.kind == Ec2ErrorKind::Throttled {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::BAD_REQUEST
+            // As EC2 answers: throttling and unavailability 503, its own failures 500, the caller's 400.
+            let status = match error.code.as_str() {
+                _ if error.kind == Ec2ErrorKind::Throttled => StatusCode::SERVICE_UNAVAILABLE,
+                "Unavailable" | "ServiceUnavailable" => StatusCode::SERVICE_UNAVAILABLE,
+                "InternalError" | "InternalFailure" => StatusCode::INTERNAL_SERVER_ERROR,
+                _ => StatusCode::BAD_REQUEST,
             };
             xml_response(status, error_document(&error.code, &error.message, &request_id))
         }

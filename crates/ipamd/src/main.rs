@@ -169,6 +169,31 @@ async fn export_budget(
     }
 }
 
+/// Start-up, tried again while instance metadata or EC2 fail to answer (throttling, server errors, a
+/// moment of unavailability), for about a minute: a throttled account must not crash-loop every node's
+/// daemon. Anything else (an unreadable checkpoint, an unknown type, the host) fails at once.
+async fn start_with_retries(
+    config: Config,
+    ec2: &dyn Ec2,
+    imds: &dyn Imds,
+    metrics: Arc<Metrics>,
+) -> Result<Arc<vpcni_ipamd::node::Node>, startup::StartupError> {
+    const ATTEMPTS: u32 = 7;
+    let mut pause = Duration::from_millis(500);
+    let mut attempt = 1;
+    loop {
+        match startup::start(config.clone(), ec2, imds, Arc::new(LinuxHost), metrics.clone()).await {
+            Err(startup::StartupError::Discovery(error)) if attempt < ATTEMPTS => {
+                tracing::warn!(attempt, "start-up: {error}; trying again in {pause:?}");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(16));
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 async fn run(config: Config) -> anyhow::Result<()> {
     let started = Instant::now();
     let metrics = Arc::new(Metrics::new());
@@ -184,15 +209,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let socket = config.socket_path.clone();
     let introspection = config.introspection.clone();
     let metrics_address = config.metrics.clone();
-    let node = match startup::start(
-        config,
-        ec2.as_ref(),
-        imds.as_ref(),
-        Arc::new(LinuxHost),
-        metrics.clone(),
-    )
-    .await
-    {
+    let node = match start_with_retries(config, ec2.as_ref(), imds.as_ref(), metrics.clone()).await {
         Ok(node) => node,
         Err(error) => {
             metrics
