@@ -20,10 +20,12 @@ use vpcni_ec2_endpoint::{EndpointConfig, Topology};
 use crate::LabError;
 use crate::router::{self, EniLink};
 use crate::spec::{EC2_PORT, LabSpec, METADATA_IP, Names, eni_links};
-use crate::state::{FabricInstance, FabricReport, LabState, PluggedEni, StatePaths};
+use crate::state::{
+    Ec2Summary, FabricInstance, FabricReport, FaultSettings, LabState, PluggedEni, StatePaths,
+};
 
 /// How often the fabric compares the simulator with the namespaces.
-const SYNC_INTERVAL: Duration = Duration::from_millis(100);
+const SYNC_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The VPC, subnets and instances of a lab, as a simulator topology.
 pub fn topology(spec: &LabSpec) -> Topology {
@@ -175,7 +177,9 @@ fn sync_loop(sim: &Simulator, state: &LabState, paths: &StatePaths, stop: &Atomi
     let router_ns = names.router();
     let mut plugged: BTreeMap<(usize, u32, u32), Plugged> = BTreeMap::new();
     let mut last_report = FabricReport::default();
+    let mut faults_applied: Option<FaultSettings> = None;
     while !stop.load(Ordering::SeqCst) {
+        apply_fault_settings(sim, paths, &mut faults_applied);
         let (instances, vpc_id, attached) = attached_enis(sim, state);
         let mut errors = Vec::new();
         let wanted: BTreeMap<(usize, u32, u32), &Attached> =
@@ -255,6 +259,7 @@ fn sync_loop(sim: &Simulator, state: &LabState, paths: &StatePaths, stop: &Atomi
                 })
                 .collect(),
             last_error: (!errors.is_empty()).then(|| errors.join("; ")),
+            ec2: ec2_summary(sim),
         };
         for error in &errors {
             tracing::warn!("sync: {error}");
@@ -266,6 +271,44 @@ fn sync_loop(sim: &Simulator, state: &LabState, paths: &StatePaths, stop: &Atomi
             last_report = report;
         }
         std::thread::sleep(SYNC_INTERVAL);
+    }
+}
+
+/// Applies `ec2-faults.json` when it changed; a missing file leaves the simulator as it is.
+fn apply_fault_settings(sim: &Simulator, paths: &StatePaths, applied: &mut Option<FaultSettings>) {
+    match FaultSettings::load(paths) {
+        Ok(Some(settings)) if applied.as_ref() != Some(&settings) => {
+            tracing::info!(
+                faults = settings.faults.len(),
+                throttle = settings.throttle.enabled,
+                "EC2 fault settings"
+            );
+            let (faults, throttle) = (settings.faults.clone(), settings.throttle.clone());
+            sim.configure(move |config| {
+                config.faults = faults;
+                config.throttle = throttle;
+            });
+            *applied = Some(settings);
+        }
+        Ok(_) => {}
+        Err(error) => tracing::warn!("ignoring {}: {error}", paths.ec2_faults_file().display()),
+    }
+}
+
+/// Calls, errors and unattached ENIs, from the simulator.
+fn ec2_summary(sim: &Simulator) -> Ec2Summary {
+    let counters = sim.counters();
+    let account = sim.snapshot();
+    Ec2Summary {
+        calls: counters.total_calls(),
+        errors: counters.errors,
+        injected: counters.injected,
+        unattached_enis: account
+            .enis
+            .values()
+            .filter(|e| e.attachment.is_none() && e.description.starts_with("aws-K8S-"))
+            .map(|e| e.id.clone())
+            .collect(),
     }
 }
 

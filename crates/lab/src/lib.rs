@@ -50,6 +50,7 @@ mod lab;
 mod node;
 pub mod pods;
 mod router;
+pub mod soak;
 pub mod spec;
 pub mod state;
 pub mod status;

@@ -191,8 +191,21 @@ pub(crate) fn add(
     name: &str,
     retry_for: Duration,
 ) -> Result<PodRecord, PodFailure> {
+    add_with_id(paths, state, node, name, &random_container_id(), retry_for)
+}
+
+/// [`add`] with the sandbox's container id chosen by the caller (the soak DELs a failed sandbox again
+/// by it, as kubelet does).
+pub(crate) fn add_with_id(
+    paths: &StatePaths,
+    state: &LabState,
+    node: &NodeRecord,
+    name: &str,
+    container_id: &str,
+    retry_for: Duration,
+) -> Result<PodRecord, PodFailure> {
     let netns = Names::new(&state.spec.prefix).pod(name);
-    let container_id = random_container_id();
+    let container_id = container_id.to_owned();
     let lab_failure = |error: LabError, attempts| PodFailure {
         pod: name.to_owned(),
         node: node.name.clone(),
@@ -263,11 +276,11 @@ pub(crate) fn add(
 }
 
 /// How long the fabric may take to route an address EC2 assigned to an ENI: it follows the simulator
-/// every 100 ms, so this only bounds a broken fabric (generous, for a machine busy with builds).
+/// every 50 ms, so this only bounds a broken fabric (generous, for a machine busy with builds).
 const ROUTED_WITHIN: Duration = Duration::from_secs(30);
 
 /// Waits until the fabric routes `ip` to one of `node`'s ENIs. EC2 makes an assigned address reachable as
-/// soon as the call returns; the fabric follows the simulator every 100 ms, so a pod given an address
+/// soon as the call returns; the fabric follows the simulator every 50 ms, so a pod given an address
 /// ipamd has just obtained would otherwise be unreachable for that long.
 fn routed_by_the_vpc(paths: &StatePaths, node: &str, ip: Ipv4Addr) -> bool {
     let deadline = Instant::now() + ROUTED_WITHIN;
@@ -294,6 +307,44 @@ fn result_ip(result: &Value) -> Option<Ipv4Addr> {
         .iter()
         .filter_map(|ip| ip["address"].as_str())
         .find_map(|cidr| cidr.split('/').next()?.parse().ok())
+}
+
+/// CNI DEL of a sandbox whose ADD failed (no `prevResult`), as kubelet sends it until it succeeds; its
+/// namespace is already gone.
+pub(crate) fn del_sandbox(
+    paths: &StatePaths,
+    state: &LabState,
+    node: &NodeRecord,
+    name: &str,
+    container_id: &str,
+) -> Result<(), PodFailure> {
+    let netns = Names::new(&state.spec.prefix).pod(name);
+    let call = Call {
+        command: "DEL",
+        pod: name,
+        container_id,
+        netns: &netns,
+        prev_result: None,
+    };
+    match run_plugin(paths, state, node, &call) {
+        Ok(PluginRun { ok: true, .. }) => Ok(()),
+        Ok(PluginRun { output, .. }) => Err(PodFailure {
+            pod: name.to_owned(),
+            node: node.name.clone(),
+            code: output["code"].as_u64().unwrap_or(0) as u32,
+            message: output["msg"].as_str().unwrap_or("DEL failed").to_owned(),
+            details: output["details"].as_str().unwrap_or_default().to_owned(),
+            attempts: 1,
+        }),
+        Err(error) => Err(PodFailure {
+            pod: name.to_owned(),
+            node: node.name.clone(),
+            code: 0,
+            message: error.to_string(),
+            details: String::new(),
+            attempts: 1,
+        }),
+    }
 }
 
 /// Deletes a pod: CNI DEL with its ADD result as `prevResult`, then its namespace.

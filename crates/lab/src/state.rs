@@ -56,6 +56,11 @@ impl StatePaths {
         self.dir.join("ec2")
     }
 
+    /// Faults and throttling for the running fabric ([`FaultSettings`]).
+    pub fn ec2_faults_file(&self) -> PathBuf {
+        self.dir.join("ec2-faults.json")
+    }
+
     /// The simulator's account file inside [`Self::ec2_dir`].
     pub fn ec2_state_file(&self) -> PathBuf {
         self.ec2_dir().join("ec2-state.json")
@@ -215,6 +220,44 @@ pub struct FabricReport {
     pub plugged: Vec<PluggedEni>,
     /// The last error of the sync loop, if its last pass failed.
     pub last_error: Option<String>,
+    /// What EC2 has seen and holds, for the soak's accounting.
+    #[serde(default)]
+    pub ec2: Ec2Summary,
+}
+
+/// EC2's side of the lab: calls, errors, injected faults, and ENIs nobody has attached.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ec2Summary {
+    /// API calls answered.
+    pub calls: u64,
+    /// Errors returned, per `Action/Code`.
+    pub errors: std::collections::BTreeMap<String, u64>,
+    /// Of those, injected by fault rules.
+    pub injected: std::collections::BTreeMap<String, u64>,
+    /// ENIs ipamd created (description `aws-K8S-…`) that are attached to nothing.
+    pub unattached_enis: Vec<String>,
+}
+
+/// Faults and throttling the fabric applies to its simulator while it runs (`ec2-faults.json`; the soak
+/// writes it, the fabric picks changes up within one sync pass).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultSettings {
+    /// Fault rules.
+    pub faults: Vec<vpcni_ec2::sim::FaultRule>,
+    /// Request throttling.
+    pub throttle: vpcni_ec2::sim::ThrottleConfig,
+}
+
+impl FaultSettings {
+    /// Reads `ec2-faults.json`, if there is one.
+    pub fn load(paths: &StatePaths) -> Result<Option<Self>, LabError> {
+        read_json(&paths.ec2_faults_file())
+    }
+
+    /// Writes `ec2-faults.json` atomically.
+    pub fn save(&self, paths: &StatePaths) -> Result<(), LabError> {
+        write_json(&paths.ec2_faults_file(), self)
+    }
 }
 
 impl FabricReport {

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use clock::{Clock, VirtualClock, WallClock};
 pub use imds::SimImds;
+pub use rng::SplitMix64;
 pub use state::AccountState;
 pub use throttle::{ActionClass, BucketSpec, ThrottleConfig};
 
@@ -90,6 +91,9 @@ pub struct Counters {
     pub calls: BTreeMap<String, u64>,
     /// Errors per action and code (`Action/Code`).
     pub errors: BTreeMap<String, u64>,
+    /// Of those, the ones injected by fault rules (`Action/Code`).
+    #[serde(default)]
+    pub injected: BTreeMap<String, u64>,
 }
 
 impl Counters {
@@ -101,6 +105,11 @@ impl Counters {
     /// All calls.
     pub fn total_calls(&self) -> u64 {
         self.calls.values().sum()
+    }
+
+    /// All errors injected by fault rules.
+    pub fn total_injected(&self) -> u64 {
+        self.injected.values().sum()
     }
 }
 
@@ -224,6 +233,11 @@ impl Simulator {
                 if let Some(remaining) = fault.remaining.as_mut() {
                     *remaining -= 1;
                 }
+                *inner
+                    .counters
+                    .injected
+                    .entry(format!("{action}/{}", fault.code))
+                    .or_default() += 1;
                 return Err(Ec2Error::new(
                     fault.code.clone(),
                     format!("injected fault for {action}"),

@@ -56,6 +56,13 @@ enum LabCommand {
     },
     /// The guided tour: pods across nodes ping each other, reach the internet as their node, hit max pods.
     Demo(DemoArgs),
+    /// A storm on a lab of its own: pods added and deleted through the real plugin on every node, ipamd
+    /// killed and restarted, EC2 failing calls; then an audit of EC2, ipamd, the nodes and the pods. Exits 1
+    /// on any violation.
+    #[command(
+        after_help = "Examples:\n  vpcnictl lab soak\n  vpcnictl lab soak --nodes 4 --ops 50000 --kill-every 500 --ec2-fault-rate 0.2 --output json\n  vpcnictl lab soak --prefix-delegation --throttle tight --attach-delay-ms 200"
+    )]
+    Soak(SoakArgs),
     /// Remove the lab: every namespace, link, rule, process and file it made. Safe to run twice.
     Down,
     /// GET an http:// URL and print the body (a curl stand-in for machines without curl).
@@ -103,6 +110,50 @@ pub struct UpArgs {
     /// Directory with vpcni-ipamd and vpcni (default: next to this vpcnictl).
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
+}
+
+/// The soak's storm and its lab.
+#[derive(Debug, Args)]
+pub struct SoakArgs {
+    /// Pod operations (ADD and DEL) over all nodes. The lab's nodes are m5.large unless --instance-type.
+    #[arg(long, value_name = "K", default_value_t = 2_000)]
+    ops: u64,
+    /// Stop the storm after this many seconds, even before --ops.
+    #[arg(long, value_name = "SECONDS")]
+    duration: Option<u64>,
+    /// Seed for every random choice (workers, kills, EC2 faults).
+    #[arg(long, value_name = "S", default_value_t = 1)]
+    seed: u64,
+    /// Kill one ipamd (SIGKILL or SIGTERM) every this many operations; 0 for none.
+    #[arg(long, value_name = "OPS", default_value_t = 100)]
+    kill_every: u64,
+    /// Share of EC2 calls that fail with an error EC2 returns (0 to 1).
+    #[arg(long, value_name = "RATE", default_value_t = 0.2)]
+    ec2_fault_rate: f64,
+    /// EC2 request throttling: real (EC2's buckets), tight (a tenth of them), off.
+    #[arg(long, value_enum, default_value = "real")]
+    throttle: ThrottleArg,
+    /// Live pods each node keeps at most.
+    #[arg(long, value_name = "N", default_value_t = 12)]
+    pods_per_node: u32,
+    /// Seconds the audit may wait for the lab to settle.
+    #[arg(long, value_name = "SECONDS", default_value_t = 180)]
+    settle_within: u64,
+    /// Leave the lab up afterwards (for a look at what the audit found).
+    #[arg(long)]
+    keep: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    output: OutputFormat,
+    #[command(flatten)]
+    up: UpArgs,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ThrottleArg {
+    Real,
+    Tight,
+    Off,
 }
 
 /// The demo builds a lab of t3.medium nodes unless one is up: 17 max pods each, as in the articles.
@@ -206,6 +257,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
             let status = lab.exec(&target, &command)?;
             Ok(ExitCode::from(status.code().unwrap_or(1).clamp(0, 255) as u8))
         }),
+        LabCommand::Soak(soak) => return run_soak(&soak),
         LabCommand::Demo(demo) => {
             let spec = demo.up.spec(&args.state, &args.prefix, "t3.medium")?;
             super::lab_demo::run(spec)
@@ -411,4 +463,119 @@ pub fn status_text(status: &LabStatus) -> String {
         cidrs.join(", "),
         vpcni_lab::internet::service_url()
     )
+}
+
+fn run_soak(args: &SoakArgs) -> anyhow::Result<ExitCode> {
+    if !(0.0..=1.0).contains(&args.ec2_fault_rate) {
+        return Ok(usage_error(format!(
+            "--ec2-fault-rate {} is not a share between 0 and 1",
+            args.ec2_fault_rate
+        )));
+    }
+    // A lab of its own, so a storm never touches the lab someone is using.
+    let name = format!("vs{}", std::process::id());
+    let state = std::env::temp_dir().join(format!("vpcni-soak-{}", std::process::id()));
+    let mut lab_spec = args.up.spec(&state, &format!("{name}-"), "m5.large")?;
+    // Pool cycles ten times as often as the original's 5 s (the same policy, more EC2 traffic per minute of
+    // storm), and a 5 s address cooldown instead of 30 s (a storm deleting and adding pods every moment
+    // would otherwise spend most of its time waiting on cooling addresses). --env overrides either.
+    for (key, value) in [("VPCNI_POOL_INTERVAL_MS", "500"), ("IP_COOLDOWN_PERIOD", "5")] {
+        if !lab_spec.ipamd_env.iter().any(|(k, _)| k == key) {
+            lab_spec.ipamd_env.push((key.into(), value.into()));
+        }
+    }
+    let spec = vpcni_lab::soak::SoakSpec {
+        ops: args.ops,
+        duration: args.duration.map(Duration::from_secs),
+        seed: args.seed,
+        kill_every: (args.kill_every > 0).then_some(args.kill_every),
+        ec2_fault_rate: args.ec2_fault_rate,
+        throttle: match args.throttle {
+            ThrottleArg::Real => vpcni_lab::soak::Throttle::Real,
+            ThrottleArg::Tight => vpcni_lab::soak::Throttle::Tight,
+            ThrottleArg::Off => vpcni_lab::soak::Throttle::Off,
+        },
+        pods_per_node: args.pods_per_node.max(1),
+        settle_within: Duration::from_secs(args.settle_within),
+        ..vpcni_lab::soak::SoakSpec::default()
+    };
+    eprintln!(
+        "soak: {} × {}, {} operations, a kill every {} operations, {:.0} % of EC2 calls failing (seed {}); lab state {}",
+        lab_spec.nodes,
+        lab_spec.instance_type,
+        spec.ops,
+        args.kill_every,
+        spec.ec2_fault_rate * 100.0,
+        spec.seed,
+        state.display()
+    );
+    let (state_dir, prefix) = (lab_spec.state_dir.clone(), lab_spec.prefix.clone());
+    let outcome = Lab::up(lab_spec).and_then(|lab| vpcni_lab::soak::run_soak(lab, &spec));
+    if !args.keep {
+        if let Err(error) = vpcni_lab::down_at(&state_dir, &prefix) {
+            eprintln!("vpcnictl: taking the soak's lab down: {error}");
+        }
+    }
+    let report = outcome?;
+    match args.output {
+        OutputFormat::Json => emit(&(serde_json::to_string_pretty(&report).unwrap_or_default() + "\n")),
+        OutputFormat::Text => emit(&soak_text(&report)),
+    }
+    Ok(if report.clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn soak_text(report: &vpcni_lab::soak::SoakReport) -> String {
+    use std::fmt::Write as _;
+    // `writeln!` into a String cannot fail: the `let _ =` below lose nothing.
+    let mut text = String::new();
+    let refused: u64 = report.adds_refused.values().sum();
+    let _ = writeln!(
+        text,
+        "{} operations on {} nodes in {:.0} s: {} ADDs ok, {} refused, {} DELs ok, {} DELs sent again",
+        report.ops, report.nodes, report.wall_s, report.adds_ok, refused, report.dels_ok, report.dels_retried
+    );
+    for (reason, count) in &report.adds_refused {
+        let _ = writeln!(text, "  refused {count} × {reason}");
+    }
+    let _ = writeln!(
+        text,
+        "{} ipamd restarts ({} after SIGKILL); {} EC2 calls, {} failed on purpose; {} connectivity probes",
+        report.ipamd_restarts,
+        report.ipamd_sigkills,
+        report.ec2_calls,
+        report.ec2_faults_injected,
+        report.connectivity_checks
+    );
+    let _ = writeln!(
+        text,
+        "audit after {:.0} s of settling: {} double-assigned, {} leaked addresses, {} leaked ENIs, {} stale host entries, {} pods without connectivity",
+        report.settle_s,
+        report.double_assigned,
+        report.leaked_addresses,
+        report.leaked_enis,
+        report.stale_host_state,
+        report.pods_without_connectivity
+    );
+    for ipamd in &report.ipamd {
+        let _ = writeln!(
+            text,
+            "  {}: ipamd {} KiB resident, {} open descriptors, {} pods",
+            ipamd.node, ipamd.rss_kib, ipamd.open_fds, ipamd.pods
+        );
+    }
+    if report.violations.is_empty() {
+        let _ = writeln!(text, "no violations");
+    }
+    for violation in &report.violations {
+        let _ = writeln!(
+            text,
+            "VIOLATION {} at {}: {}",
+            violation.kind, violation.at, violation.detail
+        );
+    }
+    text
 }
