@@ -1,0 +1,1 @@
+//! Reading a running daemon's introspection into a cluster file.
