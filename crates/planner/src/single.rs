@@ -71,6 +71,23 @@ impl SingleNode {
         max_cycles
     }
 
+    /// Settles as a daemon left alone does: cycles until the pool wants nothing, then lets every timer
+    /// (cooldown, ENI age, release interval, grow back-off) run out and settles again, until nothing
+    /// changes. Returns the virtual time it took.
+    pub fn settle_fully(&mut self) -> Millis {
+        let started = self.now();
+        loop {
+            self.settle(1_000);
+            let before = (self.stats(), self.enis());
+            let quiet = self.agent.next_timer(self.now()).map_or(0, |t| t.saturating_sub(self.now()));
+            self.advance(quiet + CYCLE_MS);
+            self.settle(1_000);
+            if (self.stats(), self.enis()) == before && self.agent.next_timer(self.now()).is_none() {
+                return self.now() - started;
+            }
+        }
+    }
+
     /// CNI ADD for a pod.
     pub fn add_pod(&mut self, name: &str) -> Result<Assignment, NoAddress> {
         let now = self.now();
