@@ -58,11 +58,10 @@ fn get(url: &str, path: &'static str) -> Result<Value, FromNodeError> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(io)?;
-    write!(
-        stream,
+    let request = format!(
         "GET {path} HTTP/1.0\r\nHost: {authority}\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(io)?;
+    );
+    stream.write_all(request.as_bytes()).map_err(io)?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).map_err(io)?;
     let text = String::from_utf8_lossy(&raw);
@@ -200,7 +199,8 @@ fn covering(addresses: &[Ipv4Addr]) -> Option<Ipv4Net> {
 impl NodeSnapshot {
     /// The cluster file to start from: one node group of `nodes` such nodes, each with the pods this one
     /// runs now.
-    pub fn cluster_file(&self, url: &str, nodes: u32) -> String {
+    /// `instance_type`, when given, replaces the guess from the limits.
+    pub fn cluster_file(&self, url: &str, nodes: u32, instance_type: Option<&str>) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -251,28 +251,22 @@ impl NodeSnapshot {
             );
             names.push(name);
         }
-        let instance_type = self
-            .instance_types
-            .first()
-            .cloned()
+        let examples: Vec<String> = self.instance_types.iter().take(4).cloned().collect();
+        let note = match instance_type {
+            Some(_) => "given with --instance-type".to_owned(),
+            None => format!(
+                "GUESSED: introspection gives limits, not the type; {} types have these limits, e.g. {}",
+                self.instance_types.len(),
+                examples.join(", ")
+            ),
+        };
+        let instance_type = instance_type
+            .map(str::to_owned)
+            .or_else(|| self.instance_types.first().cloned())
             .unwrap_or_else(|| "m5.xlarge".into());
         let _ = writeln!(
             out,
-            "\n[[node_groups]]\nname = \"from-node\"\ninstance_type = {instance_type:?}  # {} types have these limits{}\nnodes = {nodes}\nsubnets = [{}]",
-            self.instance_types.len(),
-            if self.instance_types.len() > 1 {
-                format!(
-                    ", e.g. {}",
-                    self.instance_types
-                        .iter()
-                        .take(4)
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )
-            } else {
-                String::new()
-            },
+            "\n[[node_groups]]\nname = \"from-node\"\ninstance_type = {instance_type:?}  # {note}\nnodes = {nodes}\nsubnets = [{}]",
             quoted(&names[..names.len().min(1)])
         );
         out.push_str("\n[settings]\n");

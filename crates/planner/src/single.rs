@@ -79,7 +79,10 @@ impl SingleNode {
         loop {
             self.settle(1_000);
             let before = (self.stats(), self.enis());
-            let quiet = self.agent.next_timer(self.now()).map_or(0, |t| t.saturating_sub(self.now()));
+            let quiet = self
+                .agent
+                .next_timer(self.now())
+                .map_or(0, |t| t.saturating_sub(self.now()));
             self.advance(quiet + CYCLE_MS);
             self.settle(1_000);
             if (self.stats(), self.enis()) == before && self.agent.next_timer(self.now()).is_none() {

@@ -36,6 +36,9 @@ pub struct PlanArgs {
     /// Read a running ipamd's introspection and print a cluster file to start from.
     #[arg(long, value_name = "URL", conflicts_with = "file")]
     from_node: Option<String>,
+    /// With --from-node: the node's instance type (introspection gives its limits, not its type).
+    #[arg(long, value_name = "TYPE", requires = "from_node")]
+    instance_type: Option<String>,
     /// With --from-node: nodes in the node group written.
     #[arg(long, value_name = "N", default_value_t = 10)]
     nodes: u32,
@@ -51,7 +54,15 @@ pub fn run(args: &PlanArgs) -> anyhow::Result<ExitCode> {
             Ok(snapshot) => snapshot,
             Err(error) => return Ok(usage_error(error)),
         };
-        say_raw!("{}", snapshot.cluster_file(url, args.nodes));
+        if let Some(name) = &args.instance_type
+            && let Err(unknown) = vpcni_limits::builtin().get(name)
+        {
+            return Ok(usage_error(unknown));
+        }
+        say_raw!(
+            "{}",
+            snapshot.cluster_file(url, args.nodes, args.instance_type.as_deref())
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let Some(path) = &args.file else {
