@@ -21,7 +21,11 @@ const STEPS: [usize; 7] = [0, 3, 12, 20, 9, 2, 0];
 
 fn pool(lab: &Lab) -> serde_json::Value {
     let body = lab
-        .http_get("node-1", &format!("http://{INTROSPECTION}/v1/pool"), Duration::from_secs(5))
+        .http_get(
+            "node-1",
+            &format!("http://{INTROSPECTION}/v1/pool"),
+            Duration::from_secs(5),
+        )
         .unwrap()
         .unwrap();
     serde_json::from_str(&body).unwrap()
@@ -53,7 +57,10 @@ fn daemon_settled(lab: &Lab) -> (u64, u64, u64) {
         } else if since.elapsed() > Duration::from_secs(75) {
             return size;
         }
-        assert!(started.elapsed() < Duration::from_secs(600), "the daemon's pool never settled: {now}");
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "the daemon's pool never settled: {now}"
+        );
     }
 }
 
@@ -67,14 +74,16 @@ fn drift_free(suite: &str, env: &[(&str, &str)]) {
     let instance_type = spec.instance_type.clone();
     let mut lab = LabGuard::up(spec).unwrap();
 
-    let (settings, _) = PoolSettings::from_lookup(|name| {
-        env.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
-    })
-    .unwrap();
+    let (settings, _) =
+        PoolSettings::from_lookup(|name| env.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned()))
+            .unwrap();
     let mut planner = SingleNode::new(&instance_type, subnet, &settings).unwrap();
     // Both read the settings alike: the daemon's engine configuration is the planner's.
     let daemon_config = pool(&lab)["config"].clone();
-    assert_eq!(daemon_config, serde_json::to_value(settings.pool_config()).unwrap());
+    assert_eq!(
+        daemon_config,
+        serde_json::to_value(settings.pool_config()).unwrap()
+    );
 
     let mut planner_pods: Vec<String> = Vec::new();
     let mut lab_pods: Vec<String> = Vec::new();
@@ -113,5 +122,8 @@ fn planner_and_daemon_agree_step_by_step_with_the_defaults() {
 
 #[test]
 fn planner_and_daemon_agree_step_by_step_with_warm_ip_targets() {
-    drift_free("drift-warm-ip", &[("WARM_IP_TARGET", "2"), ("MINIMUM_IP_TARGET", "4")]);
+    drift_free(
+        "drift-warm-ip",
+        &[("WARM_IP_TARGET", "2"), ("MINIMUM_IP_TARGET", "4")],
+    );
 }

@@ -739,10 +739,10 @@ fn check_workload(spanned: &Spanned<RawWorkload>, problems: &mut Problems<'_>) -
         })
         .collect();
     let duration_ms = duration_or(problems, raw.duration.as_ref(), "duration", 3_600_000);
-    if duration_ms == 0 || duration_ms > 31 * 86_400_000 {
-        if let Some(duration) = &raw.duration {
-            problems.at(duration.span(), "duration must be more than 0 and at most 31d");
-        }
+    if (duration_ms == 0 || duration_ms > 31 * 86_400_000)
+        && let Some(duration) = &raw.duration
+    {
+        problems.at(duration.span(), "duration must be more than 0 and at most 31d");
     }
     Workload {
         pods_per_node: raw.pods_per_node,

@@ -485,10 +485,10 @@ impl<'c> Fleet<'c> {
         };
         let (decision, acted) = agent.cycle(&self.sim, self.now);
         let calls = agent.take_calls();
-        let failure = agent.pool.why_no_address(self.now);
+        let failure = (is_grow(&decision) && !acted).then(|| agent.pool.why_no_address(self.now).reason);
         self.record_calls(group, calls);
-        if is_grow(&decision) && !acted {
-            self.note_grow_failure(node, failure.reason);
+        if let Some(reason) = failure {
+            self.note_grow_failure(node, reason);
         }
         self.serve_waiting(node);
         let state = &self.nodes[node];
@@ -814,8 +814,8 @@ impl<'c> Fleet<'c> {
             used.push(in_use);
             idle.push(idle_now);
         }
-        for (index, group) in self.groups.clone().iter().enumerate() {
-            let (held, pods) = group
+        for index in 0..self.groups.len() {
+            let (held, pods) = self.groups[index]
                 .nodes
                 .iter()
                 .map(|n| node_addresses(&self.nodes[*n]))

@@ -74,7 +74,7 @@ fn get(url: &str, path: &'static str) -> Result<Value, FromNodeError> {
         .split_once("\r\n\r\n")
         .ok_or_else(|| answer("no HTTP answer".into()))?;
     let status = head.lines().next().unwrap_or_default();
-    if !status.split_whitespace().nth(1).is_some_and(|code| code == "200") {
+    if status.split_whitespace().nth(1).is_none_or(|code| code != "200") {
         return Err(answer(format!("answered {status:?}")));
     }
     serde_json::from_str(body).map_err(|e| answer(format!("not JSON: {e}")))

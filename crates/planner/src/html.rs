@@ -175,6 +175,9 @@ fn chart(
     svg
 }
 
+/// A comparison row: its label and how to read it from a report.
+type Row = (&'static str, fn(&Report) -> String);
+
 /// The report as one HTML page.
 pub fn render(report: &Report, comparison: Option<&Comparison>) -> String {
     let mut body = String::new();
@@ -272,7 +275,7 @@ pub fn render(report: &Report, comparison: Option<&Comparison>) -> String {
             let _ = write!(body, "<th>{}</th>", escape(&variant.name));
         }
         body.push_str("</tr>");
-        let rows: [(&str, fn(&Report) -> String); 6] = [
+        let rows: [Row; 6] = [
             ("pods pending at the end", |r| r.pods.pending_end.to_string()),
             ("p99 wait for an address (s)", |r| {
                 format!("{:.1}", r.pods.wait_p99_s)
