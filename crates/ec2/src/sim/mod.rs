@@ -168,6 +168,20 @@ impl Simulator {
         self.lock().account.clone()
     }
 
+    /// Reads the account without making an API call (not counted, never throttled): what an operator's
+    /// console would show, for the planner's reports and tests.
+    pub fn inspect<T>(&self, read: impl FnOnce(&AccountState) -> T) -> T {
+        read(&self.lock().account)
+    }
+
+    /// Changes the account without making an API call (not counted, never throttled), at the clock's
+    /// time: for setting up a world (addresses taken by something else, instances launched by an
+    /// autoscaler outside the simulated daemons).
+    pub fn admin<T>(&self, change: impl FnOnce(&mut AccountState, u64) -> T) -> T {
+        let now = self.clock.now_ms();
+        change(&mut self.lock().account, now)
+    }
+
     /// Calls and errors so far.
     pub fn counters(&self) -> Counters {
         self.lock().counters.clone()

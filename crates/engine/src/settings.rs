@@ -1,0 +1,330 @@
+//! The pool's settings read from ipamd's environment variables: the names, defaults, accepted values,
+//! fallbacks and error lines of `vpcni-ipamd` (`crates/ipamd/src/config.rs` and its `config/reader.rs`), for
+//! the variables that shape the pool. Pure: variables come in through a lookup function, so the planner
+//! reads them from a cluster file and tests pass a map.
+//!
+//! The daemon still parses its whole environment itself; this module repeats the pool-relevant part of it
+//! word for word (same messages), so a setting the daemon refuses is refused here with the same line, and a
+//! value it accepts by falling back falls back here too, with the same warning.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::model::Millis;
+use crate::policy::PoolConfig;
+
+/// One invalid variable: `NAME="value" is not valid: expected …`, as the daemon prints it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InvalidSetting {
+    /// Variable name.
+    pub variable: &'static str,
+    /// Value found.
+    pub value: String,
+    /// What is accepted.
+    pub accepted: String,
+}
+
+impl fmt::Display for InvalidSetting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}={:?} is not valid: expected {}",
+            self.variable, self.value, self.accepted
+        )
+    }
+}
+
+/// A value accepted by falling back, as the original does: `NAME="value": what was done instead`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SettingWarning {
+    /// Variable name.
+    pub variable: &'static str,
+    /// Value found.
+    pub value: String,
+    /// What was done instead.
+    pub outcome: String,
+}
+
+impl fmt::Display for SettingWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={:?}: {}", self.variable, self.value, self.outcome)
+    }
+}
+
+/// The variables this module reads (every other ipamd variable has no effect on the pool's size).
+pub const POOL_VARIABLES: [&str; 15] = [
+    "WARM_ENI_TARGET",
+    "WARM_IP_TARGET",
+    "MINIMUM_IP_TARGET",
+    "WARM_PREFIX_TARGET",
+    "ENABLE_PREFIX_DELEGATION",
+    "MAX_ENI",
+    "IP_COOLDOWN_PERIOD",
+    "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG",
+    "ENABLE_POD_ENI",
+    "DISABLE_NETWORK_RESOURCE_PROVISIONING",
+    "ENABLE_IMDS_ONLY_MODE",
+    "DISABLE_LEAKED_ENI_CLEANUP",
+    "ENABLE_SUBNET_DISCOVERY",
+    "ENABLE_IPv4",
+    "ENABLE_IPv6",
+];
+
+/// The pool's settings, with the daemon's defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PoolSettings {
+    /// WARM_ENI_TARGET (default 1).
+    pub warm_eni_target: u32,
+    /// WARM_IP_TARGET (0 = unset).
+    pub warm_ip_target: u32,
+    /// MINIMUM_IP_TARGET (0 = unset).
+    pub minimum_ip_target: u32,
+    /// WARM_PREFIX_TARGET (default 1 with prefix delegation, 0 without).
+    pub warm_prefix_target: u32,
+    /// ENABLE_PREFIX_DELEGATION.
+    pub prefix_delegation: bool,
+    /// MAX_ENI (`None` = the instance limit).
+    pub max_eni: Option<u32>,
+    /// IP_COOLDOWN_PERIOD, seconds (default 30).
+    pub ip_cooldown_s: u32,
+    /// AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG.
+    pub custom_networking: bool,
+    /// ENABLE_POD_ENI.
+    pub pod_eni: bool,
+    /// DISABLE_NETWORK_RESOURCE_PROVISIONING.
+    pub disable_provisioning: bool,
+    /// ENABLE_IMDS_ONLY_MODE.
+    pub imds_only: bool,
+    /// DISABLE_LEAKED_ENI_CLEANUP.
+    pub disable_leaked_eni_cleanup: bool,
+    /// ENABLE_SUBNET_DISCOVERY (default true).
+    pub subnet_discovery: bool,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        match Self::from_lookup(|_| None) {
+            Ok((settings, _)) => settings,
+            Err(_) => unreachable!("the defaults are valid"),
+        }
+    }
+}
+
+impl PoolSettings {
+    /// Reads the pool's variables through `lookup`, as the daemon does: every variable is read before
+    /// the errors (one per bad variable) are returned; warnings name values accepted by falling back.
+    pub fn from_lookup(
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<(Self, Vec<SettingWarning>), Vec<InvalidSetting>> {
+        let mut env = Reader {
+            lookup,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        };
+        let prefix_delegation = env.bool("ENABLE_PREFIX_DELEGATION", false);
+        let warm_eni_target = env.target("WARM_ENI_TARGET", 1);
+        let warm_ip_target = env.target("WARM_IP_TARGET", 0);
+        let minimum_ip_target = env.target("MINIMUM_IP_TARGET", 0);
+        let warm_prefix_target = env.target("WARM_PREFIX_TARGET", u32::from(prefix_delegation));
+        let prefix_target_set_to_nothing = env
+            .raw("WARM_PREFIX_TARGET")
+            .and_then(|value| value.parse::<i64>().ok())
+            .is_some_and(|n| n <= 0);
+        if prefix_delegation
+            && warm_ip_target == 0
+            && minimum_ip_target == 0
+            && (warm_prefix_target == 0 || prefix_target_set_to_nothing)
+        {
+            let value = env.raw("WARM_PREFIX_TARGET").unwrap_or_else(|| "0".to_owned());
+            env.invalid(
+                "WARM_PREFIX_TARGET",
+                &value,
+                "at least 1 with ENABLE_PREFIX_DELEGATION=true, unless WARM_IP_TARGET or MINIMUM_IP_TARGET is set",
+            );
+        }
+        let max_eni = env.max_eni("MAX_ENI");
+        let ip_cooldown_s = env.number("IP_COOLDOWN_PERIOD", 30, 0, u32::MAX);
+        let enable_ipv4 = env.bool("ENABLE_IPv4", true);
+        let enable_ipv6 = env.bool("ENABLE_IPv6", false);
+        if enable_ipv6 {
+            env.invalid(
+                "ENABLE_IPv6",
+                "true",
+                "false: vpcni serves IPv4 clusters only, for now",
+            );
+        }
+        if !enable_ipv4 {
+            env.invalid("ENABLE_IPv4", "false", "true: vpcni serves IPv4 clusters");
+        }
+        let settings = Self {
+            warm_eni_target,
+            warm_ip_target,
+            minimum_ip_target,
+            warm_prefix_target,
+            prefix_delegation,
+            max_eni,
+            ip_cooldown_s,
+            custom_networking: env.bool("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", false),
+            pod_eni: env.bool("ENABLE_POD_ENI", false),
+            disable_provisioning: env.bool("DISABLE_NETWORK_RESOURCE_PROVISIONING", false),
+            imds_only: env.bool("ENABLE_IMDS_ONLY_MODE", false),
+            disable_leaked_eni_cleanup: env.bool("DISABLE_LEAKED_ENI_CLEANUP", false),
+            subnet_discovery: env.bool("ENABLE_SUBNET_DISCOVERY", true),
+        };
+        if env.errors.is_empty() {
+            Ok((settings, env.warnings))
+        } else {
+            Err(env.errors)
+        }
+    }
+
+    /// The engine's configuration, as the daemon builds it (`startup::pool_config`).
+    pub fn pool_config(&self) -> PoolConfig {
+        PoolConfig {
+            warm_eni_target: self.warm_eni_target,
+            warm_ip_target: self.warm_ip_target,
+            minimum_ip_target: self.minimum_ip_target,
+            warm_prefix_target: self.warm_prefix_target,
+            prefix_delegation: self.prefix_delegation,
+            ip_cooldown_ms: Millis::from(self.ip_cooldown_s) * 1000,
+            ..PoolConfig::default()
+        }
+    }
+}
+
+struct Reader<F> {
+    lookup: F,
+    errors: Vec<InvalidSetting>,
+    warnings: Vec<SettingWarning>,
+}
+
+impl<F: Fn(&str) -> Option<String>> Reader<F> {
+    fn raw(&self, variable: &str) -> Option<String> {
+        (self.lookup)(variable)
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn invalid(&mut self, variable: &'static str, value: &str, accepted: impl Into<String>) {
+        self.errors.push(InvalidSetting {
+            variable,
+            value: value.to_owned(),
+            accepted: accepted.into(),
+        });
+    }
+
+    fn bool(&mut self, variable: &'static str, default: bool) -> bool {
+        let Some(value) = self.raw(variable) else {
+            return default;
+        };
+        match value.as_str() {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
+            _ => {
+                self.invalid(variable, &value, "true or false");
+                default
+            }
+        }
+    }
+
+    fn number(&mut self, variable: &'static str, default: u32, min: u32, max: u32) -> u32 {
+        let Some(value) = self.raw(variable) else {
+            return default;
+        };
+        match value.parse::<u32>() {
+            Ok(n) if (min..=max).contains(&n) => n,
+            _ => {
+                let accepted = if max == u32::MAX {
+                    format!("a whole number ({min} or more)")
+                } else {
+                    format!("a whole number from {min} to {max}")
+                };
+                self.invalid(variable, &value, accepted);
+                default
+            }
+        }
+    }
+
+    fn target(&mut self, variable: &'static str, default: u32) -> u32 {
+        let Some(value) = self.raw(variable) else {
+            return default;
+        };
+        match value.parse::<i64>() {
+            Ok(n) if n >= 0 => u32::try_from(n).unwrap_or(u32::MAX),
+            _ => {
+                self.warnings.push(SettingWarning {
+                    variable,
+                    value: value.clone(),
+                    outcome: format!(
+                        "not a whole number 0 or more; using the default, {default}, as the original does"
+                    ),
+                });
+                default
+            }
+        }
+    }
+
+    fn max_eni(&mut self, variable: &'static str) -> Option<u32> {
+        let value = self.raw(variable)?;
+        match value.parse::<i64>() {
+            Ok(n) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
+            Ok(_) => None,
+            Err(_) => {
+                self.invalid(
+                    variable,
+                    &value,
+                    "a whole number: 1 or more caps the node's ENIs, 0 or less means the instance's limit",
+                );
+                None
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> Result<(PoolSettings, Vec<SettingWarning>), Vec<InvalidSetting>> {
+        PoolSettings::from_lookup(|name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    }
+
+    #[test]
+    fn defaults_are_the_daemons() {
+        let (settings, warnings) = read(&[]).unwrap();
+        assert!(warnings.is_empty());
+        assert_eq!(settings.warm_eni_target, 1);
+        assert_eq!(settings.warm_prefix_target, 0);
+        assert_eq!(settings.max_eni, None);
+        assert_eq!(settings.pool_config().ip_cooldown_ms, 30_000);
+        let (pd, _) = read(&[("ENABLE_PREFIX_DELEGATION", "true")]).unwrap();
+        assert_eq!(pd.warm_prefix_target, 1);
+    }
+
+    #[test]
+    fn refusals_and_fallbacks_read_as_the_daemons() {
+        let errors = read(&[("MAX_ENI", "ten"), ("ENABLE_PREFIX_DELEGATION", "yes")]).unwrap_err();
+        let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            lines,
+            [
+                "ENABLE_PREFIX_DELEGATION=\"yes\" is not valid: expected true or false",
+                "MAX_ENI=\"ten\" is not valid: expected a whole number: 1 or more caps the node's ENIs, 0 or less means the instance's limit",
+            ]
+        );
+        let errors = read(&[("ENABLE_PREFIX_DELEGATION", "true"), ("WARM_PREFIX_TARGET", "0")]).unwrap_err();
+        assert_eq!(errors[0].variable, "WARM_PREFIX_TARGET");
+        let (settings, warnings) = read(&[("WARM_IP_TARGET", "-3"), ("MAX_ENI", "0")]).unwrap();
+        assert_eq!((settings.warm_ip_target, settings.max_eni), (0, None));
+        assert_eq!(
+            warnings[0].to_string(),
+            "WARM_IP_TARGET=\"-3\": not a whole number 0 or more; using the default, 0, as the original does"
+        );
+    }
+}
