@@ -98,44 +98,11 @@ struct Service<B: ?Sized> {
 }
 
 fn check_version(version: &str) -> Result<(), Status> {
-    if vpcni_rpc::accepts_client_version(version) {
-        Ok(())
-    } else {
-        Err(Status::failed_precondition(format!(
-            "plugin client version {version:?} is not served: ipamd serves {:?} and the original's {}x plugins; \
-             install the plugin from the same vpcni release",
-            vpcni_rpc::CLIENT_VERSION,
-            vpcni_rpc::ORIGINAL_RELEASE_LINE
-        )))
-    }
+    vpcni_rpc::validate::client_version(version)
 }
 
 fn check_key(network_name: &str, container_id: &str, if_name: &str) -> Result<PodKey, Status> {
-    let token = |text: &str, max: usize| {
-        !text.is_empty()
-            && text.len() <= max
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    };
-    if !token(network_name, 253) {
-        return Err(Status::invalid_argument(format!(
-            "invalid network name {network_name:?}"
-        )));
-    }
-    if !token(container_id, 256) {
-        return Err(Status::invalid_argument(format!(
-            "invalid container id {container_id:?}"
-        )));
-    }
-    if if_name.is_empty()
-        || if_name.len() > 15
-        || if_name.bytes().any(|b| b == b'/' || b.is_ascii_whitespace())
-    {
-        return Err(Status::invalid_argument(format!(
-            "invalid interface name {if_name:?}"
-        )));
-    }
+    vpcni_rpc::validate::attachment_key(network_name, container_id, if_name)?;
     Ok(PodKey {
         network_name: network_name.to_owned(),
         container_id: container_id.to_owned(),
