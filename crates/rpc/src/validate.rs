@@ -7,7 +7,10 @@
 
 use tonic::Status;
 
-use crate::{CLIENT_VERSION, ORIGINAL_RELEASE_LINE, accepts_client_version};
+use crate::{
+    AddNetworkRequest, CLIENT_VERSION, DelNetworkRequest, GarbageCollectRequest, ORIGINAL_RELEASE_LINE,
+    StatusRequest, accepts_client_version,
+};
 
 /// Longest network name served (a DNS subdomain, as the plugin checks it).
 pub const MAX_NETWORK_NAME: usize = 253;
@@ -56,6 +59,37 @@ pub fn attachment_key(network_name: &str, container_id: &str, if_name: &str) -> 
         return Err(Status::invalid_argument(format!(
             "invalid interface name {if_name:?}"
         )));
+    }
+    Ok(())
+}
+
+/// `AddNetwork`: the client version, then the allocation key.
+pub fn add_network(request: &AddNetworkRequest) -> Result<(), Status> {
+    client_version(&request.client_version)?;
+    attachment_key(&request.network_name, &request.container_id, &request.if_name)
+}
+
+/// `DelNetwork`: the client version, then the allocation key.
+pub fn del_network(request: &DelNetworkRequest) -> Result<(), Status> {
+    client_version(&request.client_version)?;
+    attachment_key(&request.network_name, &request.container_id, &request.if_name)
+}
+
+/// `Status`: the client version.
+pub fn status(request: &StatusRequest) -> Result<(), Status> {
+    client_version(&request.client_version)
+}
+
+/// `GarbageCollect`: the client version, then each valid attachment's key under the request's network name
+/// (an attachment's own `NetworkName` is not used).
+pub fn garbage_collect(request: &GarbageCollectRequest) -> Result<(), Status> {
+    client_version(&request.client_version)?;
+    for attachment in &request.valid_attachments {
+        attachment_key(
+            &request.network_name,
+            &attachment.container_id,
+            &attachment.if_name,
+        )?;
     }
     Ok(())
 }
