@@ -19,7 +19,11 @@ pub fn value(body: &str) -> String {
 /// lines skipped.
 pub fn lines(body: &str) -> Vec<String> {
     body.lines()
-        .map(|l| l.trim().trim_end_matches('/').to_owned())
+        .map(|l| {
+            l.trim_end_matches(|c: char| c == '/' || c.is_whitespace())
+                .trim_start()
+                .to_owned()
+        })
         .filter(|l| !l.is_empty())
         .collect()
 }
@@ -127,6 +131,13 @@ mod tests {
             lines("0a:00:00:00:00:01/\n\n 0a:00:00:00:00:02/ \n"),
             ["0a:00:00:00:00:01", "0a:00:00:00:00:02"]
         );
+    }
+
+    /// Found by the imds_text fuzzer: white space before a directory's `/` stayed in the entry ("sg-1 /" gave
+    /// "sg-1 "), and " / /" gave "/ ", so a MAC listed that way named a path that does not exist.
+    #[test]
+    fn entries_are_trimmed_after_the_directory_slash_is_dropped() {
+        assert_eq!(lines("sg-1 /\n / /\n0a:00:00:00:00:02 / \n"), ["sg-1", "0a:00:00:00:00:02"]);
     }
 
     #[test]
