@@ -35,18 +35,7 @@ pub fn client_version(version: &str) -> Result<(), Status> {
 /// [`MAX_NETWORK_NAME`] and [`MAX_CONTAINER_ID`] bytes), an interface name of 1 to [`MAX_IF_NAME`] bytes
 /// without `/` or white space.
 pub fn attachment_key(network_name: &str, container_id: &str, if_name: &str) -> Result<(), Status> {
-    let token = |text: &str, max: usize| {
-        !text.is_empty()
-            && text.len() <= max
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    };
-    if !token(network_name, MAX_NETWORK_NAME) {
-        return Err(Status::invalid_argument(format!(
-            "invalid network name {network_name:?}"
-        )));
-    }
+    check_network_name(network_name)?;
     if !token(container_id, MAX_CONTAINER_ID) {
         return Err(Status::invalid_argument(format!(
             "invalid container id {container_id:?}"
@@ -61,6 +50,25 @@ pub fn attachment_key(network_name: &str, container_id: &str, if_name: &str) -> 
         )));
     }
     Ok(())
+}
+
+/// Letters, digits, `_`, `.` and `-`, 1 to `max` bytes.
+fn token(text: &str, max: usize) -> bool {
+    !text.is_empty()
+        && text.len() <= max
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+fn check_network_name(network_name: &str) -> Result<(), Status> {
+    if token(network_name, MAX_NETWORK_NAME) {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "invalid network name {network_name:?}"
+        )))
+    }
 }
 
 /// `AddNetwork`: the client version, then the allocation key.
@@ -80,10 +88,12 @@ pub fn status(request: &StatusRequest) -> Result<(), Status> {
     client_version(&request.client_version)
 }
 
-/// `GarbageCollect`: the client version, then each valid attachment's key under the request's network name
-/// (an attachment's own `NetworkName` is not used).
+/// `GarbageCollect`: the client version, the network name (checked even when no attachment is valid any
+/// more: it selects which allocations are released), then each valid attachment's key under it (an
+/// attachment's own `NetworkName` is not used).
 pub fn garbage_collect(request: &GarbageCollectRequest) -> Result<(), Status> {
     client_version(&request.client_version)?;
+    check_network_name(&request.network_name)?;
     for attachment in &request.valid_attachments {
         attachment_key(
             &request.network_name,
@@ -124,6 +134,25 @@ mod tests {
             assert_eq!(status.code(), Code::InvalidArgument);
             assert!(status.message().contains(part), "{}", status.message());
         }
+    }
+
+    /// Found by the rpc_requests fuzzer: with no valid attachments, GC's network name reached the address
+    /// book unchecked (the name was only checked as part of each attachment's key).
+    #[test]
+    fn garbage_collect_checks_its_network_name_without_attachments_too() {
+        let request = GarbageCollectRequest {
+            client_version: CLIENT_VERSION.to_owned(),
+            network_name: "vpcn:".to_owned(),
+            valid_attachments: Vec::new(),
+        };
+        let status = garbage_collect(&request).unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(status.message().contains("network name"), "{}", status.message());
+        let fine = GarbageCollectRequest {
+            network_name: "vpcni".to_owned(),
+            ..request
+        };
+        assert!(garbage_collect(&fine).is_ok());
     }
 
     #[test]
