@@ -231,7 +231,11 @@ async fn del(invocation: &Invocation, config: &NetConf) -> Result<(), CniError> 
             None
         }
     };
-    let known = config.prev_result.as_ref().and_then(|r| r.pod_address(&invocation.ifname)).or(record.map(|r| r.ip));
+    let known = config
+        .prev_result
+        .as_ref()
+        .and_then(|r| r.pod_address(&invocation.ifname))
+        .or(record.map(|r| r.ip));
     let (released, mut outcome) = match known {
         Some(ip) => tokio::join!(release(invocation, config), unroute_pod(ip)),
         None => (release(invocation, config).await, Ok(())),
@@ -302,13 +306,17 @@ async fn check(invocation: &Invocation, config: &NetConf) -> Result<(), CniError
             "",
         ));
     }
-    let ip = config.prev_result.as_ref().and_then(|r| r.pod_address(&invocation.ifname)).ok_or_else(|| {
-        CniError::new(
-            ErrorCode::InvalidConfig,
-            "CHECK needs a prevResult with the pod's address",
-            "",
-        )
-    })?;
+    let ip = config
+        .prev_result
+        .as_ref()
+        .and_then(|r| r.pod_address(&invocation.ifname))
+        .ok_or_else(|| {
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                "CHECK needs a prevResult with the pod's address",
+                "",
+            )
+        })?;
     let pod = PodSpec {
         netns: invocation.netns.clone().unwrap_or_default(),
         ifname: invocation.ifname.clone(),

@@ -137,7 +137,10 @@ mod tests {
     /// "sg-1 "), and " / /" gave "/ ", so a MAC listed that way named a path that does not exist.
     #[test]
     fn entries_are_trimmed_after_the_directory_slash_is_dropped() {
-        assert_eq!(lines("sg-1 /\n / /\n0a:00:00:00:00:02 / \n"), ["sg-1", "0a:00:00:00:00:02"]);
+        assert_eq!(
+            lines("sg-1 /\n / /\n0a:00:00:00:00:02 / \n"),
+            ["sg-1", "0a:00:00:00:00:02"]
+        );
     }
 
     #[test]
