@@ -40,13 +40,29 @@ fn node() -> Pool {
         primary: true,
         ..EniFlags::default()
     };
-    pool.add_eni(Eni::new("eni-1", 0, primary, subnet, Ipv4Addr::new(10, 0, 0, 10), 0))
-        .expect("ENI");
-    let mut cidrs: Vec<Ipv4Net> = (11..=20).map(|n| Ipv4Net::from(Ipv4Addr::new(10, 0, 0, n))).collect();
+    pool.add_eni(Eni::new(
+        "eni-1",
+        0,
+        primary,
+        subnet,
+        Ipv4Addr::new(10, 0, 0, 10),
+        0,
+    ))
+    .expect("ENI");
+    let mut cidrs: Vec<Ipv4Net> = (11..=20)
+        .map(|n| Ipv4Net::from(Ipv4Addr::new(10, 0, 0, n)))
+        .collect();
     cidrs.push("10.0.1.0/28".parse().expect("CIDR"));
     pool.add_cidrs("eni-1", &cidrs).expect("CIDRs");
-    pool.add_eni(Eni::new("eni-2", 1, EniFlags::default(), subnet, Ipv4Addr::new(10, 0, 0, 30), 0))
-        .expect("ENI");
+    pool.add_eni(Eni::new(
+        "eni-2",
+        1,
+        EniFlags::default(),
+        subnet,
+        Ipv4Addr::new(10, 0, 0, 30),
+        0,
+    ))
+    .expect("ENI");
     pool.add_cidrs("eni-2", &["10.0.2.0/28".parse().expect("CIDR")])
         .expect("CIDRs");
     pool
@@ -61,7 +77,12 @@ fn check_consistent(pool: &Pool) {
             if let Some((key, _, _)) = &slot.holder {
                 on_eni += 1;
                 let found = pool.lookup(key).map(|a| a.ip);
-                assert_eq!(found, Some(slot.ip), "{key:?} holds {} but looks up {found:?}", slot.ip);
+                assert_eq!(
+                    found,
+                    Some(slot.ip),
+                    "{key:?} holds {} but looks up {found:?}",
+                    slot.ip
+                );
             }
         }
         assert_eq!(eni.assigned(), on_eni, "{}'s count of held addresses", eni.id);
@@ -110,7 +131,10 @@ fuzz_target!(|data: &[u8]| {
     let text = serde_json::to_string(&again).expect("serialises");
     let again = Checkpoint::parse(&text, path).expect("loads");
     let mut restarted = node();
-    assert!(again.restore_into(&mut restarted).is_empty(), "nothing dropped the second time");
+    assert!(
+        again.restore_into(&mut restarted).is_empty(),
+        "nothing dropped the second time"
+    );
     check_consistent(&restarted);
     assert_eq!(restarted.allocations(), pool.allocations());
 });

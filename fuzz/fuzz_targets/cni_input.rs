@@ -64,11 +64,16 @@ fn check_invocation(invocation: &Invocation) {
         return;
     }
     let id = &invocation.container_id;
-    assert!(token(id, 256) && id.as_bytes()[0].is_ascii_alphanumeric(), "{id:?}");
+    assert!(
+        token(id, 256) && id.as_bytes()[0].is_ascii_alphanumeric(),
+        "{id:?}"
+    );
     let ifname = &invocation.ifname;
     assert!(!ifname.is_empty() && ifname.len() <= 15, "{ifname:?}");
     assert!(
-        ifname.bytes().all(|b| b.is_ascii_graphic() && b != b'/' && b != b':'),
+        ifname
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':'),
         "{ifname:?}"
     );
     assert!(ifname != "." && ifname != "..");
@@ -146,7 +151,10 @@ fuzz_target!(|data: &[u8]| {
         "{prefix:?}"
     );
     assert!((576..=9001).contains(&config.mtu));
-    assert!(matches!(config.pod_sg_enforcing_mode.as_str(), "strict" | "standard"));
+    assert!(matches!(
+        config.pod_sg_enforcing_mode.as_str(),
+        "strict" | "standard"
+    ));
     assert!(config.plugin_log_file == "stderr" || clean_absolute(&config.plugin_log_file));
     assert!(matches!(
         config.plugin_log_level.as_str(),
@@ -162,14 +170,15 @@ fuzz_target!(|data: &[u8]| {
     if let Some(prev) = &config.prev_result {
         check_prev_result(prev, ifname);
     }
-    check_error_json(
-        &CniError::new(ErrorCode::Internal, "x", "y"),
-        &config.cni_version,
-    );
+    check_error_json(&CniError::new(ErrorCode::Internal, "x", "y"), &config.cni_version);
 
     if let Ok(invocation) = &invocation {
         // The host veth the verbs name: a Linux interface name (at most 15 bytes).
-        let veth = host_veth_name(&config.veth_prefix, &invocation.args.pod_namespace, &invocation.args.pod_name);
+        let veth = host_veth_name(
+            &config.veth_prefix,
+            &invocation.args.pod_namespace,
+            &invocation.args.pod_name,
+        );
         assert!(veth.len() <= 15, "{veth:?}");
         let _ = vpcni_cni::record::path(&config, &invocation.container_id, &invocation.ifname);
     }

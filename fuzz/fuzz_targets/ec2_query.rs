@@ -177,7 +177,10 @@ fuzz_target!(|data: &[u8]| {
                 pairs.push((format!("{base}.PrivateIpAddress"), spec.address.to_string()));
                 pairs.push((format!("{base}.Primary"), spec.primary.to_string()));
             }
-            assert_eq!(Params::parse(&encode(&pairs)).private_ip_specs().ok(), Some(specs));
+            assert_eq!(
+                Params::parse(&encode(&pairs)).private_ip_specs().ok(),
+                Some(specs)
+            );
         }
         Err(error) => names(&error, "PrivateIpAddresses."),
     }
@@ -190,7 +193,10 @@ fuzz_target!(|data: &[u8]| {
                 .map(|(i, c)| (format!("Ipv4Prefix.{}.Ipv4Prefix", i + 1), c.to_string()))
                 .collect();
             let again = Params::parse(&encode(&pairs));
-            assert_eq!(again.cidr_member_list("Ipv4Prefix", "Ipv4Prefix").ok(), Some(cidrs));
+            assert_eq!(
+                again.cidr_member_list("Ipv4Prefix", "Ipv4Prefix").ok(),
+                Some(cidrs)
+            );
         }
         Err(error) => names(&error, "Ipv4Prefix."),
     }

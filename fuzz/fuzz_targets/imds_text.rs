@@ -74,7 +74,10 @@ fuzz_target!(|data: &[u8]| {
         check_listing(body);
     }
     check_listing(answers.security_group_ids.as_deref().unwrap_or(""));
-    assert_eq!(imds_text::value(&answers.interface_id).trim(), imds_text::value(&answers.interface_id));
+    assert_eq!(
+        imds_text::value(&answers.interface_id).trim(),
+        imds_text::value(&answers.interface_id)
+    );
 
     match imds_text::interface(&mac, &answers) {
         Ok(interface) => {

@@ -72,7 +72,10 @@ fn check_accepted(config: &Config) {
     let pool = &config.pool;
     assert_ne!(pool.max_eni, Some(0), "MAX_ENI 0 means no cap, never a cap of 0");
     if pool.prefix_delegation && pool.warm_ip_target == 0 && pool.minimum_ip_target == 0 {
-        assert!(pool.warm_prefix_target >= 1, "prefix delegation that allocates nothing");
+        assert!(
+            pool.warm_prefix_target >= 1,
+            "prefix delegation that allocates nothing"
+        );
     }
     let network = &config.network;
     assert!((576..=9001).contains(&network.eni_mtu), "{}", network.eni_mtu);
@@ -81,19 +84,35 @@ fn check_accepted(config: &Config) {
     let prefix = &network.veth_prefix;
     assert!(
         (1..=4).contains(&prefix.len())
-            && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
             && !matches!(prefix.as_str(), "eth" | "lo" | "vlan"),
         "{prefix:?}"
     );
-    for cidr in network.exclude_snat_cidrs.iter().chain(&network.external_service_cidrs) {
+    for cidr in network
+        .exclude_snat_cidrs
+        .iter()
+        .chain(&network.external_service_cidrs)
+    {
         assert_eq!(*cidr, cidr.trunc(), "CIDRs are kept as networks");
     }
     assert!(config.cluster_name.len() <= 100 && !config.cluster_name.bytes().any(|b| b.is_ascii_control()));
     for (key, _) in &config.additional_eni_tags {
-        assert!((1..=128).contains(&key.chars().count()) && !key.contains("k8s.amazonaws.com"), "{key:?}");
+        assert!(
+            (1..=128).contains(&key.chars().count()) && !key.contains("k8s.amazonaws.com"),
+            "{key:?}"
+        );
     }
-    assert!(matches!(config.pod_sg_enforcing_mode.as_str(), "strict" | "standard"));
-    for path in [&config.backing_store, &config.socket_path, &config.import_checkpoint] {
+    assert!(matches!(
+        config.pod_sg_enforcing_mode.as_str(),
+        "strict" | "standard"
+    ));
+    for path in [
+        &config.backing_store,
+        &config.socket_path,
+        &config.import_checkpoint,
+    ] {
         assert!(clean_absolute(path), "{path:?}");
     }
     for address in config.introspection.iter().chain(&config.metrics) {
@@ -129,7 +148,9 @@ fn check_accepted(config: &Config) {
 fuzz_target!(|data: &[u8]| {
     let mut env = BTreeMap::from([("VPCNI_EC2_BACKEND", "aws".to_owned())]);
     for line in data.split(|&b| b == b'\n') {
-        let Some((&which, value)) = line.split_first() else { continue };
+        let Some((&which, value)) = line.split_first() else {
+            continue;
+        };
         let variable = VARIABLES[usize::from(which) % VARIABLES.len()];
         env.insert(variable, String::from_utf8_lossy(value).into_owned());
     }
@@ -146,7 +167,11 @@ fuzz_target!(|data: &[u8]| {
         }
         Err(error) => {
             assert!(!error.0.is_empty());
-            assert_eq!(error.to_string().lines().count(), error.0.len(), "one line each: {error}");
+            assert_eq!(
+                error.to_string().lines().count(),
+                error.0.len(),
+                "one line each: {error}"
+            );
             for invalid in &error.0 {
                 assert!(VARIABLES.contains(&invalid.variable), "{invalid}");
                 assert!(invalid.to_string().starts_with(&format!("{}=", invalid.variable)));

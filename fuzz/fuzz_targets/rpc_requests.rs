@@ -88,7 +88,9 @@ fuzz_target!(|data: &[u8]| {
     };
     match method % 4 {
         0 => {
-            let Ok(request) = AddNetworkRequest::decode(bytes) else { return };
+            let Ok(request) = AddNetworkRequest::decode(bytes) else {
+                return;
+            };
             round_trip(&request);
             let key = (
                 request.network_name.as_str(),
@@ -103,7 +105,9 @@ fuzz_target!(|data: &[u8]| {
             );
         }
         1 => {
-            let Ok(request) = DelNetworkRequest::decode(bytes) else { return };
+            let Ok(request) = DelNetworkRequest::decode(bytes) else {
+                return;
+            };
             round_trip(&request);
             let key = (
                 request.network_name.as_str(),
@@ -118,7 +122,9 @@ fuzz_target!(|data: &[u8]| {
             );
         }
         2 => {
-            let Ok(request) = StatusRequest::decode(bytes) else { return };
+            let Ok(request) = StatusRequest::decode(bytes) else {
+                return;
+            };
             round_trip(&request);
             match validate::status(&request) {
                 Ok(()) => assert!(version_ok(&request.client_version)),
@@ -129,7 +135,9 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         _ => {
-            let Ok(request) = GarbageCollectRequest::decode(bytes) else { return };
+            let Ok(request) = GarbageCollectRequest::decode(bytes) else {
+                return;
+            };
             round_trip(&request);
             let keys: Vec<(&str, &str, &str)> = request
                 .valid_attachments
