@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 use ipnet::Ipv4Net;
+use vpcni_layout::{MAX_DEVICE_NUMBER, MAX_NETWORK_CARD};
 
 use crate::{Ec2Error, ImdsInterface};
 
@@ -62,17 +63,30 @@ pub struct InterfaceAnswers {
     pub security_group_ids: Option<String>,
 }
 
-/// The interface with MAC `mac`, from IMDS's answers.
+/// A number at most `max`; an `InvalidResponse` naming the path when it is no such number.
+fn bounded(path: &str, text: &str, max: u32) -> Result<u32, Ec2Error> {
+    let n: u32 = parsed(path, text)?;
+    if n > max {
+        return Err(Ec2Error::new(
+            "InvalidResponse",
+            format!("metadata {path}: {n} is out of range (0 to {max})"),
+        ));
+    }
+    Ok(n)
+}
+
+/// The interface with MAC `mac`, from IMDS's answers. Its device number and network card must be ones the
+/// node layout numbers route tables for ([`vpcni_layout::EniSlot::checked`]).
 pub fn interface(mac: &str, answers: &InterfaceAnswers) -> Result<ImdsInterface, Ec2Error> {
     let base = format!("network/interfaces/macs/{mac}");
     let network_card = match &answers.network_card {
-        Some(text) => parsed(&format!("{base}/network-card"), text)?,
+        Some(text) => bounded(&format!("{base}/network-card"), text, MAX_NETWORK_CARD)?,
         None => 0,
     };
     let optional_lines = |body: &Option<String>| body.as_deref().map(lines).unwrap_or_default();
     Ok(ImdsInterface {
         mac: mac.to_owned(),
-        device_number: parsed("device-number", &answers.device_number)?,
+        device_number: bounded("device-number", &answers.device_number, MAX_DEVICE_NUMBER)?,
         network_card,
         interface_id: value(&answers.interface_id),
         subnet_id: value(&answers.subnet_id),
@@ -141,6 +155,33 @@ mod tests {
             lines("sg-1 /\n / /\n0a:00:00:00:00:02 / \n"),
             ["sg-1", "0a:00:00:00:00:02"]
         );
+    }
+
+    /// Found by the imds_text fuzzer: a network card of 40414001 (or a device number of 4294967295) was
+    /// read as given, and the route table the daemon computes from it overflowed (10000 + 100 × card).
+    #[test]
+    fn slots_the_node_layout_cannot_number_are_refused() {
+        for (device, card, path) in [
+            ("0", Some("40414001"), "network-card"),
+            ("4294967295", None, "device-number"),
+            ("100", Some("0"), "device-number"),
+            ("1", Some("100"), "network-card"),
+        ] {
+            let bad = InterfaceAnswers {
+                device_number: device.into(),
+                network_card: card.map(Into::into),
+                ..answers()
+            };
+            let error = interface("m", &bad).unwrap_err();
+            assert_eq!(error.code, "InvalidResponse");
+            assert!(error.message.contains(path), "{path}: {error}");
+        }
+        let largest = InterfaceAnswers {
+            device_number: "99".into(),
+            network_card: Some("99".into()),
+            ..answers()
+        };
+        assert!(interface("m", &largest).is_ok());
     }
 
     #[test]
