@@ -234,7 +234,8 @@ impl CniResult {
     /// The ENI's route table of a pod added before vpcni kept records, from what its `prevResult` carries:
     /// the original (v1.20+) wrote the table number in the pod interface's `mac`; it and earlier vpcni also
     /// added a record interface `dummy…` with the ENI's device number as `sandbox` (device 0 = main; device d
-    /// on network card 0 = table d + 1). `None` when neither is there.
+    /// on network card 0 = table d + 1, for d up to [`vpcni_layout::MAX_DEVICE_NUMBER`]). `None` when
+    /// neither is there.
     pub fn legacy_route_table(&self, ifname: &str) -> Option<u32> {
         let from_pod_interface = self
             .interfaces
@@ -251,7 +252,8 @@ impl CniResult {
                 .as_deref()?
                 .parse()
                 .ok()?;
-            Some(EniSlot::new(0, device).route_table())
+            // Only a device number the node layout numbers: a larger one names no ENI of ours.
+            EniSlot::checked(0, device).map(EniSlot::route_table)
         };
         from_pod_interface.or_else(from_record_interface)
     }
