@@ -85,4 +85,9 @@ if compgen -G "tests/python/test_*.py" >/dev/null; then
     log "pytest tests/python"
     VPCNICTL="$CARGO_TARGET_DIR/debug/vpcnictl" "$venv/bin/python" -m pytest -q tests/python
 fi
+
+# --- fuzzers: each cargo-fuzz target (fuzz/) a few seconds from its seed corpus, failing on a crash ------
+# Nightly toolchain; builds in $CARGO_TARGET_DIR/fuzz, none of it the AWS SDK. Long runs: docs/reliability.md.
+log "fuzz smoke"
+scripts/fuzz-smoke.sh
 log "all tests passed"

@@ -10,7 +10,7 @@ use crate::record::{self, PodRecord};
 use crate::spec::{CniError, CniResult, Command, ErrorCode, Interface, Invocation, IpConfig, NetConf, Route};
 use vpcni_dataplane::naming::host_veth_name as veth_name;
 use vpcni_dataplane::{PodSpec, check_pod, setup_pod, unroute_pod};
-use vpcni_layout::{EniSlot, MAIN_TABLE, POD_GATEWAY};
+use vpcni_layout::{MAIN_TABLE, POD_GATEWAY};
 
 /// Runs one verb; `Some(json)` is printed on stdout.
 pub fn run(invocation: &Invocation, config: &NetConf) -> Result<Option<String>, CniError> {
@@ -231,7 +231,11 @@ async fn del(invocation: &Invocation, config: &NetConf) -> Result<(), CniError> 
             None
         }
     };
-    let known = pod_ip_from(config.prev_result.as_ref(), &invocation.ifname).or(record.map(|r| r.ip));
+    let known = config
+        .prev_result
+        .as_ref()
+        .and_then(|r| r.pod_address(&invocation.ifname))
+        .or(record.map(|r| r.ip));
     let (released, mut outcome) = match known {
         Some(ip) => tokio::join!(release(invocation, config), unroute_pod(ip)),
         None => (release(invocation, config).await, Ok(())),
@@ -278,45 +282,6 @@ async fn release(invocation: &Invocation, config: &NetConf) -> Option<Ipv4Addr> 
     }
 }
 
-fn pod_ip_from(result: Option<&CniResult>, ifname: &str) -> Option<Ipv4Addr> {
-    let result = result?;
-    let index = result
-        .interfaces
-        .iter()
-        .position(|i| i.name == ifname && i.sandbox.is_some());
-    result
-        .ips
-        .iter()
-        .find(|ip| index.is_none() || ip.interface == index)
-        .map(|ip| ip.address.addr())
-}
-
-/// The ENI's route table of a pod added before vpcni kept records, from what its `prevResult` carries:
-/// the original (v1.20+) wrote the table number in the pod interface's `mac`; it and earlier vpcni also
-/// added a record interface `dummy…` with the ENI's device number as `sandbox` (device 0 = main; device d
-/// on network card 0 = table d + 1). `None` when neither is there.
-fn legacy_route_table(result: Option<&CniResult>, ifname: &str) -> Option<u32> {
-    let result = result?;
-    let from_pod_interface = result
-        .interfaces
-        .iter()
-        .find(|i| i.name == ifname && i.sandbox.is_some())
-        .and_then(|i| i.mac.parse::<u32>().ok())
-        .map(|table| if table == 0 { MAIN_TABLE } else { table });
-    let from_record_interface = || {
-        let device: u32 = result
-            .interfaces
-            .iter()
-            .find(|i| i.name.starts_with("dummy"))?
-            .sandbox
-            .as_deref()?
-            .parse()
-            .ok()?;
-        Some(EniSlot::new(0, device).route_table())
-    };
-    from_pod_interface.or_else(from_record_interface)
-}
-
 /// The route table CHECK compares the pod's `from` rule with: ADD's record when it is about this address,
 /// else what an older `prevResult` says.
 fn route_table_for(invocation: &Invocation, config: &NetConf, ip: Ipv4Addr) -> Option<u32> {
@@ -327,7 +292,10 @@ fn route_table_for(invocation: &Invocation, config: &NetConf, ip: Ipv4Addr) -> O
             tracing::warn!(container = %invocation.container_id, "pod record unreadable: {error}");
         }
     }
-    legacy_route_table(config.prev_result.as_ref(), &invocation.ifname)
+    config
+        .prev_result
+        .as_ref()
+        .and_then(|r| r.legacy_route_table(&invocation.ifname))
 }
 
 async fn check(invocation: &Invocation, config: &NetConf) -> Result<(), CniError> {
@@ -338,13 +306,17 @@ async fn check(invocation: &Invocation, config: &NetConf) -> Result<(), CniError
             "",
         ));
     }
-    let ip = pod_ip_from(config.prev_result.as_ref(), &invocation.ifname).ok_or_else(|| {
-        CniError::new(
-            ErrorCode::InvalidConfig,
-            "CHECK needs a prevResult with the pod's address",
-            "",
-        )
-    })?;
+    let ip = config
+        .prev_result
+        .as_ref()
+        .and_then(|r| r.pod_address(&invocation.ifname))
+        .ok_or_else(|| {
+            CniError::new(
+                ErrorCode::InvalidConfig,
+                "CHECK needs a prevResult with the pod's address",
+                "",
+            )
+        })?;
     let pod = PodSpec {
         netns: invocation.netns.clone().unwrap_or_default(),
         ifname: invocation.ifname.clone(),

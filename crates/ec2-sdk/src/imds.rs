@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
 use aws_config::imds::client::Client;
-use ipnet::Ipv4Net;
+use vpcni_ec2::imds_text::{self, InterfaceAnswers, parsed};
 use vpcni_ec2::{Ec2Error, Imds, ImdsInterface};
 
 /// Instance metadata through the AWS SDK.
@@ -34,7 +34,7 @@ impl SdkImds {
     async fn get(&self, path: &str) -> Result<String, Ec2Error> {
         let full = format!("/latest/meta-data/{path}");
         match self.client.get(&full).await {
-            Ok(value) => Ok(value.as_ref().trim().to_owned()),
+            Ok(value) => Ok(imds_text::value(value.as_ref())),
             Err(error) => {
                 let text = format!("{}", aws_sdk_ec2::error::DisplayErrorContext(&error));
                 if text.contains("404") {
@@ -50,30 +50,17 @@ impl SdkImds {
     }
 
     async fn lines(&self, path: &str) -> Result<Vec<String>, Ec2Error> {
-        Ok(self
-            .get(path)
-            .await?
-            .lines()
-            .map(|l| l.trim().trim_end_matches('/').to_owned())
-            .filter(|l| !l.is_empty())
-            .collect())
+        Ok(imds_text::lines(&self.get(path).await?))
     }
 
-    async fn optional_lines(&self, path: &str) -> Result<Vec<String>, Ec2Error> {
-        match self.lines(path).await {
-            Err(error) if error.code == "NotFound" => Ok(Vec::new()),
-            other => other,
+    /// A path that may be absent: `None` for IMDS's 404.
+    async fn optional(&self, path: &str) -> Result<Option<String>, Ec2Error> {
+        match self.get(path).await {
+            Ok(text) => Ok(Some(text)),
+            Err(error) if error.code == "NotFound" => Ok(None),
+            Err(error) => Err(error),
         }
     }
-}
-
-fn parsed<T: std::str::FromStr>(path: &str, text: &str) -> Result<T, Ec2Error> {
-    text.trim().parse().map_err(|_| {
-        Ec2Error::new(
-            "InvalidResponse",
-            format!("metadata {path}: cannot parse {text:?}"),
-        )
-    })
 }
 
 #[async_trait]
@@ -108,36 +95,17 @@ impl Imds for SdkImds {
 
     async fn interface(&self, mac: &str) -> Result<ImdsInterface, Ec2Error> {
         let base = format!("network/interfaces/macs/{mac}");
-        let device = self.get(&format!("{base}/device-number")).await?;
-        let card = match self.get(&format!("{base}/network-card")).await {
-            Ok(text) => parsed(&format!("{base}/network-card"), &text)?,
-            Err(error) if error.code == "NotFound" => 0,
-            Err(error) => return Err(error),
-        };
-        let cidr = self.get(&format!("{base}/subnet-ipv4-cidr-block")).await?;
-        let addresses = self.lines(&format!("{base}/local-ipv4s")).await?;
-        let prefixes = self.optional_lines(&format!("{base}/ipv4-prefix")).await?;
-        let vpc_cidrs = self.lines(&format!("{base}/vpc-ipv4-cidr-blocks")).await?;
-        Ok(ImdsInterface {
-            mac: mac.to_owned(),
-            device_number: parsed("device-number", &device)?,
-            network_card: card,
+        let answers = InterfaceAnswers {
+            device_number: self.get(&format!("{base}/device-number")).await?,
+            network_card: self.optional(&format!("{base}/network-card")).await?,
+            subnet_ipv4_cidr_block: self.get(&format!("{base}/subnet-ipv4-cidr-block")).await?,
+            local_ipv4s: self.get(&format!("{base}/local-ipv4s")).await?,
+            ipv4_prefix: self.optional(&format!("{base}/ipv4-prefix")).await?,
+            vpc_ipv4_cidr_blocks: self.get(&format!("{base}/vpc-ipv4-cidr-blocks")).await?,
             interface_id: self.get(&format!("{base}/interface-id")).await?,
             subnet_id: self.get(&format!("{base}/subnet-id")).await?,
-            subnet_ipv4_cidr_block: parsed("subnet-ipv4-cidr-block", &cidr)?,
-            local_ipv4s: addresses
-                .iter()
-                .map(|a| parsed::<Ipv4Addr>("local-ipv4s", a))
-                .collect::<Result<_, _>>()?,
-            ipv4_prefixes: prefixes
-                .iter()
-                .map(|p| parsed::<Ipv4Net>("ipv4-prefix", p))
-                .collect::<Result<_, _>>()?,
-            vpc_ipv4_cidr_blocks: vpc_cidrs
-                .iter()
-                .map(|c| parsed::<Ipv4Net>("vpc-ipv4-cidr-blocks", c))
-                .collect::<Result<_, _>>()?,
-            security_group_ids: self.optional_lines(&format!("{base}/security-group-ids")).await?,
-        })
+            security_group_ids: self.optional(&format!("{base}/security-group-ids")).await?,
+        };
+        imds_text::interface(mac, &answers)
     }
 }

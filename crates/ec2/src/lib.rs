@@ -13,6 +13,7 @@
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod error;
+pub mod imds_text;
 pub mod sim;
 mod types;
 

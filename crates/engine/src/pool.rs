@@ -99,6 +99,16 @@ pub enum PoolError {
     /// An address is not in the pool.
     #[error("{0} is not in the pool")]
     UnknownAddress(Ipv4Addr),
+    /// A checkpointed key is listed again with another address: it keeps the one restored first.
+    #[error("{container} already holds {held}, so not {ip} as well")]
+    KeyHoldsAnother {
+        /// The container.
+        container: String,
+        /// The address it holds.
+        held: Ipv4Addr,
+        /// The other address listed for it.
+        ip: Ipv4Addr,
+    },
     /// A checkpointed key holds an address another key holds.
     #[error("{ip} is held by two keys ({first} and {second})")]
     DoubleAssignment {
@@ -580,10 +590,16 @@ impl Pool {
         ip: Ipv4Addr,
         assigned_at: Millis,
     ) -> Result<Assignment, PoolError> {
-        if let Some(existing) = self.lookup(key)
-            && existing.ip == ip
-        {
-            return Ok(existing);
+        if let Some(existing) = self.lookup(key) {
+            if existing.ip == ip {
+                return Ok(existing);
+            }
+            // One key, one address: a second one would be held with no key to release it.
+            return Err(PoolError::KeyHoldsAnother {
+                container: key.container_id.clone(),
+                held: existing.ip,
+                ip,
+            });
         }
         let found = self.enis.iter().find_map(|(id, eni)| {
             eni.cidrs

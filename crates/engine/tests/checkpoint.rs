@@ -118,6 +118,38 @@ fn two_keys_on_one_address_are_caught() {
     assert_eq!(restarted.holder_of(ip), Some(PodKey::new("vpcni", "a", "eth0")));
 }
 
+/// Found by the checkpoint fuzzer: a key listed twice with two addresses held both, but looked up only the
+/// second, so DEL released the second and the first stayed held by nobody's pod until the next restart.
+#[test]
+fn one_key_listed_twice_keeps_its_first_address_only() {
+    let (pool, _) = pool_with_pods(2);
+    let (first, second) = (pool.allocations()[0].2.ip, pool.allocations()[1].2.ip);
+    let text = format!(
+        r#"{{"version":"vpc-cni-ipam/1","allocations":[
+        {{"networkName":"vpcni","containerID":"a","ifName":"eth0","ipv4":"{first}"}},
+        {{"networkName":"vpcni","containerID":"a","ifName":"eth0","ipv4":"{second}"}}]}}"#
+    );
+    let mut restarted = empty_copy(&pool);
+    let dropped = Checkpoint::parse(&text, "x".as_ref())
+        .unwrap()
+        .restore_into(&mut restarted);
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!(
+        dropped[0].1,
+        PoolError::KeyHoldsAnother {
+            container: "a".into(),
+            held: first,
+            ip: second
+        }
+    );
+    let key = PodKey::new("vpcni", "a", "eth0");
+    assert_eq!(restarted.lookup(&key).unwrap().ip, first);
+    assert_eq!(restarted.holder_of(second), None);
+    assert_eq!(restarted.allocations().len(), 1);
+    let held: usize = restarted.enis().map(|e| e.assigned()).sum();
+    assert_eq!(held, 1);
+}
+
 #[test]
 fn corrupt_and_unknown_versions_are_refused_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();

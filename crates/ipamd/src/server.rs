@@ -15,6 +15,7 @@ use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 use vpcni_rpc::cni_backend_server::{CniBackend, CniBackendServer};
+use vpcni_rpc::validate;
 use vpcni_rpc::vpcni_backend_server::{VpcniBackend, VpcniBackendServer};
 use vpcni_rpc::{
     AddNetworkReply, AddNetworkRequest, Attachment, DelNetworkReply, DelNetworkRequest, FailureReason,
@@ -97,50 +98,13 @@ struct Service<B: ?Sized> {
     book: Arc<B>,
 }
 
-fn check_version(version: &str) -> Result<(), Status> {
-    if vpcni_rpc::accepts_client_version(version) {
-        Ok(())
-    } else {
-        Err(Status::failed_precondition(format!(
-            "plugin client version {version:?} is not served: ipamd serves {:?} and the original's {}x plugins; \
-             install the plugin from the same vpcni release",
-            vpcni_rpc::CLIENT_VERSION,
-            vpcni_rpc::ORIGINAL_RELEASE_LINE
-        )))
-    }
-}
-
-fn check_key(network_name: &str, container_id: &str, if_name: &str) -> Result<PodKey, Status> {
-    let token = |text: &str, max: usize| {
-        !text.is_empty()
-            && text.len() <= max
-            && text
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-    };
-    if !token(network_name, 253) {
-        return Err(Status::invalid_argument(format!(
-            "invalid network name {network_name:?}"
-        )));
-    }
-    if !token(container_id, 256) {
-        return Err(Status::invalid_argument(format!(
-            "invalid container id {container_id:?}"
-        )));
-    }
-    if if_name.is_empty()
-        || if_name.len() > 15
-        || if_name.bytes().any(|b| b == b'/' || b.is_ascii_whitespace())
-    {
-        return Err(Status::invalid_argument(format!(
-            "invalid interface name {if_name:?}"
-        )));
-    }
-    Ok(PodKey {
+/// The key of a request [`vpcni_rpc::validate`] accepted.
+fn pod_key(network_name: &str, container_id: &str, if_name: &str) -> PodKey {
+    PodKey {
         network_name: network_name.to_owned(),
         container_id: container_id.to_owned(),
         if_name: if_name.to_owned(),
-    })
+    }
 }
 
 fn metadata(assigned: &Assigned) -> IpAllocationMetadata {
@@ -159,8 +123,8 @@ impl<B: AddressBook + ?Sized> CniBackend for Service<B> {
         request: Request<AddNetworkRequest>,
     ) -> Result<Response<AddNetworkReply>, Status> {
         let request = request.into_inner();
-        check_version(&request.client_version)?;
-        let key = check_key(&request.network_name, &request.container_id, &request.if_name)?;
+        validate::add_network(&request)?;
+        let key = pod_key(&request.network_name, &request.container_id, &request.if_name);
         let pod = PodRequest {
             key,
             pod_namespace: request.k8s_pod_namespace,
@@ -211,8 +175,8 @@ impl<B: AddressBook + ?Sized> CniBackend for Service<B> {
         request: Request<DelNetworkRequest>,
     ) -> Result<Response<DelNetworkReply>, Status> {
         let request = request.into_inner();
-        check_version(&request.client_version)?;
-        let key = check_key(&request.network_name, &request.container_id, &request.if_name)?;
+        validate::del_network(&request)?;
+        let key = pod_key(&request.network_name, &request.container_id, &request.if_name);
         let book = self.book.clone();
         let request_key = key.clone();
         let released = tokio::task::spawn_blocking(move || book.del(&request_key))
@@ -233,7 +197,7 @@ impl<B: AddressBook + ?Sized> CniBackend for Service<B> {
 #[tonic::async_trait]
 impl<B: AddressBook + ?Sized> VpcniBackend for Service<B> {
     async fn status(&self, request: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
-        check_version(&request.into_inner().client_version)?;
+        validate::status(&request.into_inner())?;
         let status = self.book.status();
         let (reason, message) = status
             .refusal
@@ -254,12 +218,12 @@ impl<B: AddressBook + ?Sized> VpcniBackend for Service<B> {
         request: Request<GarbageCollectRequest>,
     ) -> Result<Response<GarbageCollectReply>, Status> {
         let request = request.into_inner();
-        check_version(&request.client_version)?;
-        let valid = request
+        validate::garbage_collect(&request)?;
+        let valid: Vec<PodKey> = request
             .valid_attachments
             .iter()
-            .map(|a| check_key(&request.network_name, &a.container_id, &a.if_name))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|a| pod_key(&request.network_name, &a.container_id, &a.if_name))
+            .collect();
         let released = self.book.garbage_collect(&request.network_name, &valid);
         for key in &released {
             tracing::info!(container = %key.container_id, "released by GC");

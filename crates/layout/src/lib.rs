@@ -48,6 +48,14 @@ pub mod priority {
     pub const ENI_PRIMARY_IP: u32 = 32765;
 }
 
+/// The highest device index the layout numbers. Device indexes 0 to 99 keep card 0's tables (device + 1)
+/// clear of the kernel's 253–255 and the other cards' tables (10000 + 100 × card + device) distinct; EC2's
+/// largest instance types have 24 ENIs on a card.
+pub const MAX_DEVICE_NUMBER: u32 = 99;
+
+/// The highest network card index the layout numbers (EC2's largest instance types have 32 cards).
+pub const MAX_NETWORK_CARD: u32 = 99;
+
 /// Where an ENI is attached to its instance: the network card and the device index on that card.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EniSlot {
@@ -69,9 +77,21 @@ impl EniSlot {
         }
     }
 
+    /// The slot of device `device_number` on card `network_card`, if the layout numbers it: both at most
+    /// [`MAX_DEVICE_NUMBER`] and [`MAX_NETWORK_CARD`]. Use it for numbers read from outside (instance
+    /// metadata, an old CNI result).
+    pub const fn checked(network_card: u32, device_number: u32) -> Option<Self> {
+        if network_card <= MAX_NETWORK_CARD && device_number <= MAX_DEVICE_NUMBER {
+            Some(Self::new(network_card, device_number))
+        } else {
+            None
+        }
+    }
+
     /// The route table of the ENI in this slot, as the original numbers them: main for the primary ENI,
     /// device number + 1 on card 0, and 10000 + 100 × card + device on the other cards (so no two ENIs of
-    /// an instance share a table, and none lands on the kernel's 253–255).
+    /// an instance share a table, and none lands on the kernel's 253–255). Defined for the slots
+    /// [`EniSlot::checked`] accepts.
     pub const fn route_table(self) -> u32 {
         match (self.network_card, self.device_number) {
             (0, 0) => MAIN_TABLE,
@@ -130,6 +150,27 @@ mod tests {
         assert_eq!(owners[&10_314], EniSlot::new(3, 14));
         // Device 0 of card 1 is not the primary ENI: it has a table of its own.
         assert_ne!(EniSlot::new(1, 0).route_table(), MAIN_TABLE);
+    }
+
+    /// Every slot the layout numbers has a table of its own, never 0 or one of the kernel's 253–255 (main
+    /// only for the primary ENI), and no slot beyond the bounds is accepted.
+    #[test]
+    fn every_numbered_slot_has_its_own_usable_table() {
+        let mut owners: BTreeMap<u32, EniSlot> = BTreeMap::new();
+        for card in 0..=MAX_NETWORK_CARD {
+            for device in 0..=MAX_DEVICE_NUMBER {
+                let slot = EniSlot::checked(card, device).expect("within the bounds");
+                let table = slot.route_table();
+                assert!(table != 0 && !matches!(table, 253 | 255), "{slot:?}: {table}");
+                assert!(table != MAIN_TABLE || slot == EniSlot::PRIMARY, "{slot:?}");
+                if let Some(other) = owners.insert(table, slot) {
+                    panic!("{slot:?} and {other:?} share table {table}");
+                }
+            }
+        }
+        assert_eq!(EniSlot::checked(MAX_NETWORK_CARD + 1, 0), None);
+        assert_eq!(EniSlot::checked(0, MAX_DEVICE_NUMBER + 1), None);
+        assert_eq!(EniSlot::checked(u32::MAX, u32::MAX), None);
     }
 
     #[test]

@@ -11,6 +11,8 @@
 
 tonic::include_proto!("rpc");
 
+pub mod validate;
+
 /// What vpcni's plugin sends as `ClientVersion`. The original's ipamd accepts only its own release string
 /// (FailedPrecondition otherwise); vpcni's accepts this and the original's plugins of the same wire layout
 /// (see [`accepts_client_version`]), so a stale plugin binary is caught at once rather than misread.

@@ -4,6 +4,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use serde_json::{Map, Value, json};
+use vpcni_layout::{EniSlot, MAIN_TABLE};
 
 use super::version::Version;
 
@@ -213,6 +214,48 @@ impl CniResult {
             result.routes.push(Route { dst, gw });
         }
         Ok(result)
+    }
+}
+
+impl CniResult {
+    /// The pod's address for DEL and CHECK: the first IPv4 address on the pod interface `ifname` (the one
+    /// with a `sandbox`), or the first address at all when no such interface is listed.
+    pub fn pod_address(&self, ifname: &str) -> Option<Ipv4Addr> {
+        let index = self
+            .interfaces
+            .iter()
+            .position(|i| i.name == ifname && i.sandbox.is_some());
+        self.ips
+            .iter()
+            .find(|ip| index.is_none() || ip.interface == index)
+            .map(|ip| ip.address.addr())
+    }
+
+    /// The ENI's route table of a pod added before vpcni kept records, from what its `prevResult` carries:
+    /// the original (v1.20+) wrote the table number in the pod interface's `mac`; it and earlier vpcni also
+    /// added a record interface `dummy…` with the ENI's device number as `sandbox` (device 0 = main; device d
+    /// on network card 0 = table d + 1, for d up to [`vpcni_layout::MAX_DEVICE_NUMBER`]). `None` when
+    /// neither is there.
+    pub fn legacy_route_table(&self, ifname: &str) -> Option<u32> {
+        let from_pod_interface = self
+            .interfaces
+            .iter()
+            .find(|i| i.name == ifname && i.sandbox.is_some())
+            .and_then(|i| i.mac.parse::<u32>().ok())
+            .map(|table| if table == 0 { MAIN_TABLE } else { table });
+        let from_record_interface = || {
+            let device: u32 = self
+                .interfaces
+                .iter()
+                .find(|i| i.name.starts_with("dummy"))?
+                .sandbox
+                .as_deref()?
+                .parse()
+                .ok()?;
+            // Only a device number the node layout numbers: a larger one names no ENI of ours.
+            EniSlot::checked(0, device).map(EniSlot::route_table)
+        };
+        from_pod_interface.or_else(from_record_interface)
     }
 }
 

@@ -405,3 +405,25 @@ fn errors_and_versions_print_as_the_spec_says() {
         SUPPORTED_VERSIONS.len()
     );
 }
+
+/// A record interface (`dummy…`) of an old `prevResult` names the ENI's device number in `sandbox`. Seen
+/// while writing the cni_input fuzzer's checks: a device number of 4294967295 overflowed the table
+/// arithmetic (device + 1), and 252 gave the kernel's table 253. Numbers the node layout does not number
+/// give no table (CHECK then skips the ENI rule comparison).
+#[test]
+fn a_record_interface_with_a_device_number_out_of_range_gives_no_table() {
+    let result = |device: &str| {
+        CniResult::from_value(&serde_json::json!({
+            "interfaces": [
+                { "name": "eth0", "mac": "02:00:00:00:00:02", "sandbox": "/var/run/netns/x" },
+                { "name": "dummy5bd4b1c4e3d", "mac": "0", "sandbox": device },
+            ],
+            "ips": [{ "address": "10.0.1.5/32", "interface": 0 }],
+        }))
+        .unwrap()
+    };
+    assert_eq!(result("2").legacy_route_table("eth0"), Some(3));
+    assert_eq!(result("0").legacy_route_table("eth0"), Some(254));
+    assert_eq!(result("252").legacy_route_table("eth0"), None);
+    assert_eq!(result("4294967295").legacy_route_table("eth0"), None);
+}
