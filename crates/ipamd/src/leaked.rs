@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use vpcni_ec2::{DescribeNetworkInterfacesRequest, Ec2, Ec2Error, Filter, Tags};
+use vpcni_ec2::{DescribeNetworkInterfacesRequest, Ec2, Ec2Error, Filter, NetworkInterface, Tags};
 
 use crate::clock::{now_ms, parse_rfc3339, rfc3339};
 use crate::discovery::{CLUSTER_NAME_TAG, CREATED_AT_TAG, ENI_DESCRIPTION_PREFIX, INSTANCE_ID_TAG};
@@ -53,27 +53,11 @@ pub async fn sweep_at(node: &Node, ec2: &dyn Ec2, now: u64) -> Result<Sweep, Ec2
         ));
     }
     // Every page first, then the deletions: deleting while paging would move what the next page holds.
-    let mut candidates = Vec::new();
-    let mut next_token = None;
-    loop {
-        let page = ec2
-            .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
-                filters: filters.clone(),
-                max_results: Some(1000),
-                next_token: next_token.take(),
-                ..Default::default()
-            })
-            .await?;
-        candidates.extend(
-            page.network_interfaces.into_iter().filter(|eni| {
-                eni.description.starts_with(ENI_DESCRIPTION_PREFIX) && eni.attachment.is_none()
-            }),
-        );
-        match page.next_token {
-            Some(token) if !token.is_empty() => next_token = Some(token),
-            _ => break,
-        }
-    }
+    let candidates: Vec<_> = unattached(ec2, &filters)
+        .await?
+        .into_iter()
+        .filter(|eni| eni.description.starts_with(ENI_DESCRIPTION_PREFIX))
+        .collect();
     let mut result = Sweep::default();
     for eni in candidates {
         let id = eni.network_interface_id.clone();
@@ -118,28 +102,12 @@ pub async fn delete_own_unattached(node: &Node, ec2: &dyn Ec2) -> Result<Vec<Str
         filters.push(Filter::new("vpc-id", &node.identity.vpc_id));
     }
     let description = format!("{ENI_DESCRIPTION_PREFIX}{instance}");
-    let mut own = Vec::new();
-    let mut next_token = None;
-    loop {
-        let page = ec2
-            .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
-                filters: filters.clone(),
-                max_results: Some(1000),
-                next_token: next_token.take(),
-                ..Default::default()
-            })
-            .await?;
-        own.extend(
-            page.network_interfaces
-                .into_iter()
-                .filter(|eni| eni.attachment.is_none() && eni.description == description)
-                .map(|eni| eni.network_interface_id),
-        );
-        match page.next_token {
-            Some(token) if !token.is_empty() => next_token = Some(token),
-            _ => break,
-        }
-    }
+    let own: Vec<String> = unattached(ec2, &filters)
+        .await?
+        .into_iter()
+        .filter(|eni| eni.description == description)
+        .map(|eni| eni.network_interface_id)
+        .collect();
     let mut deleted = Vec::new();
     for eni_id in own {
         match ec2.delete_network_interface(&eni_id).await {
@@ -151,6 +119,31 @@ pub async fn delete_own_unattached(node: &Node, ec2: &dyn Ec2) -> Result<Vec<Str
         }
     }
     Ok(deleted)
+}
+
+/// Every ENI matching `filters` that is attached to nothing, over all pages of DescribeNetworkInterfaces.
+async fn unattached(ec2: &dyn Ec2, filters: &[Filter]) -> Result<Vec<NetworkInterface>, Ec2Error> {
+    let mut found = Vec::new();
+    let mut next_token = None;
+    loop {
+        let page = ec2
+            .describe_network_interfaces(&DescribeNetworkInterfacesRequest {
+                filters: filters.to_vec(),
+                max_results: Some(1000),
+                next_token: next_token.take(),
+                ..Default::default()
+            })
+            .await?;
+        found.extend(
+            page.network_interfaces
+                .into_iter()
+                .filter(|eni| eni.attachment.is_none()),
+        );
+        match page.next_token {
+            Some(token) if !token.is_empty() => next_token = Some(token),
+            _ => return Ok(found),
+        }
+    }
 }
 
 /// Whether this node sweeps at all: not with DISABLE_LEAKED_ENI_CLEANUP, nor when EC2 must not be

@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{RecordingHost, World, pod};
+use support::{RecordingHost, World, pod, settle};
 use vpcni_ec2::sim::{FaultRule, SimConfig};
 use vpcni_ec2::{AddressRequest, CreateNetworkInterfaceRequest, Ec2, InterfaceStatus, Tags};
 use vpcni_engine::Decision;
@@ -18,16 +18,6 @@ use vpcni_rpc::FailureReason;
 
 /// A generous bound for what must happen eventually (not a timing assertion): no test hangs.
 const EVENTUALLY: Duration = Duration::from_secs(60);
-
-/// Runs pool cycles until the engine wants nothing.
-async fn settle(world: &World, node: &vpcni_ipamd::node::Node) {
-    for _ in 0..20 {
-        if matches!(cycle(node, &world.sim).await.0, Decision::Nothing { .. }) {
-            return;
-        }
-    }
-    panic!("the pool did not settle");
-}
 
 #[tokio::test]
 async fn node_rules_follow_the_settings_and_metadata() {

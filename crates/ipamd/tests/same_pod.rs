@@ -10,24 +10,13 @@ mod support;
 use std::collections::BTreeSet;
 use std::sync::{Arc, Barrier};
 
-use support::{RecordingHost, World, pod};
+use support::{RecordingHost, World, pod, settle};
 use vpcni_ec2::{AddressRequest, Ec2};
-use vpcni_engine::Decision;
 use vpcni_engine::checkpoint::Checkpoint;
 use vpcni_ipamd::clock::now_ms;
 use vpcni_ipamd::node::Node;
-use vpcni_ipamd::pool_loop::cycle;
 use vpcni_ipamd::server::{AddressBook, PodKey, PodRequest};
 use vpcni_rpc::FailureReason;
-
-async fn settle(world: &World, node: &Node) {
-    for _ in 0..20 {
-        if matches!(cycle(node, &world.sim).await.0, Decision::Nothing { .. }) {
-            return;
-        }
-    }
-    panic!("the pool did not settle");
-}
 
 async fn ready_node(world: &World, env: &[(&str, &str)]) -> Arc<Node> {
     let node = world.start(env, RecordingHost::new()).await;

@@ -11,13 +11,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
-use support::{RecordingHost, World};
+use support::{RecordingHost, World, settle};
 use tokio::net::UnixStream;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint, Uri};
-use vpcni_engine::Decision;
 use vpcni_ipamd::node::Node;
-use vpcni_ipamd::pool_loop::cycle;
 use vpcni_rpc::cni_backend_client::CniBackendClient;
 use vpcni_rpc::vpcni_backend_client::VpcniBackendClient;
 use vpcni_rpc::{
@@ -37,11 +35,7 @@ impl Served {
         let world = World::new("t3.small", "10.0.0.0/24");
         let node = world.start(env, RecordingHost::new()).await;
         node.set_ready(true);
-        for _ in 0..20 {
-            if matches!(cycle(&node, &world.sim).await.0, Decision::Nothing { .. }) {
-                break;
-            }
-        }
+        settle(&world, &node).await;
         let listener = vpcni_ipamd::server::bind_socket(socket).unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(vpcni_ipamd::server::serve(listener, node.clone(), async {

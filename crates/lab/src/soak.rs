@@ -55,9 +55,9 @@ impl Throttle {
                 };
                 ThrottleConfig {
                     enabled: true,
-                    non_mutating: tenth(real.non_mutating.clone()),
-                    mutating: tenth(real.mutating.clone()),
-                    resource_intensive: tenth(real.resource_intensive.clone()),
+                    non_mutating: tenth(real.non_mutating),
+                    mutating: tenth(real.mutating),
+                    resource_intensive: tenth(real.resource_intensive),
                     per_action: BTreeMap::new(),
                 }
             }
@@ -448,10 +448,10 @@ impl Worker {
             } else {
                 let probe = self.rng.next_f64() < 0.2;
                 let ids = self.new_sandbox();
-                if let Some(pod) = self.add(ids) {
-                    if probe {
-                        self.probe(&pod);
-                    }
+                if let Some(pod) = self.add(ids)
+                    && probe
+                {
+                    self.probe(&pod);
                 }
             }
             if self.rng.next_f64() < 0.05 {

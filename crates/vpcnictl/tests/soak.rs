@@ -30,8 +30,8 @@ fn a_short_storm_leaves_nothing_wrong() {
         .expect("vpcnictl runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let report: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("no JSON report ({e}); stderr:\n{stderr}"));
+    let report: serde_json::Value =
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("no JSON report ({e}); stderr:\n{stderr}"));
     let violations = report["violations"].as_array().unwrap();
     assert!(
         violations.is_empty() && output.status.success(),
@@ -52,7 +52,10 @@ fn a_short_storm_leaves_nothing_wrong() {
     let number = |key: &str| report[key].as_u64().unwrap();
     assert!(number("ops") >= 2000, "{report}");
     assert!(number("adds_ok") > 500 && number("dels_ok") > 500, "{report}");
-    assert!(number("ipamd_restarts") >= 19, "a restart per hundred operations: {report}");
+    assert!(
+        number("ipamd_restarts") >= 19,
+        "a restart per hundred operations: {report}"
+    );
     assert!(number("ipamd_sigkills") > 0, "{report}");
     assert!(number("ec2_faults_injected") > 0, "{report}");
     assert!(number("connectivity_checks") > 0, "{report}");

@@ -203,3 +203,16 @@ pub fn pod(n: usize) -> vpcni_ipamd::server::PodRequest {
         pod_name: format!("pod-{n}"),
     }
 }
+
+/// Runs pool cycles until the engine wants nothing (at most 20: a pool that never settles is a failure).
+pub async fn settle(world: &World, node: &Node) {
+    for _ in 0..20 {
+        if matches!(
+            vpcni_ipamd::pool_loop::cycle(node, &world.sim).await.0,
+            vpcni_engine::Decision::Nothing { .. }
+        ) {
+            return;
+        }
+    }
+    panic!("the pool did not settle");
+}

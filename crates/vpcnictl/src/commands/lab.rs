@@ -511,10 +511,10 @@ fn run_soak(args: &SoakArgs) -> anyhow::Result<ExitCode> {
     );
     let (state_dir, prefix) = (lab_spec.state_dir.clone(), lab_spec.prefix.clone());
     let outcome = Lab::up(lab_spec).and_then(|lab| vpcni_lab::soak::run_soak(lab, &spec));
-    if !args.keep {
-        if let Err(error) = vpcni_lab::down_at(&state_dir, &prefix) {
-            eprintln!("vpcnictl: taking the soak's lab down: {error}");
-        }
+    if !args.keep
+        && let Err(error) = vpcni_lab::down_at(&state_dir, &prefix)
+    {
+        eprintln!("vpcnictl: taking the soak's lab down: {error}");
     }
     let report = outcome?;
     match args.output {
