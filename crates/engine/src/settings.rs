@@ -3,9 +3,9 @@
 //! the variables that shape the pool. Pure: variables come in through a lookup function, so the planner
 //! reads them from a cluster file and tests pass a map.
 //!
-//! The daemon still parses its whole environment itself; this module repeats the pool-relevant part of it
-//! word for word (same messages), so a setting the daemon refuses is refused here with the same line, and a
-//! value it accepts by falling back falls back here too, with the same warning.
+//! The daemon reads its whole environment with this module's [`EnvReader`], and the pool's variables with
+//! [`PoolSettings::read`], so a setting the daemon refuses is refused here with the same line, and a value
+//! it accepts by falling back falls back here too, with the same warning: one definition for both.
 
 use std::fmt;
 
@@ -117,11 +117,13 @@ impl PoolSettings {
     pub fn from_lookup(
         lookup: impl Fn(&str) -> Option<String>,
     ) -> Result<(Self, Vec<SettingWarning>), Vec<InvalidSetting>> {
-        let mut env = Reader {
-            lookup,
-            errors: Vec::new(),
-            warnings: Vec::new(),
-        };
+        let mut env = EnvReader::new(lookup);
+        let settings = Self::read(&mut env);
+        env.finish().map(|warnings| (settings, warnings))
+    }
+
+    /// Reads the pool's variables from `env`, in the daemon's order; problems are collected in `env`.
+    pub fn read<F: Fn(&str) -> Option<String>>(env: &mut EnvReader<F>) -> Self {
         let prefix_delegation = env.bool("ENABLE_PREFIX_DELEGATION", false);
         let warm_eni_target = env.target("WARM_ENI_TARGET", 1);
         let warm_ip_target = env.target("WARM_IP_TARGET", 0);
@@ -157,7 +159,7 @@ impl PoolSettings {
         if !enable_ipv4 {
             env.invalid("ENABLE_IPv4", "false", "true: vpcni serves IPv4 clusters");
         }
-        let settings = Self {
+        Self {
             warm_eni_target,
             warm_ip_target,
             minimum_ip_target,
@@ -171,11 +173,6 @@ impl PoolSettings {
             imds_only: env.bool("ENABLE_IMDS_ONLY_MODE", false),
             disable_leaked_eni_cleanup: env.bool("DISABLE_LEAKED_ENI_CLEANUP", false),
             subnet_discovery: env.bool("ENABLE_SUBNET_DISCOVERY", true),
-        };
-        if env.errors.is_empty() {
-            Ok((settings, env.warnings))
-        } else {
-            Err(env.errors)
         }
     }
 
@@ -193,20 +190,53 @@ impl PoolSettings {
     }
 }
 
-struct Reader<F> {
+/// Reads variables through a lookup function (the environment, a cluster file, a test's map) and collects
+/// every problem, so all of them are reported at once, one line each.
+pub struct EnvReader<F> {
     lookup: F,
-    errors: Vec<InvalidSetting>,
-    warnings: Vec<SettingWarning>,
+    /// Refused values.
+    pub errors: Vec<InvalidSetting>,
+    /// Values accepted by falling back.
+    pub warnings: Vec<SettingWarning>,
 }
 
-impl<F: Fn(&str) -> Option<String>> Reader<F> {
-    fn raw(&self, variable: &str) -> Option<String> {
+impl<F> fmt::Debug for EnvReader<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnvReader")
+            .field("errors", &self.errors)
+            .field("warnings", &self.warnings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F: Fn(&str) -> Option<String>> EnvReader<F> {
+    /// A reader over `lookup`.
+    pub fn new(lookup: F) -> Self {
+        Self {
+            lookup,
+            errors: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The warnings if nothing was refused, else every refusal.
+    pub fn finish(self) -> Result<Vec<SettingWarning>, Vec<InvalidSetting>> {
+        if self.errors.is_empty() {
+            Ok(self.warnings)
+        } else {
+            Err(self.errors)
+        }
+    }
+
+    /// The value, trimmed; `None` when unset or empty.
+    pub fn raw(&self, variable: &str) -> Option<String> {
         (self.lookup)(variable)
             .map(|v| v.trim().to_owned())
             .filter(|v| !v.is_empty())
     }
 
-    fn invalid(&mut self, variable: &'static str, value: &str, accepted: impl Into<String>) {
+    /// Records a refused value.
+    pub fn invalid(&mut self, variable: &'static str, value: &str, accepted: impl Into<String>) {
         self.errors.push(InvalidSetting {
             variable,
             value: value.to_owned(),
@@ -214,7 +244,17 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         });
     }
 
-    fn bool(&mut self, variable: &'static str, default: bool) -> bool {
+    /// Records a value accepted by falling back.
+    pub fn warn(&mut self, variable: &'static str, value: &str, outcome: impl Into<String>) {
+        self.warnings.push(SettingWarning {
+            variable,
+            value: value.to_owned(),
+            outcome: outcome.into(),
+        });
+    }
+
+    /// Go's strconv.ParseBool spellings, which the original's manifests use.
+    pub fn bool(&mut self, variable: &'static str, default: bool) -> bool {
         let Some(value) = self.raw(variable) else {
             return default;
         };
@@ -228,7 +268,8 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         }
     }
 
-    fn number(&mut self, variable: &'static str, default: u32, min: u32, max: u32) -> u32 {
+    /// A whole number in `min..=max`.
+    pub fn number(&mut self, variable: &'static str, default: u32, min: u32, max: u32) -> u32 {
         let Some(value) = self.raw(variable) else {
             return default;
         };
@@ -246,26 +287,30 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         }
     }
 
-    fn target(&mut self, variable: &'static str, default: u32) -> u32 {
+    /// A warm-pool target as the original's ipamd reads it: a whole number (Go's Atoi: sign allowed), and
+    /// the default, with a warning, for anything negative or not a number.
+    pub fn target(&mut self, variable: &'static str, default: u32) -> u32 {
         let Some(value) = self.raw(variable) else {
             return default;
         };
         match value.parse::<i64>() {
             Ok(n) if n >= 0 => u32::try_from(n).unwrap_or(u32::MAX),
             _ => {
-                self.warnings.push(SettingWarning {
+                self.warn(
                     variable,
-                    value: value.clone(),
-                    outcome: format!(
+                    &value,
+                    format!(
                         "not a whole number 0 or more; using the default, {default}, as the original does"
                     ),
-                });
+                );
                 default
             }
         }
     }
 
-    fn max_eni(&mut self, variable: &'static str) -> Option<u32> {
+    /// MAX_ENI: a whole number; 0 or less means the instance's limit, as in the original. Anything else is
+    /// refused: the original would quietly drop the cap, and with it the bound on the node's addresses.
+    pub fn max_eni(&mut self, variable: &'static str) -> Option<u32> {
         let value = self.raw(variable)?;
         match value.parse::<i64>() {
             Ok(n) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
@@ -278,6 +323,24 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
                 );
                 None
             }
+        }
+    }
+
+    /// One of `accepted`, spelt exactly.
+    pub fn choice(
+        &mut self,
+        variable: &'static str,
+        default: &'static str,
+        accepted: &[&'static str],
+    ) -> String {
+        let Some(value) = self.raw(variable) else {
+            return default.to_owned();
+        };
+        if accepted.contains(&value.as_str()) {
+            value
+        } else {
+            self.invalid(variable, &value, format!("one of {}", accepted.join(", ")));
+            default.to_owned()
         }
     }
 }

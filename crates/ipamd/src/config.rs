@@ -17,43 +17,11 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-/// One invalid variable.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InvalidVariable {
-    /// Variable name.
-    pub variable: &'static str,
-    /// Value found.
-    pub value: String,
-    /// What is accepted.
-    pub accepted: String,
-}
-
-impl fmt::Display for InvalidVariable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}={:?} is not valid: expected {}",
-            self.variable, self.value, self.accepted
-        )
-    }
-}
-
+/// One invalid variable: `NAME="value" is not valid: expected …` (the engine's definition, which the
+/// planner shares).
+pub use vpcni_engine::settings::InvalidSetting as InvalidVariable;
 /// A value accepted the way the original accepts it — by falling back — that the operator should hear about.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigWarning {
-    /// Variable name.
-    pub variable: &'static str,
-    /// Value found.
-    pub value: String,
-    /// What was done instead.
-    pub outcome: String,
-}
-
-impl fmt::Display for ConfigWarning {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={:?}: {}", self.variable, self.value, self.outcome)
-    }
-}
+pub use vpcni_engine::settings::SettingWarning as ConfigWarning;
 
 /// Where EC2 and instance metadata come from (VPCNI_EC2_BACKEND, required).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -213,68 +181,24 @@ impl Config {
 
     /// Reads variables through `lookup`.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let mut env = Reader {
-            lookup,
-            errors: Vec::new(),
-            warnings: Vec::new(),
-        };
-
-        let prefix_delegation = env.bool("ENABLE_PREFIX_DELEGATION", false);
-        // The original's ipamd reads these four with Atoi and uses its default for a negative or
-        // non-numeric value; so does vpcni, with a warning.
-        let warm_eni_target = env.target("WARM_ENI_TARGET", 1);
-        let warm_ip_target = env.target("WARM_IP_TARGET", 0);
-        let minimum_ip_target = env.target("MINIMUM_IP_TARGET", 0);
-        let warm_prefix_target = env.target("WARM_PREFIX_TARGET", u32::from(prefix_delegation));
-        // The original's entry point refuses prefix delegation when all three are set to 0 or less (a
-        // negative WARM_PREFIX_TARGET included): nothing would ever be allocated.
-        let prefix_target_set_to_nothing = env
-            .raw("WARM_PREFIX_TARGET")
-            .and_then(|value| value.parse::<i64>().ok())
-            .is_some_and(|n| n <= 0);
-        if prefix_delegation
-            && warm_ip_target == 0
-            && minimum_ip_target == 0
-            && (warm_prefix_target == 0 || prefix_target_set_to_nothing)
-        {
-            let value = env.raw("WARM_PREFIX_TARGET").unwrap_or_else(|| "0".to_owned());
-            env.invalid(
-                "WARM_PREFIX_TARGET",
-                &value,
-                "at least 1 with ENABLE_PREFIX_DELEGATION=true, unless WARM_IP_TARGET or MINIMUM_IP_TARGET is set",
-            );
-        }
-        let max_eni = env.max_eni("MAX_ENI");
-        let ip_cooldown = Duration::from_secs(u64::from(env.number("IP_COOLDOWN_PERIOD", 30, 0, u32::MAX)));
-
-        let enable_ipv4 = env.bool("ENABLE_IPv4", true);
-        let enable_ipv6 = env.bool("ENABLE_IPv6", false);
-        if enable_ipv6 {
-            env.invalid(
-                "ENABLE_IPv6",
-                "true",
-                "false: vpcni serves IPv4 clusters only, for now",
-            );
-        }
-        if !enable_ipv4 {
-            env.invalid("ENABLE_IPv4", "false", "true: vpcni serves IPv4 clusters");
-        }
-
+        let mut env = EnvReader::new(lookup);
+        // The pool's variables, read as the planner reads them (one definition, in the engine).
+        let shared = vpcni_engine::settings::PoolSettings::read(&mut env);
         let pool = PoolSettings {
-            warm_eni_target,
-            warm_ip_target,
-            minimum_ip_target,
-            warm_prefix_target,
-            prefix_delegation,
-            max_eni,
-            ip_cooldown,
-            custom_networking: env.bool("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", false),
-            pod_eni: env.bool("ENABLE_POD_ENI", false),
+            warm_eni_target: shared.warm_eni_target,
+            warm_ip_target: shared.warm_ip_target,
+            minimum_ip_target: shared.minimum_ip_target,
+            warm_prefix_target: shared.warm_prefix_target,
+            prefix_delegation: shared.prefix_delegation,
+            max_eni: shared.max_eni,
+            ip_cooldown: Duration::from_secs(u64::from(shared.ip_cooldown_s)),
+            custom_networking: shared.custom_networking,
+            pod_eni: shared.pod_eni,
             manage_enis_non_schedulable: env.bool("AWS_MANAGE_ENIS_NON_SCHEDULABLE", false),
-            disable_provisioning: env.bool("DISABLE_NETWORK_RESOURCE_PROVISIONING", false),
-            imds_only: env.bool("ENABLE_IMDS_ONLY_MODE", false),
-            disable_leaked_eni_cleanup: env.bool("DISABLE_LEAKED_ENI_CLEANUP", false),
-            subnet_discovery: env.bool("ENABLE_SUBNET_DISCOVERY", true),
+            disable_provisioning: shared.disable_provisioning,
+            imds_only: shared.imds_only,
+            disable_leaked_eni_cleanup: shared.disable_leaked_eni_cleanup,
+            subnet_discovery: shared.subnet_discovery,
             manage_untagged_eni: env.bool("MANAGE_UNTAGGED_ENI", true),
         };
 
@@ -414,13 +338,9 @@ impl Config {
             ec2_backend: env.ec2_backend("VPCNI_EC2_BACKEND"),
             warnings: Vec::new(),
         };
-        if env.errors.is_empty() {
-            Ok(Self {
-                warnings: env.warnings,
-                ..config
-            })
-        } else {
-            Err(ConfigError(env.errors))
+        match env.finish() {
+            Ok(warnings) => Ok(Self { warnings, ..config }),
+            Err(errors) => Err(ConfigError(errors)),
         }
     }
 }
@@ -439,7 +359,8 @@ impl Config {
 
 mod reader;
 
-use reader::{Reader, parse_with_base_prefix};
+use reader::{ConfigReader, parse_with_base_prefix};
+use vpcni_engine::settings::EnvReader;
 
 #[cfg(test)]
 mod tests;

@@ -5,133 +5,33 @@ use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
 
-use super::{ConfigWarning, Ec2Backend, InvalidVariable, ListenAddress};
+use vpcni_engine::settings::EnvReader;
 
-/// Reads variables through a lookup function (tests pass a map) and collects every problem.
-pub(super) struct Reader<F> {
-    pub(super) lookup: F,
-    pub(super) errors: Vec<InvalidVariable>,
-    pub(super) warnings: Vec<ConfigWarning>,
+use super::{Ec2Backend, ListenAddress};
+
+/// ipamd's own kinds of variable, read with the engine's [`EnvReader`] (which reads the shared ones).
+pub(super) trait ConfigReader {
+    /// AWS_VPC_K8S_CNI_LOGLEVEL.
+    fn log_level(&mut self, variable: &'static str) -> String;
+    /// VPCNI_EC2_BACKEND.
+    fn ec2_backend(&mut self, variable: &'static str) -> Ec2Backend;
+    /// ADDITIONAL_ENI_TAGS.
+    fn eni_tags(&mut self, variable: &'static str) -> Vec<(String, String)>;
+    /// A comma-separated list of IPv4 CIDRs.
+    fn cidrs(&mut self, variable: &'static str) -> Vec<Ipv4Net>;
+    /// A listen address.
+    fn listen(&mut self, variable: &'static str, default: &str) -> ListenAddress;
+    /// An absolute path.
+    fn absolute_path(&mut self, variable: &'static str, default: &str) -> PathBuf;
 }
 
 /// The original's log levels (its zap logger lower-cases the value), plus `trace`.
 const LOG_LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "fatal"];
 
-impl<F: Fn(&str) -> Option<String>> Reader<F> {
-    pub(super) fn raw(&self, variable: &str) -> Option<String> {
-        (self.lookup)(variable)
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-    }
-
-    pub(super) fn invalid(&mut self, variable: &'static str, value: &str, accepted: impl Into<String>) {
-        self.errors.push(InvalidVariable {
-            variable,
-            value: value.to_owned(),
-            accepted: accepted.into(),
-        });
-    }
-
-    pub(super) fn warn(&mut self, variable: &'static str, value: &str, outcome: impl Into<String>) {
-        self.warnings.push(ConfigWarning {
-            variable,
-            value: value.to_owned(),
-            outcome: outcome.into(),
-        });
-    }
-
-    /// Go's strconv.ParseBool spellings, which the original's manifests use.
-    pub(super) fn bool(&mut self, variable: &'static str, default: bool) -> bool {
-        let Some(value) = self.raw(variable) else {
-            return default;
-        };
-        match value.as_str() {
-            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
-            "0" | "f" | "F" | "false" | "FALSE" | "False" => false,
-            _ => {
-                self.invalid(variable, &value, "true or false");
-                default
-            }
-        }
-    }
-
-    pub(super) fn number(&mut self, variable: &'static str, default: u32, min: u32, max: u32) -> u32 {
-        let Some(value) = self.raw(variable) else {
-            return default;
-        };
-        match value.parse::<u32>() {
-            Ok(n) if (min..=max).contains(&n) => n,
-            _ => {
-                let accepted = if max == u32::MAX {
-                    format!("a whole number ({min} or more)")
-                } else {
-                    format!("a whole number from {min} to {max}")
-                };
-                self.invalid(variable, &value, accepted);
-                default
-            }
-        }
-    }
-
-    /// A warm-pool target as the original's ipamd reads it: a whole number (Go's Atoi: sign allowed), and
-    /// the default, with a warning, for anything negative or not a number.
-    pub(super) fn target(&mut self, variable: &'static str, default: u32) -> u32 {
-        let Some(value) = self.raw(variable) else {
-            return default;
-        };
-        match value.parse::<i64>() {
-            Ok(n) if n >= 0 => u32::try_from(n).unwrap_or(u32::MAX),
-            _ => {
-                self.warn(
-                    variable,
-                    &value,
-                    format!(
-                        "not a whole number 0 or more; using the default, {default}, as the original does"
-                    ),
-                );
-                default
-            }
-        }
-    }
-
-    /// MAX_ENI: a whole number; 0 or less means the instance's limit, as in the original. Anything else is
-    /// refused: the original would quietly drop the cap, and with it the bound on the node's addresses.
-    pub(super) fn max_eni(&mut self, variable: &'static str) -> Option<u32> {
-        let value = self.raw(variable)?;
-        match value.parse::<i64>() {
-            Ok(n) if n >= 1 => Some(u32::try_from(n).unwrap_or(u32::MAX)),
-            Ok(_) => None,
-            Err(_) => {
-                self.invalid(
-                    variable,
-                    &value,
-                    "a whole number: 1 or more caps the node's ENIs, 0 or less means the instance's limit",
-                );
-                None
-            }
-        }
-    }
-
-    pub(super) fn choice(
-        &mut self,
-        variable: &'static str,
-        default: &'static str,
-        accepted: &[&'static str],
-    ) -> String {
-        let Some(value) = self.raw(variable) else {
-            return default.to_owned();
-        };
-        if accepted.contains(&value.as_str()) {
-            value
-        } else {
-            self.invalid(variable, &value, format!("one of {}", accepted.join(", ")));
-            default.to_owned()
-        }
-    }
-
+impl<F: Fn(&str) -> Option<String>> ConfigReader for EnvReader<F> {
     /// AWS_VPC_K8S_CNI_LOGLEVEL: any case, as the original; an unknown level is `debug` there (its
     /// default) and here, with a warning — a typo in it changes nothing but the log's volume.
-    pub(super) fn log_level(&mut self, variable: &'static str) -> String {
+    fn log_level(&mut self, variable: &'static str) -> String {
         let Some(value) = self.raw(variable) else {
             return "debug".to_owned();
         };
@@ -152,7 +52,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
     }
 
     /// VPCNI_EC2_BACKEND: required, so the daemon never reaches for EC2 nobody asked it to use.
-    pub(super) fn ec2_backend(&mut self, variable: &'static str) -> Ec2Backend {
+    fn ec2_backend(&mut self, variable: &'static str) -> Ec2Backend {
         let value = self.raw(variable).unwrap_or_default();
         if value != "aws" {
             self.invalid(
@@ -168,7 +68,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
     /// ADDITIONAL_ENI_TAGS: a JSON object of strings. A key containing `k8s.amazonaws.com` is dropped with
     /// a warning, as the original drops it. Text that is not such an object is refused (the original
     /// drops every tag, which its own source marks as a stopgap), and so is a key EC2 would refuse.
-    pub(super) fn eni_tags(&mut self, variable: &'static str) -> Vec<(String, String)> {
+    fn eni_tags(&mut self, variable: &'static str) -> Vec<(String, String)> {
         let Some(value) = self.raw(variable) else {
             return Vec::new();
         };
@@ -196,7 +96,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         kept
     }
 
-    pub(super) fn cidrs(&mut self, variable: &'static str) -> Vec<Ipv4Net> {
+    fn cidrs(&mut self, variable: &'static str) -> Vec<Ipv4Net> {
         let Some(value) = self.raw(variable) else {
             return Vec::new();
         };
@@ -227,7 +127,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         cidrs
     }
 
-    pub(super) fn listen(&mut self, variable: &'static str, default: &str) -> ListenAddress {
+    fn listen(&mut self, variable: &'static str, default: &str) -> ListenAddress {
         let value = self.raw(variable).unwrap_or_else(|| default.to_owned());
         if let Some(path) = value.strip_prefix("unix:") {
             if path.starts_with('/') {
@@ -247,7 +147,7 @@ impl<F: Fn(&str) -> Option<String>> Reader<F> {
         ListenAddress::Tcp(SocketAddr::from(([127, 0, 0, 1], 0)))
     }
 
-    pub(super) fn absolute_path(&mut self, variable: &'static str, default: &str) -> PathBuf {
+    fn absolute_path(&mut self, variable: &'static str, default: &str) -> PathBuf {
         let value = self.raw(variable).unwrap_or_else(|| default.to_owned());
         if value.starts_with('/') && !value.split('/').any(|p| p == "..") {
             PathBuf::from(value)
