@@ -18,6 +18,7 @@ mod model;
 mod policy;
 mod pool;
 pub mod settings;
+pub mod subnets;
 
 pub use model::{Cidr, Eni, EniFlags, Millis, PodInfo, PodKey, Slot};
 pub use policy::{Decision, NodeLimits, PoolConfig};

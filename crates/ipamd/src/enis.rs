@@ -11,6 +11,7 @@ use vpcni_ec2::{
     CreateNetworkInterfaceRequest, DescribeNetworkInterfacesRequest, Ec2, Ec2Error, Ec2ErrorKind, Filter,
     NetworkInterface, Subnet, Tags,
 };
+use vpcni_engine::subnets::subnet_excluded;
 use vpcni_engine::{Eni, EniFlags, GrowFailure};
 use vpcni_layout::EniSlot;
 
@@ -24,10 +25,7 @@ use crate::node::Node;
 pub const OWNER_TAG: &str = "eks:eni:owner";
 /// Its value.
 pub const OWNER_TAG_VALUE: &str = "amazon-vpc-cni";
-/// Subnet tag that opts a subnet in (≠ "0") or out ("0") of pod ENIs.
-pub const CNI_ROLE_TAG: &str = "kubernetes.io/role/cni";
-/// Prefix of the tags that reserve a subnet for named clusters.
-pub const CLUSTER_SUBNET_TAG_PREFIX: &str = "cni.networking.k8s.aws/cluster/";
+pub use vpcni_engine::subnets::{CLUSTER_SUBNET_TAG_PREFIX, CNI_ROLE_TAG};
 
 /// The tags every managed ENI carries (the original's `buildENITags`): the instance, and with CLUSTER_NAME
 /// the cluster and owner, plus ADDITIONAL_ENI_TAGS.
@@ -42,31 +40,9 @@ pub fn eni_tags(instance_id: &str, config: &Config) -> Tags {
     tags
 }
 
-/// Whether a subnet may take new pod ENIs (the original's `isSubnetValidForENICreation`): tagged
-/// `kubernetes.io/role/cni=0`, never; untagged (or tagged with an empty value), only the node's own subnet;
-/// tagged otherwise, unless it carries `cni.networking.k8s.aws/cluster/<name>` tags and none for this
-/// cluster (not checked when CLUSTER_NAME is empty).
+/// Whether a subnet may take new pod ENIs (the engine's rule, which the planner shares).
 pub fn subnet_eligible(subnet: &Subnet, primary_subnet_id: &str, cluster_name: &str) -> bool {
-    match subnet.tags.get(CNI_ROLE_TAG).map(String::as_str) {
-        Some("0") => false,
-        None | Some("") => subnet.subnet_id == primary_subnet_id,
-        Some(_) => {
-            if cluster_name.is_empty() {
-                return true;
-            }
-            let own = format!("{CLUSTER_SUBNET_TAG_PREFIX}{cluster_name}");
-            let tagged_for_clusters = subnet
-                .tags
-                .keys()
-                .any(|k| k.starts_with(CLUSTER_SUBNET_TAG_PREFIX));
-            !tagged_for_clusters || subnet.tags.contains_key(&own)
-        }
-    }
-}
-
-/// Whether a subnet is excluded from pod addresses (`kubernetes.io/role/cni=0`).
-pub fn subnet_excluded(subnet: &Subnet) -> bool {
-    subnet.tags.get(CNI_ROLE_TAG).is_some_and(|v| v == "0")
+    vpcni_engine::subnets::subnet_eligible(&subnet.subnet_id, &subnet.tags, primary_subnet_id, cluster_name)
 }
 
 /// The eligible subnets among `subnets`, most free addresses first (EC2's order among equals, as the
@@ -99,10 +75,7 @@ pub async fn candidate_subnets(node: &Node, ec2: &dyn Ec2) -> Result<Vec<(String
                 let eligible =
                     eligible_subnets(subnets, &identity.primary_subnet_id, &node.config.cluster_name);
                 if eligible.is_empty() {
-                    return Err(no_subnet(
-                        "no subnet may take a new ENI: the node's subnet is tagged kubernetes.io/role/cni=0 and \
-                         no other subnet in its zone is tagged kubernetes.io/role/cni (≠ 0) for this cluster",
-                    ));
+                    return Err(no_subnet(vpcni_engine::subnets::NOTHING_ELIGIBLE));
                 }
                 return Ok(eligible
                     .into_iter()
@@ -119,10 +92,9 @@ pub async fn candidate_subnets(node: &Node, ec2: &dyn Ec2) -> Result<Vec<(String
         .describe_subnets(std::slice::from_ref(&identity.primary_subnet_id), &[])
         .await
     {
-        Ok(subnets) if subnets.iter().any(subnet_excluded) => Err(no_subnet(
-            "the node's subnet is tagged kubernetes.io/role/cni=0, and subnet discovery (ENABLE_SUBNET_DISCOVERY) \
-             found no other subnet",
-        )),
+        Ok(subnets) if subnets.iter().any(|s| subnet_excluded(&s.tags)) => {
+            Err(no_subnet(vpcni_engine::subnets::NODE_SUBNET_EXCLUDED))
+        }
         Ok(_) => Ok(primary),
         Err(error) => {
             tracing::warn!("checking whether the node's subnet is excluded: {error}; using it");

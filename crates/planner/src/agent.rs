@@ -26,8 +26,8 @@ use vpcni_engine::{
 pub const CYCLE_MS: Millis = 5_000;
 /// Reconcile leaves a freed address alone this long (the original's `ipReconcileCooldown`).
 const RECONCILE_COOLDOWN_MS: Millis = 60_000;
-/// Subnet tag that opts a subnet in (≠ "0") or out ("0") of pod ENIs.
-pub const CNI_ROLE_TAG: &str = "kubernetes.io/role/cni";
+pub use vpcni_engine::subnets::CNI_ROLE_TAG;
+use vpcni_engine::subnets::{subnet_eligible, subnet_excluded};
 
 /// Runs a simulator call: it answers at once, so one poll completes it.
 pub(crate) fn at_once<F: Future>(future: F) -> F::Output {
@@ -318,48 +318,50 @@ impl Agent {
         result.is_ok()
     }
 
-    /// Subnets a new ENI may go to, best first (ipamd's `candidate_subnets`).
-    fn candidate_subnets(&mut self, ec2: &Simulator) -> Vec<(String, Ipv4Net)> {
+    /// Subnets a new ENI may go to, best first, by the engine's rules as ipamd's `candidate_subnets`
+    /// applies them (the planner models no CLUSTER_NAME: cluster tags are not checked). An error is the
+    /// refusal ipamd gives when the node's subnet is excluded and nothing else is eligible.
+    fn candidate_subnets(&mut self, ec2: &Simulator) -> Result<Vec<(String, Ipv4Net)>, Ec2Error> {
         let primary = vec![(self.identity.subnet_id.clone(), self.identity.subnet_cidr)];
-        if !self.settings.subnet_discovery {
-            return primary;
-        }
-        let filters = [
-            Filter::new("vpc-id", &self.identity.vpc_id),
-            Filter::new("availability-zone", &self.identity.zone),
-        ];
-        let result = at_once(ec2.describe_subnets(&[], &filters));
-        self.record("DescribeSubnets", &result);
-        let Ok(subnets) = result else { return primary };
-        let mut candidates: Vec<_> = subnets
-            .into_iter()
-            .filter(|subnet| {
-                let role = subnet.tags.get(CNI_ROLE_TAG).map(String::as_str);
-                if subnet.subnet_id == self.identity.subnet_id {
-                    return role != Some("0");
+        let no_subnet = |why: &str| Ec2Error::new("NoEligibleSubnet", why);
+        if self.settings.subnet_discovery {
+            let filters = [
+                Filter::new("vpc-id", &self.identity.vpc_id),
+                Filter::new("availability-zone", &self.identity.zone),
+            ];
+            let result = at_once(ec2.describe_subnets(&[], &filters));
+            self.record("DescribeSubnets", &result);
+            if let Ok(mut subnets) = result {
+                subnets.retain(|s| subnet_eligible(&s.subnet_id, &s.tags, &self.identity.subnet_id, ""));
+                subnets.sort_by_key(|s| std::cmp::Reverse(s.available_ip_address_count));
+                if subnets.is_empty() {
+                    return Err(no_subnet(vpcni_engine::subnets::NOTHING_ELIGIBLE));
                 }
-                role.is_some_and(|r| r != "0")
-            })
-            .collect();
-        candidates.sort_by_key(|s| {
-            (
-                std::cmp::Reverse(s.available_ip_address_count),
-                s.subnet_id != self.identity.subnet_id,
-            )
-        });
-        if candidates.is_empty() {
-            return primary;
+                return Ok(subnets.into_iter().map(|s| (s.subnet_id, s.cidr_block)).collect());
+            }
         }
-        candidates
-            .into_iter()
-            .map(|s| (s.subnet_id, s.cidr_block))
-            .collect()
+        let result = at_once(ec2.describe_subnets(std::slice::from_ref(&self.identity.subnet_id), &[]));
+        self.record("DescribeSubnets", &result);
+        match result {
+            Ok(subnets) if subnets.iter().any(|s| subnet_excluded(&s.tags)) => {
+                Err(no_subnet(vpcni_engine::subnets::NODE_SUBNET_EXCLUDED))
+            }
+            _ => Ok(primary),
+        }
     }
 
     fn create_eni(&mut self, ec2: &Simulator, ips: u32, prefixes: u32, now: Millis) -> bool {
         let mut last: Option<(Ec2Error, String)> = None;
         let mut created = None;
-        for (subnet_id, subnet_cidr) in self.candidate_subnets(ec2) {
+        let subnets = match self.candidate_subnets(ec2) {
+            Ok(subnets) => subnets,
+            Err(error) => {
+                let subnet = self.identity.subnet_id.clone();
+                self.grow_failed(grow_failure(&error, &subnet), now);
+                return false;
+            }
+        };
+        for (subnet_id, subnet_cidr) in subnets {
             let mut tags = vpcni_ec2::Tags::new();
             tags.insert(
                 "node.k8s.amazonaws.com/instance_id".into(),
