@@ -133,3 +133,29 @@ fn bad_topologies_say_what_is_wrong() {
         "{error}"
     );
 }
+
+/// EC2's HTTP statuses for its own failures: 500 for InternalError, 503 for Unavailable and throttling,
+/// so an SDK retries them as it retries EC2's (a 400 is the caller's mistake, never retried). The soak found
+/// ipamd exiting at start-up on one injected InternalError the SDK had not retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ec2s_own_failures_are_5xx() {
+    let endpoint = start(None, Some(TOPOLOGY)).await;
+    for (code, status) in [
+        ("InternalError", 500),
+        ("Unavailable", 503),
+        ("RequestLimitExceeded", 503),
+        ("InvalidParameterValue", 400),
+    ] {
+        endpoint.sim.configure(|config| {
+            config.faults = vec![vpcni_ec2::sim::FaultRule {
+                action: Some("DescribeSubnets".into()),
+                code: code.into(),
+                probability: 1.0,
+                remaining: Some(1),
+            }];
+        });
+        let (got, text) = post(endpoint.ec2_addr, "Action=DescribeSubnets").await;
+        assert_eq!(got, status, "{code}: {text}");
+        assert!(text.contains(&format!("<Code>{code}</Code>")), "{text}");
+    }
+}

@@ -378,3 +378,21 @@ fn sigterm_exits_non_zero_when_the_checkpoint_cannot_be_written() {
     assert!(status.success(), "{status:?}\n{}", node.ipamd_log());
     assert!(std::fs::read_to_string(&path).unwrap().contains("vpc-cni-ipam/1"));
 }
+
+/// EC2 failing at start-up (here six InternalErrors in a row on DescribeInstances: more than the SDK's three
+/// attempts of one call) does not make the daemon exit: it tries start-up again, and serves. Found by the
+/// soak, where one injected fault during a restart left a node without ipamd.
+#[test]
+fn start_up_outlasts_ec2_failing_for_a_while() {
+    let node = TestNode::builder()
+        .sim_setting(
+            "faults",
+            r#"[{ action = "DescribeInstances", code = "InternalError", remaining = 6 }]"#,
+        )
+        .start()
+        .unwrap();
+    node.wait_for_addresses(1).unwrap();
+    assert!(outcome(&node.ipamd_add("after-faults").unwrap()).is_ok());
+    let log = node.ipamd_log();
+    assert!(log.contains("start-up: EC2") && log.contains("trying again"), "{log}");
+}
