@@ -394,5 +394,8 @@ fn start_up_outlasts_ec2_failing_for_a_while() {
     node.wait_for_addresses(1).unwrap();
     assert!(outcome(&node.ipamd_add("after-faults").unwrap()).is_ok());
     let log = node.ipamd_log();
-    assert!(log.contains("start-up: EC2") && log.contains("trying again"), "{log}");
+    assert!(
+        log.contains("start-up: EC2") && log.contains("trying again"),
+        "{log}"
+    );
 }
