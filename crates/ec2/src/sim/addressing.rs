@@ -1,6 +1,8 @@
 //! Address allocation inside a subnet, with EC2's rules: the first four and the last address are
 //! reserved; a /28 prefix is aligned and never overlaps a single address; prefix reservations (subnet CIDR
-//! reservations of type `prefix`) hold addresses that are only handed out as prefixes.
+//! reservations of type `prefix`) hold addresses that are only handed out as prefixes, and prefixes come
+//! from them first; explicit reservations (type `explicit`) hold addresses that are never handed out
+//! automatically, only when asked for by address or prefix.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -16,6 +18,42 @@ pub struct SubnetAddresses {
     cidr: Ipv4Net,
     used: BTreeSet<u32>,
     prefix_reservations: Vec<Ipv4Net>,
+    #[serde(default)]
+    explicit_reservations: Vec<Ipv4Net>,
+}
+
+/// The two kinds of subnet CIDR reservation EC2 has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReservationType {
+    /// Prefixes come from it first; single addresses never do.
+    Prefix,
+    /// Nothing is handed out from it automatically.
+    Explicit,
+}
+
+impl ReservationType {
+    /// EC2's spelling (`prefix`, `explicit`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prefix => "prefix",
+            Self::Explicit => "explicit",
+        }
+    }
+
+    /// Parses EC2's spelling.
+    pub fn parse(text: &str) -> Result<Self, Ec2Error> {
+        match text {
+            "prefix" => Ok(Self::Prefix),
+            "explicit" => Ok(Self::Explicit),
+            other => Err(Ec2Error::new(
+                "InvalidParameterValue",
+                format!(
+                    "Value ({other}) for parameter reservationType is invalid. Expected: prefix, explicit."
+                ),
+            )),
+        }
+    }
 }
 
 const PREFIX_LEN: u8 = 28;
@@ -28,6 +66,7 @@ impl SubnetAddresses {
             cidr: cidr.trunc(),
             used: BTreeSet::new(),
             prefix_reservations: Vec::new(),
+            explicit_reservations: Vec::new(),
         }
     }
 
@@ -50,6 +89,12 @@ impl SubnetAddresses {
             .any(|r| r.contains(&Ipv4Addr::from(addr)))
     }
 
+    fn in_explicit_reservation(&self, addr: u32) -> bool {
+        self.explicit_reservations
+            .iter()
+            .any(|r| r.contains(&Ipv4Addr::from(addr)))
+    }
+
     /// Addresses neither reserved by AWS nor in use: `AvailableIpAddressCount`.
     pub fn available(&self) -> u32 {
         let usable = (self.last() - self.first() + 1).saturating_sub(5);
@@ -63,7 +108,26 @@ impl SubnetAddresses {
 
     /// Adds a prefix-only reservation (CreateSubnetCidrReservation with type `prefix`).
     pub fn reserve_for_prefixes(&mut self, cidr: Ipv4Net) -> Result<(), Ec2Error> {
-        let cidr = cidr.trunc();
+        self.reserve(cidr, ReservationType::Prefix)
+    }
+
+    /// Removes a reservation (DeleteSubnetCidrReservation); addresses already assigned from it stay.
+    pub fn unreserve(&mut self, cidr: Ipv4Net, kind: ReservationType) {
+        let list = match kind {
+            ReservationType::Prefix => &mut self.prefix_reservations,
+            ReservationType::Explicit => &mut self.explicit_reservations,
+        };
+        list.retain(|r| *r != cidr);
+    }
+
+    /// Adds a reservation of either type (CreateSubnetCidrReservation). Reservations may not overlap.
+    pub fn reserve(&mut self, cidr: Ipv4Net, kind: ReservationType) -> Result<(), Ec2Error> {
+        if cidr.trunc() != cidr {
+            return Err(Ec2Error::new(
+                "InvalidParameterValue",
+                format!("The CIDR {cidr} is not valid: host bits are set"),
+            ));
+        }
         if !self.cidr.contains(&cidr) {
             return Err(Ec2Error::new(
                 "InvalidParameterValue",
@@ -73,6 +137,7 @@ impl SubnetAddresses {
         if self
             .prefix_reservations
             .iter()
+            .chain(&self.explicit_reservations)
             .any(|r| r.contains(&cidr) || cidr.contains(r))
         {
             return Err(Ec2Error::new(
@@ -80,7 +145,10 @@ impl SubnetAddresses {
                 format!("The CIDR {cidr} overlaps a reservation"),
             ));
         }
-        self.prefix_reservations.push(cidr);
+        match kind {
+            ReservationType::Prefix => self.prefix_reservations.push(cidr),
+            ReservationType::Explicit => self.explicit_reservations.push(cidr),
+        }
         Ok(())
     }
 
@@ -94,10 +162,14 @@ impl SubnetAddresses {
         )
     }
 
-    /// The lowest free address outside prefix reservations.
+    /// The lowest free address outside reservations.
     pub fn allocate_ip(&mut self) -> Result<Ipv4Addr, Ec2Error> {
-        let found = (self.first()..=self.last())
-            .find(|a| !self.is_aws_reserved(*a) && !self.used.contains(a) && !self.in_prefix_reservation(*a));
+        let found = (self.first()..=self.last()).find(|a| {
+            !self.is_aws_reserved(*a)
+                && !self.used.contains(a)
+                && !self.in_prefix_reservation(*a)
+                && !self.in_explicit_reservation(*a)
+        });
         let addr = found.ok_or_else(|| self.exhausted())?;
         self.used.insert(addr);
         Ok(Ipv4Addr::from(addr))
@@ -131,10 +203,12 @@ impl SubnetAddresses {
         Ok(())
     }
 
-    /// The lowest aligned, entirely free /28, inside prefix reservations first.
+    /// The lowest aligned, entirely free /28, inside prefix reservations first, never in an explicit one.
     pub fn allocate_prefix(&mut self) -> Result<Ipv4Net, Ec2Error> {
         let free_block = |base: u32| {
-            (base..base + PREFIX_SIZE).all(|a| !self.is_aws_reserved(a) && !self.used.contains(&a))
+            (base..base + PREFIX_SIZE).all(|a| {
+                !self.is_aws_reserved(a) && !self.used.contains(&a) && !self.in_explicit_reservation(a)
+            })
         };
         let aligned_first = self.first().div_ceil(PREFIX_SIZE) * PREFIX_SIZE;
         let bases =
@@ -243,6 +317,37 @@ mod tests {
             subnet.allocate_prefix().unwrap(),
             "10.0.0.32/28".parse::<Ipv4Net>().unwrap()
         );
+    }
+
+    #[test]
+    fn explicit_reservations_are_never_handed_out_automatically() {
+        let mut subnet = SubnetAddresses::new("10.0.0.0/26".parse().unwrap());
+        subnet
+            .reserve("10.0.0.16/28".parse().unwrap(), ReservationType::Explicit)
+            .unwrap();
+        assert_eq!(
+            subnet.allocate_prefix().unwrap(),
+            "10.0.0.32/28".parse::<Ipv4Net>().unwrap()
+        );
+        let singles: Vec<_> = std::iter::from_fn(|| subnet.allocate_ip().ok()).collect();
+        assert!(
+            singles.iter().all(|ip| !(16..32).contains(&ip.octets()[3])),
+            "{singles:?}"
+        );
+        // Asked for by address or prefix, it is given.
+        subnet.claim_ip(Ipv4Addr::new(10, 0, 0, 20)).unwrap();
+        subnet.claim_prefix("10.0.0.16/28".parse().unwrap()).unwrap_err();
+        assert!(
+            subnet
+                .reserve("10.0.0.16/27".parse().unwrap(), ReservationType::Prefix)
+                .unwrap_err()
+                .message
+                .contains("overlaps a reservation")
+        );
+        subnet.unreserve("10.0.0.16/28".parse().unwrap(), ReservationType::Explicit);
+        subnet
+            .reserve("10.0.0.16/28".parse().unwrap(), ReservationType::Prefix)
+            .unwrap();
     }
 
     #[test]
