@@ -339,7 +339,7 @@ mod tests {
         subnet.claim_prefix("10.0.0.16/28".parse().unwrap()).unwrap_err();
         assert!(
             subnet
-                .reserve("10.0.0.16/27".parse().unwrap(), ReservationType::Prefix)
+                .reserve("10.0.0.0/27".parse().unwrap(), ReservationType::Prefix)
                 .unwrap_err()
                 .message
                 .contains("overlaps a reservation")
