@@ -278,7 +278,8 @@ fn custom_networking_chapter(first: LabSpec) -> Result<(), LabError> {
         spec.state_dir.display(),
         spec.prefix
     ));
-    let mut lab = bring_up(spec)?;
+    // Lab::up rather than bring_up: the chapter says what matters here instead of the "try next" list.
+    let mut lab = Lab::up(spec)?;
     say!(
         "The lab wrote one ENIConfig per zone and labelled the node topology.kubernetes.io/zone; ipamd reads\n\
          them from a directory (VPCNI_ENI_CONFIG_DIR) and creates its pod ENIs in the ENIConfig's subnet:"
