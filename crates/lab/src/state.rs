@@ -89,6 +89,7 @@ impl StatePaths {
             "topology.toml",
             "ec2",
             "nodes",
+            "eniconfigs",
         ]
         .iter()
         .map(|name| self.dir.join(name))

@@ -82,4 +82,10 @@ fn pods_live_in_the_pod_subnet_reach_each_other_and_the_internet_and_42_fit() {
     let pods_on_node_1 = status.pods.iter().filter(|p| p.node == "node-1").count();
     assert_eq!(pods_on_node_1, 42);
     assert!(status.pods.iter().all(|p| pod_subnet.contains(&p.ip)));
+
+    // `lab down` removes the ENIConfig directory with the rest of the state.
+    let state_dir = lab.state().spec.state_dir.clone();
+    assert!(state_dir.join("eniconfigs").join("us-west-2a.yaml").is_file());
+    lab.down();
+    assert!(!state_dir.exists(), "{} is still there", state_dir.display());
 }
