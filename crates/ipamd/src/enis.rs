@@ -153,8 +153,28 @@ async fn eni_config_target(
 ) -> Result<(String, Ipv4Net, Vec<String>), GrowFailure> {
     let (choice, spec, source) = match node.eni_configs.resolve() {
         vpcni_k8s::Resolution::Use { choice, spec, source } => (choice, spec, source),
-        vpcni_k8s::Resolution::Unavailable { reason, .. } => return Err(GrowFailure::NoEniConfig(reason)),
+        vpcni_k8s::Resolution::Unavailable { reason, .. } => {
+            // The view says why; what EC2 said of an earlier ENIConfig no longer applies.
+            node.eni_config_problem.send_replace(None);
+            return Err(GrowFailure::NoEniConfig(reason));
+        }
     };
+    let checked = check_eni_config_subnet(node, ec2, &choice, spec, &source).await;
+    node.eni_config_problem.send_replace(match &checked {
+        Err(GrowFailure::NoEniConfig(reason)) => Some(reason.clone()),
+        _ => None,
+    });
+    checked
+}
+
+/// The ENIConfig's subnet as EC2 has it: it must exist, in the node's VPC and zone.
+async fn check_eni_config_subnet(
+    node: &Node,
+    ec2: &dyn Ec2,
+    choice: &vpcni_k8s::Choice,
+    spec: vpcni_k8s::EniConfigSpec,
+    source: &vpcni_k8s::Source,
+) -> Result<(String, Ipv4Net, Vec<String>), GrowFailure> {
     let named = format!(
         "ENIConfig {:?} (chosen by {}, from {source})",
         choice.name, choice.by
@@ -304,12 +324,7 @@ async fn attach_new_eni(
     // Custom networking: the ENIConfig's subnet and security groups, and nothing else; otherwise subnet
     // discovery's subnets with the node's security groups.
     let (subnets, security_groups) = if node.config.pool.custom_networking {
-        let target = eni_config_target(node, ec2).await;
-        node.eni_config_problem.send_replace(match &target {
-            Err(GrowFailure::NoEniConfig(reason)) => Some(reason.clone()),
-            _ => None,
-        });
-        let (subnet_id, cidr, groups) = target.map_err(AddEniError::Before)?;
+        let (subnet_id, cidr, groups) = eni_config_target(node, ec2).await.map_err(AddEniError::Before)?;
         (vec![(subnet_id, cidr)], groups)
     } else {
         let subnets = candidate_subnets(node, ec2)

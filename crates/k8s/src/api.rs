@@ -198,6 +198,8 @@ async fn follow_kind<K>(
         match item {
             None => return,
             Some(Ok(event)) => {
+                // `Init` comes before the list request is even made: it says nothing about the server.
+                let answered = !matches!(event, watcher::Event::Init);
                 let changed = match event {
                     watcher::Event::Init => {
                         listing.clear();
@@ -220,7 +222,9 @@ async fn follow_kind<K>(
                         true
                     }
                 };
-                mark(view, health.set(what, ApiState::Connected), what);
+                if answered {
+                    mark(view, health.set(what, ApiState::Connected), what);
+                }
                 if changed {
                     let snapshot = current.clone();
                     view.update(|v| publish(v, snapshot));

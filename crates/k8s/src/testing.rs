@@ -105,6 +105,12 @@ fn unavailable() -> Response {
     )
 }
 
+/// Where the server listens.
+enum Binding {
+    Address(SocketAddr),
+    Listener(tokio::net::TcpListener),
+}
+
 /// The server. Dropping it stops it.
 #[derive(Debug)]
 pub struct FakeApiServer {
@@ -332,6 +338,17 @@ impl FakeApiServer {
 
     /// Starts on `address` (to bring one back on the port a client already uses).
     pub async fn start_on(address: SocketAddr) -> std::io::Result<Self> {
+        Self::start_with(Binding::Address(address)).await
+    }
+
+    /// Starts on a listener bound already, e.g. inside another network namespace (where a daemon under
+    /// test runs). [`FakeApiServer::restart`] binds its address again in the caller's namespace.
+    pub async fn from_listener(listener: std::net::TcpListener) -> std::io::Result<Self> {
+        listener.set_nonblocking(true)?;
+        Self::start_with(Binding::Listener(tokio::net::TcpListener::from_std(listener)?)).await
+    }
+
+    async fn start_with(binding: Binding) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             store: Mutex::new(Store {
                 rv: 1,
@@ -342,7 +359,7 @@ impl FakeApiServer {
             serving: std::sync::atomic::AtomicBool::new(true),
             open_watches: tokio::sync::watch::Sender::new(0),
         });
-        let (address, stop, task) = Self::serve(shared.clone(), address).await?;
+        let (address, stop, task) = Self::serve(shared.clone(), binding).await?;
         Ok(Self {
             shared,
             address,
@@ -353,13 +370,16 @@ impl FakeApiServer {
 
     async fn serve(
         shared: Arc<Shared>,
-        address: SocketAddr,
+        binding: Binding,
     ) -> std::io::Result<(
         SocketAddr,
         tokio::sync::oneshot::Sender<()>,
         tokio::task::JoinHandle<()>,
     )> {
-        let listener = tokio::net::TcpListener::bind(address).await?;
+        let listener = match binding {
+            Binding::Address(address) => tokio::net::TcpListener::bind(address).await?,
+            Binding::Listener(listener) => listener,
+        };
         let address = listener.local_addr()?;
         let router = Router::new()
             .route(
@@ -537,7 +557,7 @@ impl FakeApiServer {
         self.shared
             .serving
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let (_, stop, task) = Self::serve(self.shared.clone(), self.address).await?;
+        let (_, stop, task) = Self::serve(self.shared.clone(), Binding::Address(self.address)).await?;
         self.stop = Some(stop);
         self.task = Some(task);
         Ok(())

@@ -162,7 +162,11 @@ impl View {
             None => Err(format!(
                 "{}'s labels and annotations are not known: {}",
                 self.node_label(),
-                self.api.describe()
+                if self.api.is_up() {
+                    "the node has not been read from the Kubernetes API yet".to_owned()
+                } else {
+                    self.api.describe()
+                }
             )),
         }
     }
