@@ -164,9 +164,9 @@ def test_rbac_is_the_least_the_daemon_needs(rendered):
     everything = objects(rendered)
     role = everything[("ClusterRole", "vpcni")]
     assert role["rules"] == [
-        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "watch"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": ["crd.k8s.amazonaws.com"], "resources": ["eniconfigs"], "verbs": ["get", "list", "watch"]},
-        {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
     binding = everything[("ClusterRoleBinding", "vpcni")]
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "vpcni", "namespace": "kube-system"}]

@@ -365,7 +365,10 @@ async fn status(config: &NetConf) -> Result<(), CniError> {
     }
     let stuck = matches!(
         reply.reason(),
-        FailureReason::SubnetExhausted | FailureReason::NoFreePrefix | FailureReason::Ec2Error
+        FailureReason::SubnetExhausted
+            | FailureReason::NoFreePrefix
+            | FailureReason::Ec2Error
+            | FailureReason::EniConfigUnavailable
     );
     if reply.available_addresses == 0 && stuck {
         let reason = reply.reason().as_str_name();

@@ -1,7 +1,7 @@
 //! EC2 actions served over the Query API: each parses its parameters, calls the simulator and renders EC2's
 //! XML answer. Element names follow EC2's 2016-11-15 API (botocore's service model), which every SDK parses.
 
-use vpcni_ec2::sim::Simulator;
+use vpcni_ec2::sim::{CidrReservation, ReservationType, Simulator};
 use vpcni_ec2::{
     AddressRequest, CreateNetworkInterfaceRequest, DescribeNetworkInterfacesRequest, Ec2, Ec2Error, Instance,
     NetworkInterface, Subnet, Tags,
@@ -11,7 +11,7 @@ use crate::query::Params;
 use crate::xml::Xml;
 
 /// Every action this endpoint serves.
-pub const ACTIONS: [&str; 20] = [
+pub const ACTIONS: [&str; 22] = [
     "AssignPrivateIpAddresses",
     "AttachNetworkInterface",
     "CreateNetworkInterface",
@@ -32,9 +32,19 @@ pub const ACTIONS: [&str; 20] = [
     "UnassignPrivateIpAddresses",
     "AssociateVpcCidrBlock",
     "DescribeAvailabilityZones",
+    "GetSubnetCidrReservations",
+    "DeleteSubnetCidrReservation",
 ];
 
 const OWNER: &str = "000000000000";
+
+fn reservation_xml(xml: &mut Xml, reservation: &CidrReservation) {
+    xml.text("subnetCidrReservationId", &reservation.id)
+        .text("subnetId", &reservation.subnet_id)
+        .text("cidr", reservation.cidr)
+        .text("reservationType", reservation.kind.as_str())
+        .text("ownerId", OWNER);
+}
 
 fn tag_set(xml: &mut Xml, tags: &Tags) {
     xml.list("tagSet", tags.iter(), |xml, (k, v)| {
@@ -411,20 +421,25 @@ pub async fn run(sim: &Simulator, action: &str, params: &Params) -> Result<Xml, 
         "CreateSubnetCidrReservation" => {
             let subnet = params.required("SubnetId")?;
             let cidr = params.cidr("Cidr")?;
-            let kind = params.required("ReservationType")?;
-            if kind != "prefix" {
-                return Err(Ec2Error::new(
-                    "InvalidParameterValue",
-                    format!("ReservationType {kind} is not supported here; use prefix"),
-                ));
-            }
-            let id = sim.create_subnet_cidr_reservation(subnet, cidr)?;
-            body.node("subnetCidrReservation", |xml| {
-                xml.text("subnetCidrReservationId", id)
-                    .text("subnetId", subnet)
-                    .text("cidr", cidr)
-                    .text("reservationType", kind)
-                    .text("ownerId", OWNER);
+            let kind = ReservationType::parse(params.required("ReservationType")?)?;
+            let reservation = sim.create_subnet_cidr_reservation_of(subnet, cidr, kind)?;
+            body.node("subnetCidrReservation", |xml| reservation_xml(xml, &reservation));
+        }
+        "GetSubnetCidrReservations" => {
+            let subnet = params.required("SubnetId")?;
+            let reservations = sim.get_subnet_cidr_reservations(subnet)?;
+            body.list(
+                "subnetIpv4CidrReservationSet",
+                reservations,
+                |xml, reservation| reservation_xml(xml, &reservation),
+            );
+            body.list("subnetIpv6CidrReservationSet", Vec::<()>::new(), |_, ()| {});
+        }
+        "DeleteSubnetCidrReservation" => {
+            let id = params.required("SubnetCidrReservationId")?;
+            let reservation = sim.delete_subnet_cidr_reservation(id)?;
+            body.node("deletedSubnetCidrReservation", |xml| {
+                reservation_xml(xml, &reservation)
             });
         }
         "RunInstances" => {

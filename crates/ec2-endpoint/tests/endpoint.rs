@@ -159,3 +159,62 @@ async fn ec2s_own_failures_are_5xx() {
         assert!(text.contains(&format!("<Code>{code}</Code>")), "{text}");
     }
 }
+
+/// Subnet CIDR reservations over the Query API: both types, listed and deleted as EC2 does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subnet_cidr_reservations_are_created_listed_and_deleted() {
+    let endpoint = start(None, Some(TOPOLOGY)).await;
+    let subnet = endpoint.created.subnets["a"].clone();
+    let address = endpoint.ec2_addr;
+    let leak = |body: String| -> &'static str { Box::leak(body.into_boxed_str()) };
+    let create = |cidr: &str, kind: &str| {
+        leak(format!(
+            "Action=CreateSubnetCidrReservation&Version=2016-11-15&SubnetId={subnet}&Cidr={cidr}&ReservationType={kind}"
+        ))
+    };
+    let (status, body) = post(address, create("10.1.0.64%2F28", "explicit")).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("<reservationType>explicit</reservationType>"),
+        "{body}"
+    );
+    let explicit_id = body
+        .split("<subnetCidrReservationId>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap()
+        .to_owned();
+    let (status, body) = post(address, create("10.1.0.128%2F26", "prefix")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(address, create("10.1.0.64%2F27", "prefix")).await;
+    assert_eq!(status, 400, "overlapping reservations are refused: {body}");
+    let (status, body) = post(address, create("10.1.0.0%2F28", "sometimes")).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("Expected: prefix, explicit"), "{body}");
+
+    let get = leak(format!(
+        "Action=GetSubnetCidrReservations&Version=2016-11-15&SubnetId={subnet}"
+    ));
+    let (status, body) = post(address, get).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("<cidr>10.1.0.64/28</cidr>") && body.contains("<cidr>10.1.0.128/26</cidr>"),
+        "{body}"
+    );
+
+    let delete = leak(format!(
+        "Action=DeleteSubnetCidrReservation&Version=2016-11-15&SubnetCidrReservationId={explicit_id}"
+    ));
+    let (status, body) = post(address, delete).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<deletedSubnetCidrReservation>"), "{body}");
+    let (_, body) = post(address, get).await;
+    assert!(
+        !body.contains("10.1.0.64/28") && body.contains("10.1.0.128/26"),
+        "{body}"
+    );
+    let (status, body) = post(address, delete).await;
+    assert_eq!(status, 400);
+    assert!(body.contains("InvalidSubnetCidrReservationID.NotFound"), "{body}");
+    endpoint.shutdown();
+}

@@ -89,9 +89,22 @@ impl NodeLimits {
         max_eni: Option<u32>,
         security_groups_for_pods: bool,
     ) -> Self {
+        Self::for_node(limits, max_eni, security_groups_for_pods, false)
+    }
+
+    /// The same, with custom networking (AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG) taken into account: the
+    /// primary ENI carries no pod addresses, so max pods is the table's for ENIs − 1, as
+    /// `vpcnictl max-pods --custom-networking` and the original's calculator compute it.
+    pub fn for_node(
+        limits: &InstanceLimits,
+        max_eni: Option<u32>,
+        security_groups_for_pods: bool,
+        custom_networking: bool,
+    ) -> Self {
         let max_enis = max_eni.map_or(limits.max_enis, |m| m.min(limits.max_enis));
         let options = vpcni_limits::max_pods::MaxPodsOptions {
             prefix_delegation: false,
+            custom_networking,
             show_max_allowed: true,
             ..Default::default()
         };

@@ -49,6 +49,8 @@ pub enum NoAddressReason {
     NodeAddressLimit,
     /// EC2 answered with another error.
     Ec2Error,
+    /// Custom networking: the node's ENIConfig is missing or unusable, so no pod ENI is created.
+    EniConfigUnavailable,
 }
 
 /// A refusal: the reason and one sentence for the pod's events.
@@ -72,6 +74,8 @@ pub enum GrowFailure {
     Throttled,
     /// Any other EC2 error, with its text.
     Other(String),
+    /// Custom networking: no usable ENIConfig, with the reason (naming the ENIConfig and what chose it).
+    NoEniConfig(String),
 }
 
 impl GrowFailure {
@@ -384,6 +388,12 @@ impl Pool {
                     return no(
                         NoAddressReason::Ec2Throttled,
                         "EC2 is throttling this account; ipamd is backing off".into(),
+                    );
+                }
+                GrowFailure::NoEniConfig(text) if recent => {
+                    return no(
+                        NoAddressReason::EniConfigUnavailable,
+                        format!("custom networking: no pod ENI can be created: {text}"),
                     );
                 }
                 GrowFailure::Other(text) if recent => {

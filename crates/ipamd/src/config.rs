@@ -125,6 +125,22 @@ pub struct NetworkSettings {
     pub veth_prefix: String,
 }
 
+/// The Kubernetes side of custom networking: which node this is and where its ENIConfig comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KubernetesSettings {
+    /// MY_NODE_NAME (the DaemonSet sets it from `spec.nodeName`); empty selects the ENIConfig `default`.
+    pub node_name: String,
+    /// ENI_CONFIG_LABEL_DEF (default `k8s.amazonaws.com/eniConfig`).
+    pub eni_config_label_def: String,
+    /// ENI_CONFIG_ANNOTATION_DEF (default `k8s.amazonaws.com/eniConfig`).
+    pub eni_config_annotation_def: String,
+    /// VPCNI_ENI_CONFIG_DIR: ENIConfig objects (and optionally this node's Node object) from YAML files
+    /// instead of the API.
+    pub eni_config_dir: Option<PathBuf>,
+    /// VPCNI_KUBERNETES_API_URL: the API server's URL instead of the in-cluster service (tests, labs).
+    pub api_url: Option<String>,
+}
+
 /// Everything ipamd reads from its environment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Config {
@@ -168,6 +184,8 @@ pub struct Config {
     pub import_checkpoint: PathBuf,
     /// VPCNI_EC2_BACKEND.
     pub ec2_backend: Ec2Backend,
+    /// Node name and ENIConfig sources.
+    pub kubernetes: KubernetesSettings,
     /// Values accepted by falling back, as the original does; the daemon logs each once logging is up.
     #[serde(skip)]
     pub warnings: Vec<ConfigWarning>,
@@ -297,7 +315,9 @@ impl Config {
             env.invalid("AWS_EC2_ENDPOINT", endpoint, "an http:// or https:// URL");
         }
 
+        let kubernetes = kubernetes_settings(&mut env);
         let config = Self {
+            kubernetes,
             pool,
             network,
             cluster_name,
@@ -354,6 +374,85 @@ impl Config {
         } else {
             &self.log_level
         }
+    }
+}
+
+/// A Kubernetes label or annotation key: an optional DNS-subdomain prefix and `/`, then a name of at most
+/// 63 characters, alphanumerics at both ends, `-`, `_` and `.` inside.
+fn is_qualified_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+            })
+    });
+    let name_ok = !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name.as_bytes()[name.len() - 1].is_ascii_alphanumeric();
+    prefix_ok && name_ok
+}
+
+fn kubernetes_settings<F: Fn(&str) -> Option<String>>(env: &mut EnvReader<F>) -> KubernetesSettings {
+    const DEFAULT_KEY: &str = "k8s.amazonaws.com/eniConfig";
+    let key = |env: &mut EnvReader<F>, variable: &'static str| match env.raw(variable) {
+        None => DEFAULT_KEY.to_owned(),
+        Some(value) if is_qualified_key(&value) => value,
+        Some(value) => {
+            env.invalid(
+                variable,
+                &value,
+                "a label or annotation key such as topology.kubernetes.io/zone (optional DNS prefix and '/', \
+                 then up to 63 letters, digits, '-', '_' or '.'); unset for k8s.amazonaws.com/eniConfig",
+            );
+            DEFAULT_KEY.to_owned()
+        }
+    };
+    let eni_config_label_def = key(env, "ENI_CONFIG_LABEL_DEF");
+    let eni_config_annotation_def = key(env, "ENI_CONFIG_ANNOTATION_DEF");
+    let node_name = env.raw("MY_NODE_NAME").unwrap_or_default();
+    if node_name.len() > 253 || node_name.bytes().any(|b| b.is_ascii_control() || b == b'/') {
+        env.invalid(
+            "MY_NODE_NAME",
+            &node_name,
+            "the node's name (at most 253 characters, no '/'), as the DaemonSet sets it from spec.nodeName",
+        );
+    }
+    let eni_config_dir = env.raw("VPCNI_ENI_CONFIG_DIR").map(|value| {
+        if !value.starts_with('/') || value.split('/').any(|p| p == "..") {
+            env.invalid(
+                "VPCNI_ENI_CONFIG_DIR",
+                &value,
+                "an absolute path without '..' to a directory of ENIConfig YAML files",
+            );
+        }
+        PathBuf::from(value)
+    });
+    let api_url = env.raw("VPCNI_KUBERNETES_API_URL");
+    if let Some(url) = api_url.as_deref()
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        env.invalid("VPCNI_KUBERNETES_API_URL", url, "an http:// or https:// URL");
+    }
+    KubernetesSettings {
+        node_name,
+        eni_config_label_def,
+        eni_config_annotation_def,
+        eni_config_dir,
+        api_url,
     }
 }
 

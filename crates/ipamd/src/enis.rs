@@ -103,6 +103,89 @@ pub async fn candidate_subnets(node: &Node, ec2: &dyn Ec2) -> Result<Vec<(String
     }
 }
 
+/// Whether an ENI's subnet keeps it from carrying pods (the original's `IsSubnetExcluded`, applied to
+/// existing ENIs with ENABLE_SUBNET_DISCOVERY): tagged `kubernetes.io/role/cni=0`, or tagged for pods but
+/// reserved for other clusters (`cni.networking.k8s.aws/cluster/<name>` tags, none for this one; not
+/// checked with an empty CLUSTER_NAME). An untagged subnet is not excluded.
+pub fn subnet_excludes_pods(subnet: &Subnet, cluster_name: &str) -> bool {
+    match subnet.tags.get(CNI_ROLE_TAG).map(String::as_str) {
+        None | Some("") => false,
+        Some("0") => true,
+        // Tagged for pods: excluded only if reserved for other clusters.
+        Some(_) => !subnet_eligible(subnet, "", cluster_name),
+    }
+}
+
+/// Where a new pod ENI goes and with which security groups, under custom networking: the node's ENIConfig,
+/// checked against EC2 (its subnet must exist, in the node's VPC and zone) so that a wrong ENIConfig is a
+/// reason naming it, never an ENI elsewhere.
+async fn eni_config_target(
+    node: &Node,
+    ec2: &dyn Ec2,
+) -> Result<(String, Ipv4Net, Vec<String>), GrowFailure> {
+    let (choice, spec, source) = match node.eni_configs.resolve() {
+        vpcni_k8s::Resolution::Use { choice, spec, source } => (choice, spec, source),
+        vpcni_k8s::Resolution::Unavailable { reason, .. } => {
+            // The view says why; what EC2 said of an earlier ENIConfig no longer applies.
+            node.eni_config_problem.send_replace(None);
+            return Err(GrowFailure::NoEniConfig(reason));
+        }
+    };
+    let checked = check_eni_config_subnet(node, ec2, &choice, spec, &source).await;
+    node.eni_config_problem.send_replace(match &checked {
+        Err(GrowFailure::NoEniConfig(reason)) => Some(reason.clone()),
+        _ => None,
+    });
+    checked
+}
+
+/// The ENIConfig's subnet as EC2 has it: it must exist, in the node's VPC and zone.
+async fn check_eni_config_subnet(
+    node: &Node,
+    ec2: &dyn Ec2,
+    choice: &vpcni_k8s::Choice,
+    spec: vpcni_k8s::EniConfigSpec,
+    source: &vpcni_k8s::Source,
+) -> Result<(String, Ipv4Net, Vec<String>), GrowFailure> {
+    let named = format!(
+        "ENIConfig {:?} (chosen by {}, from {source})",
+        choice.name, choice.by
+    );
+    let identity = &node.identity;
+    let subnet = match ec2
+        .describe_subnets(std::slice::from_ref(&spec.subnet), &[])
+        .await
+    {
+        Ok(subnets) => subnets.into_iter().find(|s| s.subnet_id == spec.subnet),
+        Err(error) if error.kind == Ec2ErrorKind::NotFound => None,
+        Err(error) => return Err(grow_failure(&error, &spec.subnet)),
+    };
+    let Some(subnet) = subnet else {
+        return Err(GrowFailure::NoEniConfig(format!(
+            "{named} names subnet {}, which does not exist",
+            spec.subnet
+        )));
+    };
+    if !identity.vpc_id.is_empty() && subnet.vpc_id != identity.vpc_id {
+        return Err(GrowFailure::NoEniConfig(format!(
+            "{named} names subnet {} of {}, not of this node's VPC {}",
+            spec.subnet, subnet.vpc_id, identity.vpc_id
+        )));
+    }
+    if !identity.availability_zone.is_empty() && subnet.availability_zone != identity.availability_zone {
+        return Err(GrowFailure::NoEniConfig(format!(
+            "{named} names subnet {} in {}, not in this node's zone {}",
+            spec.subnet, subnet.availability_zone, identity.availability_zone
+        )));
+    }
+    let security_groups = if spec.security_groups.is_empty() {
+        identity.security_groups.clone()
+    } else {
+        spec.security_groups
+    };
+    Ok((subnet.subnet_id, subnet.cidr_block, security_groups))
+}
+
 fn grow_failure(error: &Ec2Error, subnet: &str) -> GrowFailure {
     match error.kind {
         Ec2ErrorKind::InsufficientFreeAddressesInSubnet => GrowFailure::SubnetExhausted(subnet.to_owned()),
@@ -133,6 +216,8 @@ pub fn record_grow(node: &Node, result: &Result<Vec<Ipv4Net>, Ec2Error>, eni_id:
 enum AddEniError {
     Ec2(Ec2Error, String),
     Host(String),
+    /// Custom networking without a usable ENIConfig (or another failure found before any EC2 write).
+    Before(GrowFailure),
 }
 
 /// Creates, attaches and sets up an ENI with `ips` addresses or `prefixes` prefixes requested inline.
@@ -178,6 +263,14 @@ pub async fn create_eni(node: &Node, ec2: &dyn Ec2, ips: u32, prefixes: u32) -> 
             pool.record_grow_failure(grow_failure(&error, &subnet), now_ms());
             Err(error)
         }
+        Err(AddEniError::Before(failure)) => {
+            let text = match &failure {
+                GrowFailure::NoEniConfig(reason) => reason.clone(),
+                other => format!("{other:?}"),
+            };
+            pool.record_grow_failure(failure, now_ms());
+            Err(Ec2Error::new("NoEniConfig", text))
+        }
         Err(AddEniError::Host(text)) => {
             node.metrics
                 .ipamd_error_count
@@ -200,14 +293,22 @@ async fn attach_new_eni(
     tags.insert(CREATED_AT_TAG.into(), rfc3339(now_ms()));
     let mut last = None;
     let mut created = None;
-    let subnets = candidate_subnets(node, ec2)
-        .await
-        .map_err(|error| AddEniError::Ec2(error, identity.primary_subnet_id.clone()))?;
+    // Custom networking: the ENIConfig's subnet and security groups, and nothing else; otherwise subnet
+    // discovery's subnets with the node's security groups.
+    let (subnets, security_groups) = if node.config.pool.custom_networking {
+        let (subnet_id, cidr, groups) = eni_config_target(node, ec2).await.map_err(AddEniError::Before)?;
+        (vec![(subnet_id, cidr)], groups)
+    } else {
+        let subnets = candidate_subnets(node, ec2)
+            .await
+            .map_err(|error| AddEniError::Ec2(error, identity.primary_subnet_id.clone()))?;
+        (subnets, identity.security_groups.clone())
+    };
     for (subnet_id, subnet_cidr) in subnets {
         let request = CreateNetworkInterfaceRequest {
             subnet_id: subnet_id.clone(),
             description: format!("{ENI_DESCRIPTION_PREFIX}{}", identity.instance_id),
-            security_groups: identity.security_groups.clone(),
+            security_groups: security_groups.clone(),
             tags: tags.clone(),
             secondary_ip_count: ips,
             ipv4_prefix_count: prefixes,

@@ -11,6 +11,7 @@
 pub mod clock;
 pub mod config;
 pub mod cooldown;
+pub mod custom_networking;
 pub mod discovery;
 pub mod enis;
 pub mod host;

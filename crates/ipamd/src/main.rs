@@ -19,7 +19,7 @@ use vpcni_ipamd::introspection::{introspection_router, metrics_router};
 use vpcni_ipamd::metered::MeteredEc2;
 use vpcni_ipamd::metrics::Metrics;
 use vpcni_ipamd::pool_loop::PoolManager;
-use vpcni_ipamd::{leaked, pool_loop, server, startup};
+use vpcni_ipamd::{custom_networking, leaked, pool_loop, server, startup};
 
 /// The exit code for bad configuration (EX_USAGE), as linkerd and sysexits use it.
 const EXIT_CONFIG: u8 = 64;
@@ -257,6 +257,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
             .await?,
         );
     }
+    // Before the pool manager, so its first cycle finds the ENIConfig sources started.
+    tasks.extend(custom_networking::start(&node, stop_rx.clone()));
     let manager = PoolManager {
         node: node.clone(),
         ec2: ec2.clone(),

@@ -136,6 +136,11 @@ pub struct Metrics {
     pub no_ip_reason_count: IntCounterVec,
     pub ec2_budget_wait_seconds: Counter,
     pub cooling_ip_addresses: IntGauge,
+    /// `vpcni_kubernetes_api_reachable`: 1 while the Kubernetes API answers, else 0 (also when the daemon
+    /// does not use the API: custom networking off, or ENIConfigs and node from a directory).
+    pub kubernetes_api_reachable: IntGauge,
+    /// `vpcni_eni_config_unavailable`: 1 while custom networking has no usable ENIConfig for this node.
+    pub eni_config_unavailable: IntGauge,
 }
 
 impl Metrics {
@@ -341,6 +346,14 @@ impl Metrics {
             cooling_ip_addresses: gauge(
                 "vpcni_cooling_ip_addresses",
                 "Addresses in cooldown after a pod deletion",
+            ),
+            kubernetes_api_reachable: gauge(
+                "vpcni_kubernetes_api_reachable",
+                "1 while the Kubernetes API answers ipamd's watches, 0 while it does not",
+            ),
+            eni_config_unavailable: gauge(
+                "vpcni_eni_config_unavailable",
+                "Custom networking: 1 while this node has no usable ENIConfig (no pod ENI is created)",
             ),
             registry,
         }

@@ -74,6 +74,11 @@ pub struct Node {
     /// ENIs this daemon created or freed whose deletion failed: retried every pool cycle, so none waits
     /// for the hourly leaked-ENI sweep.
     pub eni_deletes: Mutex<std::collections::BTreeSet<String>>,
+    /// Custom networking: the node's ENIConfig as its sources (API, directory) last said.
+    pub eni_configs: vpcni_k8s::ViewHandle,
+    /// Custom networking: why the last attempt to create a pod ENI found the ENIConfig unusable (its
+    /// subnet missing, or in another VPC or zone), or `None` once one was usable.
+    pub eni_config_problem: tokio::sync::watch::Sender<Option<String>>,
 }
 
 fn reason_code(reason: NoAddressReason) -> FailureReason {
@@ -87,6 +92,7 @@ fn reason_code(reason: NoAddressReason) -> FailureReason {
         NoAddressReason::AllCoolingDown => FailureReason::AllCoolingDown,
         NoAddressReason::NodeAddressLimit => FailureReason::NodeAddressLimit,
         NoAddressReason::Ec2Error => FailureReason::Ec2Error,
+        NoAddressReason::EniConfigUnavailable => FailureReason::EniConfigUnavailable,
     }
 }
 
@@ -100,7 +106,19 @@ impl Node {
         host: Arc<dyn Host>,
     ) -> Self {
         let vpc_cidrs = Mutex::new(identity.vpc_cidrs.clone());
+        let k8s = &config.kubernetes;
+        let eni_configs = vpcni_k8s::ViewHandle::new(vpcni_k8s::View::new(
+            vpcni_k8s::SelectionRule::from_values(
+                Some(&k8s.eni_config_label_def),
+                Some(&k8s.eni_config_annotation_def),
+            ),
+            &k8s.node_name,
+            k8s.eni_config_dir.clone(),
+            vpcni_k8s::ApiState::NotConfigured,
+        ));
         Self {
+            eni_configs,
+            eni_config_problem: tokio::sync::watch::Sender::new(None),
             journal: Journal::new(config.backing_store.clone()),
             pool: Mutex::new(pool),
             identity,

@@ -232,13 +232,18 @@ async fn adopt(manager: &PoolManager, eni: &NetworkInterface, role: EniRole, dev
     {
         tracing::warn!(eni = %eni_id, "tagging: {error}");
     }
+    let excluded;
     let subnet = match manager
         .ec2
         .describe_subnets(std::slice::from_ref(&eni.subnet_id), &[])
         .await
     {
         Ok(subnets) => match subnets.first() {
-            Some(subnet) => subnet.cidr_block,
+            Some(subnet) => {
+                excluded = node.config.pool.subnet_discovery
+                    && crate::enis::subnet_excludes_pods(subnet, &node.config.cluster_name);
+                subnet.cidr_block
+            }
             None => return,
         },
         Err(error) => {
@@ -260,6 +265,7 @@ async fn adopt(manager: &PoolManager, eni: &NetworkInterface, role: EniRole, dev
     }
     let flags = EniFlags {
         trunk: role == EniRole::Trunk,
+        excluded,
         ..EniFlags::default()
     };
     let entry =

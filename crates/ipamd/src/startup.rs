@@ -88,6 +88,35 @@ async fn subnet_cidr(found: &DiscoveredEni, ec2: &dyn Ec2, fallback: Ipv4Net) ->
     }
 }
 
+/// The subnets of these ENIs that give pods no addresses (with ENABLE_SUBNET_DISCOVERY, as the original:
+/// see [`crate::enis::subnet_excludes_pods`]). If EC2 cannot say, none: the ENIs keep serving, as the
+/// original's do when its check fails.
+async fn excluded_subnets(enis: &[DiscoveredEni], ec2: &dyn Ec2, config: &Config) -> Vec<String> {
+    if !config.pool.subnet_discovery || config.pool.imds_only {
+        return Vec::new();
+    }
+    let mut ids: Vec<String> = enis.iter().map(|e| e.eni.subnet_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    ids.retain(|id| !id.is_empty());
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    match ec2.describe_subnets(&ids, &[]).await {
+        Ok(subnets) => subnets
+            .into_iter()
+            .filter(|s| crate::enis::subnet_excludes_pods(s, &config.cluster_name))
+            .map(|s| s.subnet_id)
+            .collect(),
+        Err(error) => {
+            tracing::warn!(
+                "checking the ENIs' subnets for kubernetes.io/role/cni=0: {error}; treating none as excluded"
+            );
+            Vec::new()
+        }
+    }
+}
+
 /// Builds the node from EC2 and metadata, programs the host, and restores the checkpoint.
 pub async fn start(
     config: Config,
@@ -117,10 +146,16 @@ pub async fn start(
         tracing::warn!(instance_type = %identity.instance_type, "prefix delegation needs Nitro or bare metal; using secondary IPs");
         pool_config.prefix_delegation = false;
     }
-    let mut node_limits = NodeLimits::for_instance(limits, config.pool.max_eni, config.pool.pod_eni);
+    let mut node_limits = NodeLimits::for_node(
+        limits,
+        config.pool.max_eni,
+        config.pool.pod_eni,
+        config.pool.custom_networking,
+    );
     node_limits.unmanaged_enis = enis.iter().filter(|e| e.role == EniRole::Unmanaged).count() as u32;
     let mut pool = Pool::new(pool_config, node_limits);
     let now = now_ms();
+    let excluded_subnets = excluded_subnets(&enis, ec2, &config).await;
     let mut set_up: Vec<Ipv4Addr> = Vec::new();
     for found in enis
         .iter()
@@ -159,8 +194,12 @@ pub async fn start(
             primary: found.role == EniRole::Primary,
             trunk: found.role == EniRole::Trunk,
             efa: found.role == EniRole::Efa,
-            excluded: found.role == EniRole::Primary && config.pool.custom_networking,
+            excluded: (found.role == EniRole::Primary && config.pool.custom_networking)
+                || excluded_subnets.contains(&found.eni.subnet_id),
         };
+        if excluded_subnets.contains(&found.eni.subnet_id) {
+            tracing::info!(eni = %eni_id, subnet = %found.eni.subnet_id, "ENI in a subnet excluded from pod addresses (kubernetes.io/role/cni): its addresses are not given to pods");
+        }
         // The ENI lifetime clock starts now: a restarted daemon must not free an ENI pods may be on before
         // the checkpoint is read.
         let mut eni = Eni::new(

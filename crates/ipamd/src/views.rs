@@ -126,12 +126,15 @@ impl IntrospectionSource for Node {
         })
     }
 
+    /// Without custom networking, `""` (no ENIConfig is used). With it, what the node uses and why: the
+    /// ENIConfig's name, the label or annotation that chose it, its subnet and security groups, the source
+    /// (API or directory), and the API's state — or, when none can be used, the reason ADDs are refused.
     fn eni_config(&self) -> Value {
-        Value::String(if self.config.pool.custom_networking {
-            "default".into()
+        if self.config.pool.custom_networking {
+            self.eni_configs.snapshot().report()
         } else {
-            String::new()
-        })
+            Value::String(String::new())
+        }
     }
 
     fn networkutils_env(&self) -> Value {

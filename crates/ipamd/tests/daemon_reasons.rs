@@ -1,6 +1,7 @@
 //! Every reason the real daemon gives for not giving a pod an address is reachable, as a stable code and a
 //! sentence: node max pods reached, subnet exhausted, no free /28 block (a fragmented subnet), EC2
-//! throttled, ENI attach in progress, pool empty while growing, and all free addresses cooling down.
+//! throttled, ENI attach in progress, pool empty while growing, all free addresses cooling down, and (custom
+//! networking) no usable ENIConfig.
 //! Runs `vpcni-ipamd` in a testbed node against `vpcnictl sim serve`; needs root.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -196,4 +197,70 @@ fn all_free_addresses_cooling_down() {
     reason_counted(&node, "ALL_COOLING_DOWN");
     // Still one ENI: the refusal was not a race with a growing pool.
     assert_eq!(node_support::stats(&node), (1, 9, 0, 0));
+}
+
+#[test]
+fn custom_networking_without_an_eniconfig_refuses_naming_it_then_uses_it_once_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("node.yaml"),
+        "apiVersion: v1\nkind: Node\nmetadata:\n  name: node-1\n  labels:\n    topology.kubernetes.io/zone: us-west-2a\n",
+    )
+    .unwrap();
+    let pod_subnet: ipnet::Ipv4Net = "10.0.64.0/24".parse().unwrap();
+    let node = TestNode::builder()
+        .extra_subnet(pod_subnet)
+        .ipamd_env("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true")
+        .ipamd_env("MY_NODE_NAME", "node-1")
+        .ipamd_env("ENI_CONFIG_LABEL_DEF", "topology.kubernetes.io/zone")
+        .ipamd_env("VPCNI_ENI_CONFIG_DIR", dir.path().to_str().unwrap())
+        .start()
+        .unwrap();
+    let message = refused_with(&node, "cn-0", "ENI_CONFIG_UNAVAILABLE");
+    assert!(
+        message.contains("ENIConfig \"us-west-2a\"")
+            && message.contains("label topology.kubernetes.io/zone (ENI_CONFIG_LABEL_DEF) of node node-1"),
+        "{message}"
+    );
+    reason_counted(&node, "ENI_CONFIG_UNAVAILABLE");
+    let metrics = node.metrics().unwrap().body;
+    assert!(
+        metrics.lines().any(|l| l == "vpcni_eni_config_unavailable 1"),
+        "{metrics}"
+    );
+    let report = node.introspection("/v1/eni-configs").unwrap().json().unwrap();
+    assert_eq!(report["status"], "unavailable", "{report}");
+    assert_eq!(report["source"], "directory", "{report}");
+    assert_eq!(
+        node.sim_state().unwrap().enis.len(),
+        1,
+        "no ENI was created in any subnet"
+    );
+
+    let subnet_id = node
+        .sim_state()
+        .unwrap()
+        .subnet_cidrs
+        .iter()
+        .find(|(_, cidr)| **cidr == pod_subnet)
+        .map(|(id, _)| id.clone())
+        .unwrap();
+    std::fs::write(
+        dir.path().join("us-west-2a.yaml"),
+        format!(
+            "apiVersion: crd.k8s.amazonaws.com/v1alpha1\nkind: ENIConfig\nmetadata:\n  name: us-west-2a\nspec:\n  subnet: {subnet_id}\n"
+        ),
+    )
+    .unwrap();
+    let mut ip = None;
+    node.wait_until("an address from the ENIConfig's subnet", EVENTUALLY, || {
+        ip = outcome(&node.ipamd_add("cn-1").unwrap()).ok();
+        ip.is_some()
+    })
+    .unwrap();
+    let ip = ip.unwrap();
+    assert!(pod_subnet.contains(&ip), "{ip}");
+    let report = node.introspection("/v1/eni-configs").unwrap().json().unwrap();
+    assert_eq!(report["status"], "ok", "{report}");
+    assert_eq!(report["subnet"], subnet_id.as_str(), "{report}");
 }

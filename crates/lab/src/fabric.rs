@@ -29,18 +29,26 @@ const SYNC_INTERVAL: Duration = Duration::from_millis(50);
 
 /// The VPC, subnets and instances of a lab, as a simulator topology.
 pub fn topology(spec: &LabSpec) -> Topology {
-    let subnets = spec
+    let mut subnets: Vec<SubnetSpec> = spec
         .subnets
         .iter()
         .enumerate()
         .map(|(i, cidr)| SubnetSpec {
             name: format!("subnet-{}", i + 1),
             cidr: *cidr,
-            az: None,
+            az: spec.zone(i),
             tags: Tags::new(),
             prefix_reservations: Vec::new(),
         })
         .collect();
+    // Custom networking: pod subnet i in node subnet i's zone.
+    subnets.extend(spec.pod_subnets.iter().enumerate().map(|(i, cidr)| SubnetSpec {
+        name: format!("pods-{}", i + 1),
+        cidr: *cidr,
+        az: spec.zone(i),
+        tags: Tags::new(),
+        prefix_reservations: Vec::new(),
+    }));
     let instances = (1..=spec.nodes)
         .map(|index| InstanceSpec {
             name: crate::spec::node_name(index),
@@ -53,7 +61,7 @@ pub fn topology(spec: &LabSpec) -> Topology {
     Topology {
         vpc: VpcSpec {
             cidr: spec.vpc_cidr,
-            secondary_cidrs: Vec::new(),
+            secondary_cidrs: spec.secondary_cidrs.clone(),
             tags: Tags::new(),
         },
         subnets,

@@ -171,6 +171,9 @@ impl Lab {
         }
         router::install_gateway(&self.state, &router_ns)?;
         self.state.save(&self.paths)?;
+        if self.state.spec.custom_networking {
+            self.write_eni_configs()?;
+        }
 
         let mut waiting = Vec::new();
         for node in &self.state.nodes {
@@ -191,6 +194,68 @@ impl Lab {
         self.state.save(&self.paths)?;
         self.check_gateway()?;
         self.settle();
+        Ok(())
+    }
+
+    /// Custom networking: one ENIConfig per zone naming that zone's pod subnet, and each node's Node object
+    /// labelled with its zone, in the directory every ipamd reads (VPCNI_ENI_CONFIG_DIR). The subnets' ids
+    /// come from the simulator's account, which the fabric has written by now.
+    fn write_eni_configs(&self) -> Result<(), LabError> {
+        let spec = &self.state.spec;
+        let dir = self.paths.eni_config_dir();
+        std::fs::create_dir_all(&dir).map_err(LabError::io(&dir))?;
+        let path = self.paths.ec2_state_file();
+        let deadline = Instant::now() + FABRIC_START;
+        let subnets = loop {
+            let ids: Option<Vec<String>> = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| serde_json::from_str::<vpcni_ec2::sim::AccountState>(&text).ok())
+                .and_then(|account| {
+                    spec.pod_subnets
+                        .iter()
+                        .map(|cidr| {
+                            account
+                                .subnets
+                                .values()
+                                .find(|s| s.addresses.cidr() == *cidr)
+                                .map(|s| s.id.clone())
+                        })
+                        .collect()
+                });
+            if let Some(ids) = ids {
+                break ids;
+            }
+            if Instant::now() > deadline {
+                return Err(LabError::State {
+                    path: path.clone(),
+                    detail: format!(
+                        "the pod subnets {:?} never appeared in the simulator's account",
+                        spec.pod_subnets
+                    ),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        for (i, subnet_id) in subnets.iter().enumerate() {
+            let zone = spec.zone(i).unwrap_or_default();
+            let text = format!(
+                "# Written by vpcnictl lab up --custom-networking: pods of nodes in {zone} go to {} ({subnet_id}).\n\
+                 apiVersion: crd.k8s.amazonaws.com/v1alpha1\nkind: ENIConfig\nmetadata:\n  name: {zone}\nspec:\n  subnet: {subnet_id}\n",
+                spec.pod_subnets[i]
+            );
+            let file = dir.join(format!("{zone}.yaml"));
+            std::fs::write(&file, text).map_err(LabError::io(&file))?;
+        }
+        for node in &self.state.nodes {
+            let zone = spec.eni_config_of(node.index).unwrap_or_default();
+            let text = format!(
+                "apiVersion: v1\nkind: Node\nmetadata:\n  name: {}\n  labels:\n    {}: {zone}\n",
+                node.name,
+                crate::spec::ZONE_LABEL
+            );
+            let file = dir.join(format!("{}.yaml", node.name));
+            std::fs::write(&file, text).map_err(LabError::io(&file))?;
+        }
         Ok(())
     }
 

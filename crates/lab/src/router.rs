@@ -17,7 +17,7 @@ pub const IGW_LINK: &str = "igw";
 /// Builds the router and internet namespaces' fixed parts (both namespaces exist already).
 pub fn setup(state: &LabState, router: &str, internet: &str) -> Result<(), LabError> {
     let mut lines = vec![format!("address add {METADATA_IP}/32 dev lo")];
-    for subnet in &state.spec.subnets {
+    for subnet in state.spec.subnets.iter().chain(&state.spec.pod_subnets) {
         lines.push(format!("address add {}/32 dev lo", LabSpec::gateway(*subnet)));
     }
     lines.push(format!(

@@ -33,6 +33,10 @@ pub const MAX_NODES: u32 = 50;
 pub const DEFAULT_PREFIX: &str = "vpcni-";
 /// Default state directory.
 pub const DEFAULT_STATE_DIR: &str = "/run/vpcni-lab";
+/// The simulator's region; zones are `us-west-2a`, `us-west-2b`, ….
+pub const REGION: &str = "us-west-2";
+/// The node label the lab's ENIConfigs are chosen by (ENI_CONFIG_LABEL_DEF), as EKS users commonly set it.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// Environment ipamd gets from the lab itself; `--env` may not override these.
 pub const LAB_OWNED_ENV: [&str; 10] = [
@@ -83,6 +87,15 @@ pub struct LabSpec {
     pub attach_delay_ms: u64,
     /// Directory holding `vpcnictl`, `vpcni-ipamd` and `vpcni`.
     pub bin_dir: PathBuf,
+    /// Custom networking: pods in [`LabSpec::pod_subnets`], nodes in [`LabSpec::subnets`].
+    #[serde(default)]
+    pub custom_networking: bool,
+    /// One pod subnet per node subnet (same zone), for custom networking.
+    #[serde(default)]
+    pub pod_subnets: Vec<Ipv4Net>,
+    /// CIDRs added to the VPC (for pod subnets outside the VPC's CIDR, such as 100.64.0.0/16).
+    #[serde(default)]
+    pub secondary_cidrs: Vec<Ipv4Net>,
 }
 
 impl LabSpec {
@@ -99,6 +112,9 @@ impl LabSpec {
             ipamd_env: vec![("VPCNI_POOL_INTERVAL_MS".to_owned(), "1000".to_owned())],
             attach_delay_ms: 0,
             bin_dir: bin_dir.into(),
+            custom_networking: false,
+            pod_subnets: Vec::new(),
+            secondary_cidrs: Vec::new(),
         }
     }
 
@@ -176,6 +192,7 @@ impl LabSpec {
                 self.vpc_cidr
             ));
         }
+        self.validate_custom_networking()?;
         for (key, _) in &self.ipamd_env {
             let name_ok = !key.is_empty()
                 && key
@@ -196,6 +213,73 @@ impl LabSpec {
             }
         }
         Ok(())
+    }
+
+    fn validate_custom_networking(&self) -> Result<(), LabError> {
+        let bad = |what: String| Err(LabError::Spec(what));
+        if !self.custom_networking {
+            if !self.pod_subnets.is_empty() || !self.secondary_cidrs.is_empty() {
+                return bad("--pod-subnet and --secondary-cidr need --custom-networking".into());
+            }
+            return Ok(());
+        }
+        if self.pod_subnets.len() != self.subnets.len() {
+            return bad(format!(
+                "--custom-networking needs one --pod-subnet per node subnet (same zone): {} node subnet(s), {} pod subnet(s)",
+                self.subnets.len(),
+                self.pod_subnets.len()
+            ));
+        }
+        let mut vpc = vec![self.vpc_cidr];
+        for cidr in &self.secondary_cidrs {
+            if cidr.prefix_len() < 16 || cidr.prefix_len() > 28 || cidr.trunc() != *cidr {
+                return bad(format!(
+                    "--secondary-cidr {cidr} is not valid: EC2 accepts /16 to /28 without host bits"
+                ));
+            }
+            if let Some(other) = vpc.iter().find(|o| o.contains(cidr) || cidr.contains(*o)) {
+                return bad(format!("--secondary-cidr {cidr} overlaps the VPC's {other}"));
+            }
+            if cidr.contains(&INTERNET_NET) || cidr.contains(&METADATA_IP) {
+                return bad(format!(
+                    "--secondary-cidr {cidr} overlaps the lab's internet (203.0.113.0/24) or metadata address"
+                ));
+            }
+            vpc.push(*cidr);
+        }
+        let mut taken = self.subnets.clone();
+        for subnet in &self.pod_subnets {
+            if !vpc.iter().any(|v| v.contains(subnet)) {
+                return bad(format!(
+                    "--pod-subnet {subnet} is not inside the VPC ({}); add its range with --secondary-cidr",
+                    vpc.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            if subnet.prefix_len() > 28 || subnet.trunc() != *subnet {
+                return bad(format!(
+                    "--pod-subnet {subnet} is not valid: EC2 subnets are /16 to /28, without host bits"
+                ));
+            }
+            if let Some(other) = taken.iter().find(|o| o.contains(subnet) || subnet.contains(*o)) {
+                return bad(format!("--pod-subnet {subnet} overlaps subnet {other}"));
+            }
+            taken.push(*subnet);
+        }
+        Ok(())
+    }
+
+    /// The zone of node subnet `i` (0-based): with custom networking each node subnet and its pod subnet
+    /// get a zone of their own (`us-west-2a`, `us-west-2b`, …); otherwise `None` (the simulator's `a`).
+    pub fn zone(&self, i: usize) -> Option<String> {
+        self.custom_networking.then(|| {
+            let letter = char::from(b'a' + (i % 26) as u8);
+            format!("{REGION}{letter}")
+        })
+    }
+
+    /// The ENIConfig node `index` (1-based) uses: its zone's, with custom networking.
+    pub fn eni_config_of(&self, index: u32) -> Option<String> {
+        self.zone((index as usize - 1) % self.subnets.len())
     }
 
     /// The subnet node `index` (1-based) lives in.
@@ -255,6 +339,19 @@ impl LabSpec {
                 self.prefix_delegation.to_string(),
             ),
         ];
+        if let Some(name) = node_dir.file_name().and_then(|n| n.to_str()) {
+            env.push(("MY_NODE_NAME".into(), name.to_owned()));
+        }
+        if self.custom_networking {
+            // `<state>/nodes/<node>` → `<state>/eniconfigs` (StatePaths::eni_config_dir).
+            let dir = node_dir
+                .parent()
+                .and_then(Path::parent)
+                .map_or_else(|| PathBuf::from("eniconfigs"), |d| d.join("eniconfigs"));
+            env.push(("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG".into(), "true".into()));
+            env.push(("ENI_CONFIG_LABEL_DEF".into(), ZONE_LABEL.into()));
+            env.push(("VPCNI_ENI_CONFIG_DIR".into(), dir.display().to_string()));
+        }
         for (key, value) in &self.ipamd_env {
             env.retain(|(k, _)| k != key);
             env.push((key.clone(), value.clone()));

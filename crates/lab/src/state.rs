@@ -71,6 +71,11 @@ impl StatePaths {
         self.dir.join("nodes").join(node)
     }
 
+    /// Custom networking: the ENIConfig objects and node labels every ipamd reads (VPCNI_ENI_CONFIG_DIR).
+    pub fn eni_config_dir(&self) -> PathBuf {
+        self.dir.join("eniconfigs")
+    }
+
     /// The CNI configuration directory of a node (`10-vpcni.conflist`).
     pub fn cni_conf_dir(&self, node: &str) -> PathBuf {
         self.node_dir(node).join("net.d")
@@ -89,6 +94,7 @@ impl StatePaths {
             "topology.toml",
             "ec2",
             "nodes",
+            "eniconfigs",
         ]
         .iter()
         .map(|name| self.dir.join(name))

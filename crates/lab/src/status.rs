@@ -47,6 +47,9 @@ pub struct NodeStatus {
     pub introspection: String,
     /// Attached ENIs by device number.
     pub enis: Vec<EniStatus>,
+    /// Custom networking: the ENIConfig the lab gave the node (its zone's), else `null`.
+    #[serde(default)]
+    pub eni_config: Option<String>,
 }
 
 /// One attached ENI.
@@ -60,6 +63,12 @@ pub struct EniStatus {
     pub ips: Vec<Ipv4Addr>,
     /// Its /28 prefixes.
     pub prefixes: Vec<Ipv4Net>,
+    /// Its subnet.
+    #[serde(default)]
+    pub subnet_id: String,
+    /// That subnet's CIDR, if the simulator knows the subnet.
+    #[serde(default)]
+    pub subnet_cidr: Option<Ipv4Net>,
 }
 
 impl EniStatus {
@@ -131,6 +140,8 @@ pub fn collect(paths: &StatePaths, state: &LabState) -> Result<LabStatus, LabErr
                         .chain(e.secondary.keys().copied())
                         .collect(),
                     prefixes: e.prefixes.keys().copied().collect(),
+                    subnet_id: e.subnet_id.clone(),
+                    subnet_cidr: account.subnets.get(&e.subnet_id).map(|s| s.addresses.cidr()),
                 })
                 .collect();
             enis.sort_by_key(|e| e.device_number);
@@ -148,6 +159,7 @@ pub fn collect(paths: &StatePaths, state: &LabState) -> Result<LabStatus, LabErr
                     .to_string(),
                 introspection: INTROSPECTION.to_string(),
                 enis,
+                eni_config: state.spec.eni_config_of(node.index),
             }
         })
         .collect();

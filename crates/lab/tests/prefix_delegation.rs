@@ -105,8 +105,9 @@ fn pods_on_a_secondary_eni_take_addresses_from_its_prefixes() {
     // route table 2 (device + 1, as the original numbers them).
     let mut lab = TestLab::up(2, "m5.large", |spec| {
         spec.prefix_delegation = true;
-        spec.ipamd_env
-            .push(("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG".into(), "true".into()));
+        spec.custom_networking = true;
+        spec.secondary_cidrs = vec!["100.64.0.0/16".parse().unwrap()];
+        spec.pod_subnets = vec!["100.64.0.0/24".parse().unwrap()];
     });
     check(&mut lab, 1, "2");
 }

@@ -1022,5 +1022,6 @@ fn reason_code(reason: NoAddressReason) -> &'static str {
         NoAddressReason::AllCoolingDown => "ALL_COOLING_DOWN",
         NoAddressReason::NodeAddressLimit => "NODE_ADDRESS_LIMIT",
         NoAddressReason::Ec2Error => "EC2_ERROR",
+        NoAddressReason::EniConfigUnavailable => "ENI_CONFIG_UNAVAILABLE",
     }
 }

@@ -64,7 +64,9 @@ impl FailureReason {
             Self::NodeMaxPods | Self::NodeAddressLimit | Self::SubnetExhausted | Self::NoFreePrefix => {
                 Outlook::UntilPodsLeave
             }
-            Self::InvalidRequest | Self::Ec2Error | Self::Unspecified => Outlook::Error,
+            Self::InvalidRequest | Self::Ec2Error | Self::EniConfigUnavailable | Self::Unspecified => {
+                Outlook::Error
+            }
         }
     }
 }
@@ -79,7 +81,7 @@ mod tests {
     /// pods leaving can fix is told apart from what waiting fixes, by name, as dashboards see it.
     #[test]
     fn refusals_that_only_pods_leaving_can_fix() {
-        let until_pods_leave: Vec<&str> = (0..=11)
+        let until_pods_leave: Vec<&str> = (0..=12)
             .filter_map(|n| FailureReason::try_from(n).ok())
             .filter(|r| r.outlook() == Outlook::UntilPodsLeave)
             .map(|r| r.as_str_name())
@@ -96,6 +98,7 @@ mod tests {
         assert_eq!(FailureReason::EniAttachInProgress.outlook(), Outlook::Passing);
         assert_eq!(FailureReason::NotReady.outlook(), Outlook::Passing);
         assert_eq!(FailureReason::InvalidRequest.outlook(), Outlook::Error);
+        assert_eq!(FailureReason::EniConfigUnavailable.outlook(), Outlook::Error);
     }
 
     #[test]

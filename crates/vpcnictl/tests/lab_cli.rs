@@ -111,15 +111,29 @@ fn up_status_pods_exec_and_down_as_a_user_runs_them() {
             "public_ip",
             "ipamd_socket",
             "introspection",
-            "enis"
+            "enis",
+            "eni_config"
         ])
+    );
+    assert_eq!(
+        node["eni_config"],
+        Value::Null,
+        "no custom networking in this lab"
     );
     assert_eq!(node["netns"], format!("{}node-1", cli.prefix));
     assert_eq!(node["introspection"], "127.0.0.1:61679");
     assert_eq!(
         keys(&node["enis"][0]),
-        set(&["id", "device_number", "ips", "prefixes"])
+        set(&[
+            "id",
+            "device_number",
+            "ips",
+            "prefixes",
+            "subnet_id",
+            "subnet_cidr"
+        ])
     );
+    assert_eq!(node["enis"][0]["subnet_cidr"], "10.0.0.0/24");
     assert_eq!(json["pods"].as_array().unwrap().len(), 2);
     let pod = &json["pods"][0];
     assert_eq!(
@@ -178,6 +192,30 @@ fn bad_requests_say_what_to_do_and_create_nothing() {
         (vec!["up", "--instance-type", "m5.huge"], "m5.huge"),
         (vec!["up", "--nodes", "0"], "1 to 50 nodes"),
         (vec!["up", "--env", "warm=1"], "upper-case variable name"),
+        (
+            vec!["up", "--custom-networking"],
+            "one --pod-subnet per node subnet",
+        ),
+        (
+            vec!["up", "--custom-networking", "--pod-subnet", "100.64.0.0/24"],
+            "add its range with --secondary-cidr",
+        ),
+        (
+            vec!["up", "--custom-networking", "--pod-subnet", "10.0.0.128/25"],
+            "overlaps subnet 10.0.0.0/24",
+        ),
+        (
+            vec![
+                "up",
+                "--custom-networking",
+                "--secondary-cidr",
+                "10.0.128.0/17",
+                "--pod-subnet",
+                "10.0.200.0/24",
+            ],
+            "overlaps the VPC's 10.0.0.0/16",
+        ),
+        (vec!["up", "--pod-subnet", "100.64.0.0/24"], "--custom-networking"),
     ] {
         let output = cli.run(&args);
         assert_eq!(

@@ -1,6 +1,8 @@
 //! Address allocation inside a subnet, with EC2's rules: the first four and the last address are
 //! reserved; a /28 prefix is aligned and never overlaps a single address; prefix reservations (subnet CIDR
-//! reservations of type `prefix`) hold addresses that are only handed out as prefixes.
+//! reservations of type `prefix`) hold addresses that are only handed out as prefixes, and prefixes come
+//! from them first; explicit reservations (type `explicit`) hold addresses that are never handed out
+//! automatically, only when asked for by address or prefix.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -25,7 +27,8 @@ pub struct SubnetAddresses {
     /// Addresses in use that AWS does not reserve.
     used_count: u32,
     prefix_reservations: Vec<Ipv4Net>,
-    /// Every offset below it is in use, reserved by AWS or inside a prefix reservation.
+    explicit_reservations: Vec<Ipv4Net>,
+    /// Every offset below it is in use, reserved by AWS or inside a reservation.
     ip_hint: u32,
     /// No aligned /28 below this block index is entirely free.
     prefix_hint: u32,
@@ -37,12 +40,15 @@ struct SavedAddresses {
     cidr: Ipv4Net,
     used: BTreeSet<u32>,
     prefix_reservations: Vec<Ipv4Net>,
+    #[serde(default)]
+    explicit_reservations: Vec<Ipv4Net>,
 }
 
 impl From<SavedAddresses> for SubnetAddresses {
     fn from(saved: SavedAddresses) -> Self {
         let mut addresses = Self::new(saved.cidr);
         addresses.prefix_reservations = saved.prefix_reservations;
+        addresses.explicit_reservations = saved.explicit_reservations;
         for addr in saved.used {
             if addresses.cidr.contains(&Ipv4Addr::from(addr)) {
                 addresses.set(addr - addresses.first());
@@ -63,6 +69,41 @@ impl From<SubnetAddresses> for SavedAddresses {
             cidr: addresses.cidr,
             used,
             prefix_reservations: addresses.prefix_reservations,
+            explicit_reservations: addresses.explicit_reservations,
+        }
+    }
+}
+
+/// The two kinds of subnet CIDR reservation EC2 has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReservationType {
+    /// Prefixes come from it first; single addresses never do.
+    Prefix,
+    /// Nothing is handed out from it automatically.
+    Explicit,
+}
+
+impl ReservationType {
+    /// EC2's spelling (`prefix`, `explicit`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Prefix => "prefix",
+            Self::Explicit => "explicit",
+        }
+    }
+
+    /// Parses EC2's spelling.
+    pub fn parse(text: &str) -> Result<Self, Ec2Error> {
+        match text {
+            "prefix" => Ok(Self::Prefix),
+            "explicit" => Ok(Self::Explicit),
+            other => Err(Ec2Error::new(
+                "InvalidParameterValue",
+                format!(
+                    "Value ({other}) for parameter reservationType is invalid. Expected: prefix, explicit."
+                ),
+            )),
         }
     }
 }
@@ -80,6 +121,7 @@ impl SubnetAddresses {
             bits: vec![0; size.div_ceil(64) as usize],
             used_count: 0,
             prefix_reservations: Vec::new(),
+            explicit_reservations: Vec::new(),
             ip_hint: 0,
             prefix_hint: 0,
         }
@@ -154,7 +196,29 @@ impl SubnetAddresses {
 
     /// Adds a prefix-only reservation (CreateSubnetCidrReservation with type `prefix`).
     pub fn reserve_for_prefixes(&mut self, cidr: Ipv4Net) -> Result<(), Ec2Error> {
-        let cidr = cidr.trunc();
+        self.reserve(cidr, ReservationType::Prefix)
+    }
+
+    /// Removes a reservation (DeleteSubnetCidrReservation); addresses already assigned from it stay.
+    pub fn unreserve(&mut self, cidr: Ipv4Net, kind: ReservationType) {
+        let list = match kind {
+            ReservationType::Prefix => &mut self.prefix_reservations,
+            ReservationType::Explicit => &mut self.explicit_reservations,
+        };
+        list.retain(|r| *r != cidr);
+        // Addresses and blocks below the hints may be free for automatic use again.
+        self.ip_hint = 0;
+        self.prefix_hint = 0;
+    }
+
+    /// Adds a reservation of either type (CreateSubnetCidrReservation). Reservations may not overlap.
+    pub fn reserve(&mut self, cidr: Ipv4Net, kind: ReservationType) -> Result<(), Ec2Error> {
+        if cidr.trunc() != cidr {
+            return Err(Ec2Error::new(
+                "InvalidParameterValue",
+                format!("The CIDR {cidr} is not valid: host bits are set"),
+            ));
+        }
         if !self.cidr.contains(&cidr) {
             return Err(Ec2Error::new(
                 "InvalidParameterValue",
@@ -164,6 +228,7 @@ impl SubnetAddresses {
         if self
             .prefix_reservations
             .iter()
+            .chain(&self.explicit_reservations)
             .any(|r| r.contains(&cidr) || cidr.contains(r))
         {
             return Err(Ec2Error::new(
@@ -171,9 +236,18 @@ impl SubnetAddresses {
                 format!("The CIDR {cidr} overlaps a reservation"),
             ));
         }
-        self.prefix_reservations.push(cidr);
-        // Addresses below the hint may now be inside a reservation: still never handed out singly.
+        match kind {
+            ReservationType::Prefix => self.prefix_reservations.push(cidr),
+            ReservationType::Explicit => self.explicit_reservations.push(cidr),
+        }
+        // Addresses below the hints may now be inside a reservation: still never handed out singly.
         Ok(())
+    }
+
+    fn in_explicit_reservation(&self, addr: u32) -> bool {
+        self.explicit_reservations
+            .iter()
+            .any(|r| r.contains(&Ipv4Addr::from(addr)))
     }
 
     fn exhausted(&self) -> Ec2Error {
@@ -201,7 +275,7 @@ impl SubnetAddresses {
         None
     }
 
-    /// The lowest free address outside prefix reservations.
+    /// The lowest free address outside reservations.
     pub fn allocate_ip(&mut self) -> Result<Ipv4Addr, Ec2Error> {
         let end = self.size() - 1; // the broadcast address is reserved
         let mut from = self.ip_hint.max(4);
@@ -213,6 +287,7 @@ impl SubnetAddresses {
             if let Some(reservation) = self
                 .prefix_reservations
                 .iter()
+                .chain(&self.explicit_reservations)
                 .find(|r| r.contains(&Ipv4Addr::from(addr)))
             {
                 from = u32::from(reservation.broadcast()) - self.first() + 1;
@@ -257,7 +332,8 @@ impl SubnetAddresses {
         Ok(())
     }
 
-    /// Whether the aligned /28 at block index `block` is entirely free (no address in use or reserved).
+    /// Whether the aligned /28 at block index `block` is entirely free for automatic use (no address in use,
+    /// reserved by AWS, or inside an explicit reservation).
     fn block_free(&self, block: u32) -> bool {
         let base = block * PREFIX_SIZE;
         if base + PREFIX_SIZE > self.size() {
@@ -267,11 +343,14 @@ impl SubnetAddresses {
         if self.is_aws_reserved(first) || self.is_aws_reserved(first + PREFIX_SIZE - 1) {
             return false;
         }
+        if self.in_explicit_reservation(first) || self.in_explicit_reservation(first + PREFIX_SIZE - 1) {
+            return false;
+        }
         let word = self.bits[(base / 64) as usize];
         (word >> (base % 64)) & 0xFFFF == 0
     }
 
-    /// The lowest aligned, entirely free /28, inside prefix reservations first.
+    /// The lowest aligned, entirely free /28, inside prefix reservations first, never in an explicit one.
     pub fn allocate_prefix(&mut self) -> Result<Ipv4Net, Ec2Error> {
         let first = self.first();
         let blocks = self.size() / PREFIX_SIZE;
@@ -404,6 +483,37 @@ mod tests {
             subnet.allocate_prefix().unwrap(),
             "10.0.0.32/28".parse::<Ipv4Net>().unwrap()
         );
+    }
+
+    #[test]
+    fn explicit_reservations_are_never_handed_out_automatically() {
+        let mut subnet = SubnetAddresses::new("10.0.0.0/26".parse().unwrap());
+        subnet
+            .reserve("10.0.0.16/28".parse().unwrap(), ReservationType::Explicit)
+            .unwrap();
+        assert_eq!(
+            subnet.allocate_prefix().unwrap(),
+            "10.0.0.32/28".parse::<Ipv4Net>().unwrap()
+        );
+        let singles: Vec<_> = std::iter::from_fn(|| subnet.allocate_ip().ok()).collect();
+        assert!(
+            singles.iter().all(|ip| !(16..32).contains(&ip.octets()[3])),
+            "{singles:?}"
+        );
+        // Asked for by address or prefix, it is given.
+        subnet.claim_ip(Ipv4Addr::new(10, 0, 0, 20)).unwrap();
+        subnet.claim_prefix("10.0.0.16/28".parse().unwrap()).unwrap_err();
+        assert!(
+            subnet
+                .reserve("10.0.0.0/27".parse().unwrap(), ReservationType::Prefix)
+                .unwrap_err()
+                .message
+                .contains("overlaps a reservation")
+        );
+        subnet.unreserve("10.0.0.16/28".parse().unwrap(), ReservationType::Explicit);
+        subnet
+            .reserve("10.0.0.16/28".parse().unwrap(), ReservationType::Prefix)
+            .unwrap();
     }
 
     #[test]

@@ -21,10 +21,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 
+pub use addressing::ReservationType;
 pub use clock::{Clock, VirtualClock, WallClock};
 pub use imds::SimImds;
 pub use rng::SplitMix64;
-pub use state::AccountState;
+pub use state::{AccountState, CidrReservation};
 pub use throttle::{ActionClass, BucketSpec, ThrottleConfig};
 
 use crate::{Ec2Error, Instance, Tags};
@@ -290,6 +291,32 @@ impl Simulator {
     pub fn create_subnet_cidr_reservation(&self, subnet_id: &str, cidr: Ipv4Net) -> Result<String, Ec2Error> {
         self.call("CreateSubnetCidrReservation", |account, _, _| {
             account.reserve_subnet_prefixes(subnet_id, cidr)
+        })
+    }
+
+    /// CreateSubnetCidrReservation of either type.
+    pub fn create_subnet_cidr_reservation_of(
+        &self,
+        subnet_id: &str,
+        cidr: Ipv4Net,
+        kind: ReservationType,
+    ) -> Result<CidrReservation, Ec2Error> {
+        self.call("CreateSubnetCidrReservation", |account, _, _| {
+            account.reserve_subnet_cidr(subnet_id, cidr, kind)
+        })
+    }
+
+    /// GetSubnetCidrReservations.
+    pub fn get_subnet_cidr_reservations(&self, subnet_id: &str) -> Result<Vec<CidrReservation>, Ec2Error> {
+        self.call("GetSubnetCidrReservations", |account, _, _| {
+            account.subnet_cidr_reservations(subnet_id)
+        })
+    }
+
+    /// DeleteSubnetCidrReservation.
+    pub fn delete_subnet_cidr_reservation(&self, id: &str) -> Result<CidrReservation, Ec2Error> {
+        self.call("DeleteSubnetCidrReservation", |account, _, _| {
+            account.delete_subnet_cidr_reservation(id)
         })
     }
 

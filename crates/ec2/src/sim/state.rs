@@ -7,7 +7,7 @@ use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use vpcni_limits::InstanceLimits;
 
-use super::addressing::SubnetAddresses;
+use super::addressing::{ReservationType, SubnetAddresses};
 use super::rng::SplitMix64;
 use crate::{
     AddressRequest, Attachment, AttachmentStatus, CreateNetworkInterfaceRequest, Ec2Error, Filter, Instance,
@@ -38,6 +38,22 @@ pub struct SubnetRecord {
     pub addresses: SubnetAddresses,
     /// Tags.
     pub tags: Tags,
+    /// Subnet CIDR reservations.
+    #[serde(default)]
+    pub reservations: Vec<CidrReservation>,
+}
+
+/// A subnet CIDR reservation (CreateSubnetCidrReservation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CidrReservation {
+    /// `scr-…`.
+    pub id: String,
+    /// Its subnet.
+    pub subnet_id: String,
+    /// The reserved range.
+    pub cidr: Ipv4Net,
+    /// `prefix` or `explicit`.
+    pub kind: ReservationType,
 }
 
 /// An instance.
@@ -341,6 +357,7 @@ impl AccountState {
                 availability_zone: az.to_owned(),
                 addresses: SubnetAddresses::new(cidr),
                 tags,
+                reservations: Vec::new(),
             },
         );
         Ok(id)
@@ -348,12 +365,56 @@ impl AccountState {
 
     /// CreateSubnetCidrReservation (type prefix).
     pub fn reserve_subnet_prefixes(&mut self, subnet_id: &str, cidr: Ipv4Net) -> Result<String, Ec2Error> {
+        self.reserve_subnet_cidr(subnet_id, cidr, ReservationType::Prefix)
+            .map(|r| r.id)
+    }
+
+    /// CreateSubnetCidrReservation.
+    pub fn reserve_subnet_cidr(
+        &mut self,
+        subnet_id: &str,
+        cidr: Ipv4Net,
+        kind: ReservationType,
+    ) -> Result<CidrReservation, Ec2Error> {
         let subnet = self
             .subnets
             .get_mut(subnet_id)
             .ok_or_else(|| not_found("Subnet", subnet_id))?;
-        subnet.addresses.reserve_for_prefixes(cidr)?;
-        Ok(self.new_id("scr"))
+        subnet.addresses.reserve(cidr, kind)?;
+        let id = self.new_id("scr");
+        let reservation = CidrReservation {
+            id,
+            subnet_id: subnet_id.to_owned(),
+            cidr,
+            kind,
+        };
+        if let Some(subnet) = self.subnets.get_mut(subnet_id) {
+            subnet.reservations.push(reservation.clone());
+        }
+        Ok(reservation)
+    }
+
+    /// GetSubnetCidrReservations: a subnet's reservations.
+    pub fn subnet_cidr_reservations(&self, subnet_id: &str) -> Result<Vec<CidrReservation>, Ec2Error> {
+        self.subnets
+            .get(subnet_id)
+            .map(|s| s.reservations.clone())
+            .ok_or_else(|| not_found("Subnet", subnet_id))
+    }
+
+    /// DeleteSubnetCidrReservation.
+    pub fn delete_subnet_cidr_reservation(&mut self, id: &str) -> Result<CidrReservation, Ec2Error> {
+        for subnet in self.subnets.values_mut() {
+            if let Some(at) = subnet.reservations.iter().position(|r| r.id == id) {
+                let reservation = subnet.reservations.remove(at);
+                subnet.addresses.unreserve(reservation.cidr, reservation.kind);
+                return Ok(reservation);
+            }
+        }
+        Err(Ec2Error::new(
+            "InvalidSubnetCidrReservationID.NotFound",
+            format!("The subnet CIDR reservation ID '{id}' does not exist"),
+        ))
     }
 
     fn subnet_mut(&mut self, id: &str) -> Result<&mut SubnetRecord, Ec2Error> {

@@ -444,3 +444,70 @@ fn more_tags_and_cluster() {
         )
     );
 }
+
+#[test]
+fn custom_networking_settings() {
+    let config = load(&[]).unwrap();
+    let k8s = &config.kubernetes;
+    assert_eq!(k8s.eni_config_label_def, "k8s.amazonaws.com/eniConfig");
+    assert_eq!(k8s.eni_config_annotation_def, "k8s.amazonaws.com/eniConfig");
+    assert_eq!(
+        (k8s.node_name.as_str(), &k8s.eni_config_dir, &k8s.api_url),
+        ("", &None, &None)
+    );
+    let config = load(&[
+        ("ENI_CONFIG_LABEL_DEF", "topology.kubernetes.io/zone"),
+        ("ENI_CONFIG_ANNOTATION_DEF", "example.com/eni-config"),
+        ("MY_NODE_NAME", "ip-10-0-0-11.us-west-2.compute.internal"),
+        ("VPCNI_ENI_CONFIG_DIR", "/etc/vpcni/eniconfigs"),
+        ("VPCNI_KUBERNETES_API_URL", "https://10.100.0.1:443"),
+    ])
+    .unwrap();
+    let k8s = &config.kubernetes;
+    assert_eq!(k8s.eni_config_label_def, "topology.kubernetes.io/zone");
+    assert_eq!(k8s.eni_config_annotation_def, "example.com/eni-config");
+    assert_eq!(k8s.node_name, "ip-10-0-0-11.us-west-2.compute.internal");
+    assert_eq!(
+        k8s.eni_config_dir.as_deref(),
+        Some(std::path::Path::new("/etc/vpcni/eniconfigs"))
+    );
+    assert_eq!(k8s.api_url.as_deref(), Some("https://10.100.0.1:443"));
+    // Empty means the default, as in the original.
+    assert_eq!(
+        load(&[("ENI_CONFIG_LABEL_DEF", "")])
+            .unwrap()
+            .kubernetes
+            .eni_config_label_def,
+        "k8s.amazonaws.com/eniConfig"
+    );
+}
+
+#[test]
+fn custom_networking_settings_that_cannot_work_are_refused_by_name() {
+    for (variable, value, expected) in [
+        ("ENI_CONFIG_LABEL_DEF", "zone label", "a label or annotation key"),
+        (
+            "ENI_CONFIG_ANNOTATION_DEF",
+            "-bad/key",
+            "a label or annotation key",
+        ),
+        (
+            "ENI_CONFIG_LABEL_DEF",
+            "Example.COM/zone",
+            "a label or annotation key",
+        ),
+        ("VPCNI_ENI_CONFIG_DIR", "eniconfigs", "an absolute path"),
+        (
+            "VPCNI_KUBERNETES_API_URL",
+            "10.100.0.1:443",
+            "an http:// or https:// URL",
+        ),
+        ("MY_NODE_NAME", "a/b", "the node's name"),
+    ] {
+        let text = error(&[(variable, value)]);
+        assert!(
+            text.starts_with(&format!("{variable}={value:?} is not valid: expected {expected}")),
+            "{text}"
+        );
+    }
+}

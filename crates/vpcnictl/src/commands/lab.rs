@@ -107,6 +107,16 @@ pub struct UpArgs {
     /// How long EC2 takes to attach an ENI, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 0)]
     attach_delay_ms: u64,
+    /// Custom networking (AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG): pods in the pod subnets, one ENIConfig per
+    /// zone chosen by the node label topology.kubernetes.io/zone; nodes stay in their subnets.
+    #[arg(long)]
+    custom_networking: bool,
+    /// A pod subnet, in the zone of the node subnet of the same rank (repeat: one per --subnet).
+    #[arg(long = "pod-subnet", value_name = "CIDR", requires = "custom_networking")]
+    pod_subnets: Vec<Ipv4Net>,
+    /// A CIDR added to the VPC for the pod subnets, e.g. 100.64.0.0/16 (repeatable).
+    #[arg(long = "secondary-cidr", value_name = "CIDR", requires = "custom_networking")]
+    secondary_cidrs: Vec<Ipv4Net>,
     /// Directory with vpcni-ipamd and vpcni (default: next to this vpcnictl).
     #[arg(long, value_name = "DIR")]
     bin_dir: Option<PathBuf>,
@@ -219,6 +229,9 @@ impl UpArgs {
         spec.vpc_cidr = self.vpc_cidr;
         spec.prefix_delegation = self.prefix_delegation;
         spec.attach_delay_ms = self.attach_delay_ms;
+        spec.custom_networking = self.custom_networking;
+        spec.pod_subnets.clone_from(&self.pod_subnets);
+        spec.secondary_cidrs.clone_from(&self.secondary_cidrs);
         for (key, value) in &self.env {
             spec.ipamd_env.retain(|(k, _)| k != key);
             spec.ipamd_env.push((key.clone(), value.clone()));

@@ -1,6 +1,7 @@
 //! `vpcnictl lab demo`: the articles' story, for real, on this machine. Pods on different nodes get VPC
 //! addresses and ping each other with no overlay; a pod asks the internet who it is and sees its node's
-//! public address; a node is scaled past its max pods and ipamd says why the next pod gets no address.
+//! public address; a node is scaled past its max pods and ipamd says why the next pod gets no address; and,
+//! in a second small lab, custom networking puts pods in a subnet of a secondary CIDR.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -233,11 +234,92 @@ pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
 
     step(7, "Where things stand");
     say_raw!("{}", status_text(&lab.status()?));
+    custom_networking_chapter(lab.state().spec.clone())?;
     say!(
         "\nKeep exploring: vpcnictl lab exec node-1 -- curl -s http://127.0.0.1:61679/v1/enis   (ipamd's view)\n\
          Remove everything: vpcnictl lab down"
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The articles' other answer to running out of addresses: pods in a subnet of a secondary CIDR, nodes
+/// where they are. A lab of its own (one node, beside the first), taken down at the end of the chapter.
+fn custom_networking_chapter(first: LabSpec) -> Result<(), LabError> {
+    step(
+        8,
+        "Out of addresses in the node subnet? Put pods in another one (custom networking)",
+    );
+    let mut spec = first;
+    spec.nodes = 1;
+    spec.prefix = format!("{}cn-", spec.prefix);
+    spec.state_dir = spec.state_dir.with_file_name(format!(
+        "{}-custom-networking",
+        spec.state_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("vpcni-lab")
+    ));
+    spec.subnets.truncate(1);
+    spec.custom_networking = true;
+    spec.secondary_cidrs = vec![
+        "100.64.0.0/16"
+            .parse()
+            .map_err(|e| LabError::Spec(format!("{e}")))?,
+    ];
+    spec.pod_subnets = vec![
+        "100.64.0.0/24"
+            .parse()
+            .map_err(|e| LabError::Spec(format!("{e}")))?,
+    ];
+    shell(&format!(
+        "vpcnictl lab up --nodes 1 --instance-type {} --custom-networking --secondary-cidr 100.64.0.0/16 \\\n    \
+         --pod-subnet 100.64.0.0/24 --state {} --prefix {}",
+        spec.instance_type,
+        spec.state_dir.display(),
+        spec.prefix
+    ));
+    // Lab::up rather than bring_up: the chapter says what matters here instead of the "try next" list.
+    let mut lab = Lab::up(spec)?;
+    say!(
+        "The lab wrote one ENIConfig per zone and labelled the node topology.kubernetes.io/zone; ipamd reads\n\
+         them from a directory (VPCNI_ENI_CONFIG_DIR) and creates its pod ENIs in the ENIConfig's subnet:"
+    );
+    shell("vpcnictl lab pods add --node node-1 --count 2");
+    let pods = lab
+        .add_pods("node-1", 2, Duration::from_secs(60))
+        .map_err(pods_failed)?;
+    let status = lab.status()?;
+    say_raw!("{}", status.pods_table());
+    for node in &status.nodes {
+        for eni in &node.enis {
+            say!(
+                "  {} {} (device {}) is in {} ({}), ENIConfig {}",
+                node.name,
+                eni.id,
+                eni.device_number,
+                eni.subnet_id,
+                eni.subnet_cidr.map_or_else(|| "?".to_owned(), |c| c.to_string()),
+                node.eni_config.as_deref().unwrap_or("-")
+            );
+        }
+    }
+    say!("The primary ENI (device 0) stays in the node's subnet and holds no pod address.");
+    if let Some(pod) = pods.first() {
+        let url = vpcni_lab::internet::service_url();
+        shell(&format!("vpcnictl lab fetch {url}   (inside {})", pod.name));
+        match lab.http_get(&pod.name, &url, Duration::from_secs(5))? {
+            Ok(seen) => say!(
+                "  the internet sees {} ({}) as {}: its node's public address",
+                pod.name,
+                pod.ip,
+                seen.trim()
+            ),
+            Err(error) => say!("  asking the internet failed: {error}"),
+        }
+    }
+    shell("vpcnictl lab down   (for this second lab)");
+    lab.down()?;
+    Ok(())
 }
 
 fn pods_failed(error: PodsError) -> LabError {
