@@ -469,7 +469,8 @@ impl Worker {
     fn new_sandbox(&mut self) -> (String, String) {
         let n = self.names.fetch_add(1, Ordering::SeqCst);
         (
-            format!("soak-{n}"),
+            // `pod-N`, so `lab down` knows these namespaces as the lab's (the soak's lab has no other pods).
+            format!("pod-{n}"),
             format!("{:016x}{:016x}", self.rng.next_u64(), n),
         )
     }
