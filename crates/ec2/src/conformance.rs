@@ -559,7 +559,13 @@ pub mod cases {
             describe(world, &eni_id).await.secondary_ips.into_iter().collect();
         assert_eq!(after_count.len(), 3, "{after_count:?}");
         assert!(after_count.iter().all(|a| counted.contains(a)), "{counted:?}");
-        let explicit = ip("10.0.1.200");
+        // An address the ENI does not hold yet. moto picks the primary at random and, unlike EC2, accepts an
+        // explicit address the ENI already holds (then lists it once), so a fixed choice flaked there.
+        let holds = held(&describe(world, &eni_id).await);
+        let explicit = (200..=250)
+            .map(|host| Ipv4Addr::new(10, 0, 1, host))
+            .find(|candidate| !holds.contains(candidate))
+            .expect("an ENI with four addresses leaves one of 51 free");
         let assigned = ec2
             .assign_private_ip_addresses(&eni_id, &AddressRequest::Explicit(vec![explicit]))
             .await
