@@ -363,3 +363,116 @@ fn the_same_seed_gives_the_same_world() {
     );
     assert_ne!(other.instance, ids().0);
 }
+
+/// One step of [`the_attachment_index_answers_as_a_scan_would`].
+#[derive(Debug, Clone)]
+enum Step {
+    Create,
+    Attach {
+        eni: usize,
+        instance: usize,
+        device: u32,
+    },
+    Detach {
+        eni: usize,
+    },
+    Delete {
+        eni: usize,
+    },
+    Terminate {
+        instance: usize,
+    },
+    Launch,
+    SaveAndLoad,
+}
+
+fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => Just(Step::Create),
+        4 => (0..8usize, 0..3usize, 0..4u32).prop_map(|(eni, instance, device)| Step::Attach { eni, instance, device }),
+        2 => (0..8usize).prop_map(|eni| Step::Detach { eni }),
+        2 => (0..8usize).prop_map(|eni| Step::Delete { eni }),
+        1 => (0..3usize).prop_map(|instance| Step::Terminate { instance }),
+        1 => Just(Step::Launch),
+        1 => Just(Step::SaveAndLoad),
+    ]
+}
+
+proptest::proptest! {
+    // Seeded, so every run tries the same cases; PROPTEST_RNG_SEED=<n> explores others.
+    #![proptest_config(proptest::test_runner::Config {
+        cases: 256,
+        rng_seed: match proptest::test_runner::Config::default().rng_seed {
+            proptest::test_runner::RngSeed::Random => proptest::test_runner::RngSeed::Fixed(20_261_201),
+            chosen => chosen,
+        },
+        ..proptest::test_runner::Config::default()
+    })]
+
+    /// The simulator keeps ENIs indexed by instance and by attachment so that thousands of nodes do not
+    /// scan the account on every call. Whatever the calls (refused ones included) and however often the
+    /// state is saved and loaded, the index says what a scan of every ENI says, and DescribeInstances
+    /// lists exactly the ENIs whose attachment names the instance.
+    #[test]
+    fn the_attachment_index_answers_as_a_scan_would(steps in proptest::collection::vec(step(), 1..40)) {
+        let mut config = SimConfig::default();
+        // Refusals for EC2's rules are what this walks; a throttled call would only be noise.
+        config.throttle.enabled = false;
+        let mut w = world_with(config, "10.0.0.0/20", "m5.xlarge");
+        let mut instances = vec![w.instance.clone()];
+        let mut enis: Vec<String> = Vec::new();
+        for step in steps {
+            let pick = |list: &[String], i: usize| (!list.is_empty()).then(|| list[i % list.len()].clone());
+            match step {
+                Step::Create => enis.push(new_eni(&w)),
+                Step::Attach { eni, instance, device } => {
+                    if let (Some(eni), Some(instance)) = (pick(&enis, eni), pick(&instances, instance)) {
+                        // Refusals (in use, device taken, limits, terminated) are part of what is tested.
+                        let _refused_or_attached = block_on(w.sim.attach_network_interface(&eni, &instance, device, 0));
+                    }
+                }
+                Step::Detach { eni } => {
+                    if let Some(eni) = pick(&enis, eni) {
+                        let attachment = w.sim.inspect(|a| a.enis.get(&eni).and_then(|e| e.attachment.clone()));
+                        if let Some(attachment) = attachment {
+                            // The primary ENI refuses: also tested.
+                            let _refused_or_detached = block_on(w.sim.detach_network_interface(&attachment.id, false));
+                        }
+                    }
+                }
+                Step::Delete { eni } => {
+                    if let Some(eni) = pick(&enis, eni) {
+                        // An attached ENI refuses: also tested.
+                        let _refused_or_deleted = block_on(w.sim.delete_network_interface(&eni));
+                    }
+                }
+                Step::Terminate { instance } => {
+                    if let Some(instance) = pick(&instances, instance) {
+                        w.sim.terminate_instance(&instance).unwrap();
+                    }
+                }
+                Step::Launch => instances.push(w.sim.run_instance("m5.xlarge", &w.subnet, None, Tags::new()).unwrap()),
+                Step::SaveAndLoad => {
+                    let saved = serde_json::to_string(&w.sim.snapshot()).unwrap();
+                    let loaded = serde_json::from_str(&saved).unwrap();
+                    w.sim = Simulator::from_account(loaded, w.sim.config(), Arc::new(w.clock.clone()));
+                }
+            }
+            proptest::prop_assert!(w.sim.inspect(|a| a.index_is_consistent()));
+            for instance in &instances {
+                let scanned: Vec<String> = w.sim.inspect(|a| {
+                    a.enis
+                        .values()
+                        .filter(|e| e.attachment.as_ref().is_some_and(|at| &at.instance_id == instance))
+                        .map(|e| e.id.clone())
+                        .collect()
+                });
+                let described = block_on(w.sim.describe_instance(instance)).unwrap();
+                let listed: Vec<String> =
+                    described.network_interfaces.iter().map(|e| e.network_interface_id.clone()).collect();
+                proptest::prop_assert_eq!(listed, scanned);
+            }
+        }
+    }
+}

@@ -524,7 +524,16 @@ impl Harness {
 
 proptest! {
     // A thousand cases: fewer missed a refusal bug planted in `assign` (about one case in a few hundred hits it).
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    // Seeded, so every run tries the same cases (a test that fails one run in fifty is a broken build);
+    // PROPTEST_RNG_SEED=<n> explores others.
+    #![proptest_config(ProptestConfig {
+        cases: 1000,
+        rng_seed: match ProptestConfig::default().rng_seed {
+            proptest::test_runner::RngSeed::Random => proptest::test_runner::RngSeed::Fixed(20_261_201),
+            chosen => chosen,
+        },
+        ..ProptestConfig::default()
+    })]
 
     #[test]
     fn random_workloads_keep_every_invariant(

@@ -1,12 +1,13 @@
 //! The [`Ec2`] trait over the simulator: each method is one EC2 action, counted and throttled.
 
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 
 use super::Simulator;
-use super::state::{eni_matches, subnet_matches, type_limits};
+use super::state::{EniRecord, eni_matches, subnet_matches, type_limits};
 use crate::{
     AddressRequest, CreateNetworkInterfaceRequest, DescribeNetworkInterfacesRequest, Ec2, Ec2Error, Filter,
     Instance, InstanceTypeInfo, NetworkInterface, NetworkInterfacePage, Subnet, Tags,
@@ -105,13 +106,16 @@ impl Ec2 for Simulator {
                     ));
                 }
             }
+            // Asked by id: only those ENIs (in id order, as the whole account is listed), not a pass over
+            // every ENI of the account per call.
+            let named: BTreeSet<&String> = request.network_interface_ids.iter().collect();
+            let candidates: Box<dyn Iterator<Item = &EniRecord>> = if named.is_empty() {
+                Box::new(account.enis.values())
+            } else {
+                Box::new(named.into_iter().map(|id| &account.enis[id]))
+            };
             let mut matching = Vec::new();
-            for eni in account.enis.values() {
-                if !request.network_interface_ids.is_empty()
-                    && !request.network_interface_ids.contains(&eni.id)
-                {
-                    continue;
-                }
+            for eni in candidates {
                 let view = account.eni_view(eni, now);
                 if eni_matches(&view, &request.filters)? {
                     matching.push(view);

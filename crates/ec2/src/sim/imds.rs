@@ -92,12 +92,10 @@ impl Imds for SimImds {
     async fn macs(&self) -> Result<Vec<String>, Ec2Error> {
         self.with_instance(|account, instance, now, lag| {
             let mut listed: Vec<(u32, u32, String)> = account
-                .enis
-                .values()
+                .attached_enis(&instance.id)
                 .filter_map(|e| {
                     let a = e.attachment.as_ref()?;
-                    (a.instance_id == instance.id && attachment_visible(a, now, lag))
-                        .then(|| (a.network_card, a.device_index, e.mac.clone()))
+                    attachment_visible(a, now, lag).then(|| (a.network_card, a.device_index, e.mac.clone()))
                 })
                 .collect();
             // Detached within the lag: still listed.
@@ -115,12 +113,11 @@ impl Imds for SimImds {
         self.with_instance(|account, instance, now, lag| {
             let path = format!("network/interfaces/macs/{mac}/");
             let attached = account
-                .enis
-                .values()
+                .attached_enis(&instance.id)
                 .filter(|e| e.mac.eq_ignore_ascii_case(mac))
                 .find_map(|e| {
                     let a = e.attachment.as_ref()?;
-                    (a.instance_id == instance.id && attachment_visible(a, now, lag)).then_some((e, a))
+                    attachment_visible(a, now, lag).then_some((e, a))
                 });
             let (eni, attachment) = attached
                 .or_else(|| {

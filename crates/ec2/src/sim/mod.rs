@@ -137,7 +137,8 @@ impl Simulator {
     }
 
     /// An account restored from saved state.
-    pub fn from_account(account: AccountState, config: SimConfig, clock: Arc<dyn Clock>) -> Self {
+    pub fn from_account(mut account: AccountState, config: SimConfig, clock: Arc<dyn Clock>) -> Self {
+        account.reindex();
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 account,

@@ -1,6 +1,6 @@
 //! The simulated account: VPCs, subnets, instances and ENIs, and every EC2 rule vpcni depends on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -149,6 +149,42 @@ pub struct AccountState {
     /// them for a while, as the real service does.
     #[serde(default)]
     pub departed: Vec<DepartedEni>,
+    /// Which ENIs are attached where, kept with every attach and detach: per-instance questions
+    /// (DescribeInstances, AttachNetworkInterface's limits, metadata) then cost the instance's ENIs, not
+    /// the account's, which is what lets the planner run thousands of nodes against one account. Derived
+    /// from `enis`, so not saved: [`AccountState::reindex`] rebuilds it after loading.
+    #[serde(skip)]
+    attachments: AttachmentIndex,
+}
+
+/// ENIs by the instance they are attached to, and by attachment id.
+#[derive(Debug, Clone, Default)]
+struct AttachmentIndex {
+    /// Instance id → ids of the ENIs attached to it (in id order, the order every scan used to give).
+    by_instance: HashMap<String, BTreeSet<String>>,
+    /// Attachment id → ENI id.
+    by_attachment: HashMap<String, String>,
+}
+
+impl AttachmentIndex {
+    fn attached(&mut self, eni_id: &str, attachment: &AttachmentRecord) {
+        self.by_instance
+            .entry(attachment.instance_id.clone())
+            .or_default()
+            .insert(eni_id.to_owned());
+        self.by_attachment
+            .insert(attachment.id.clone(), eni_id.to_owned());
+    }
+
+    fn detached(&mut self, eni_id: &str, attachment: &AttachmentRecord) {
+        if let Some(enis) = self.by_instance.get_mut(&attachment.instance_id) {
+            enis.remove(eni_id);
+            if enis.is_empty() {
+                self.by_instance.remove(&attachment.instance_id);
+            }
+        }
+        self.by_attachment.remove(&attachment.id);
+    }
 }
 
 /// An ENI as it was when it was detached.
@@ -269,7 +305,38 @@ impl AccountState {
             instances: BTreeMap::new(),
             enis: BTreeMap::new(),
             departed: Vec::new(),
+            attachments: AttachmentIndex::default(),
         }
+    }
+
+    /// Rebuilds what is derived from the ENIs (the attachment index): needed once after loading a saved
+    /// state, before any operation. [`super::Simulator::from_account`] does it.
+    pub fn reindex(&mut self) {
+        let mut index = AttachmentIndex::default();
+        for eni in self.enis.values() {
+            if let Some(attachment) = &eni.attachment {
+                index.attached(&eni.id, attachment);
+            }
+        }
+        self.attachments = index;
+    }
+
+    /// The ENIs attached to an instance, in id order.
+    pub fn attached_enis<'a>(&'a self, instance_id: &str) -> impl Iterator<Item = &'a EniRecord> + 'a {
+        self.attachments
+            .by_instance
+            .get(instance_id)
+            .into_iter()
+            .flatten()
+            .map(|id| &self.enis[id])
+    }
+
+    /// Whether the attachment index says what a scan of every ENI says: for tests.
+    pub fn index_is_consistent(&self) -> bool {
+        let mut rebuilt = self.clone();
+        rebuilt.reindex();
+        rebuilt.attachments.by_instance == self.attachments.by_instance
+            && rebuilt.attachments.by_attachment == self.attachments.by_attachment
     }
 
     /// A new id: the prefix and 17 hex digits, deterministic from the seed.
@@ -439,8 +506,7 @@ impl AccountState {
             ..Default::default()
         };
         let eni_id = self.create_eni(&request)?;
-        let eni = self.enis.get_mut(&eni_id).expect("just created");
-        eni.attachment = Some(AttachmentRecord {
+        let attachment = AttachmentRecord {
             id: format!("eni-attach-{}", &eni_id[4..]),
             instance_id: instance_id.clone(),
             device_index: 0,
@@ -448,7 +514,9 @@ impl AccountState {
             delete_on_termination: true,
             requested_ms: now,
             attached_ms: now,
-        });
+        };
+        self.attachments.attached(&eni_id, &attachment);
+        self.enis.get_mut(&eni_id).expect("just created").attachment = Some(attachment);
         self.instances.insert(
             instance_id.clone(),
             InstanceRecord {
@@ -473,19 +541,12 @@ impl AccountState {
             return Ok(());
         }
         instance.state = "terminated".to_owned();
-        let attached: Vec<(String, bool)> = self
-            .enis
-            .values()
-            .filter_map(|e| {
-                let a = e.attachment.as_ref()?;
-                (a.instance_id == instance_id).then(|| (e.id.clone(), a.delete_on_termination))
-            })
-            .collect();
-        for (eni_id, delete) in attached {
-            if let Some(eni) = self.enis.get_mut(&eni_id) {
-                eni.attachment = None;
-            }
-            if delete {
+        let attached: Vec<String> = self.attached_enis(instance_id).map(|e| e.id.clone()).collect();
+        for eni_id in attached {
+            let eni = self.enis.get_mut(&eni_id).expect("indexed ENIs exist");
+            let attachment = eni.attachment.take().expect("indexed ENIs are attached");
+            self.attachments.detached(&eni_id, &attachment);
+            if attachment.delete_on_termination {
                 self.delete_eni(&eni_id)?;
             }
         }
@@ -647,10 +708,9 @@ impl AccountState {
             ));
         }
         let on_card: Vec<u32> = self
-            .enis
-            .values()
+            .attached_enis(instance_id)
             .filter_map(|e| e.attachment.as_ref())
-            .filter(|a| a.instance_id == instance_id && a.network_card == card)
+            .filter(|a| a.network_card == card)
             .map(|a| a.device_index)
             .collect();
         if on_card.len() as u32 >= card_limit {
@@ -669,8 +729,7 @@ impl AccountState {
             )));
         }
         let attachment_id = format!("eni-attach-{}", &self.new_id("x")[2..]);
-        let eni = self.eni_mut(eni_id)?;
-        eni.attachment = Some(AttachmentRecord {
+        let attachment = AttachmentRecord {
             id: attachment_id.clone(),
             instance_id: instance_id.to_owned(),
             device_index,
@@ -678,15 +737,19 @@ impl AccountState {
             delete_on_termination: false,
             requested_ms: now,
             attached_ms: now + delay_ms,
-        });
+        };
+        self.attachments.attached(eni_id, &attachment);
+        self.eni_mut(eni_id)?.attachment = Some(attachment);
         Ok(attachment_id)
     }
 
     fn eni_by_attachment(&mut self, attachment_id: &str) -> Result<&mut EniRecord, Ec2Error> {
-        self.enis
-            .values_mut()
-            .find(|e| e.attachment.as_ref().is_some_and(|a| a.id == attachment_id))
-            .ok_or_else(|| not_found("Attachment", attachment_id))
+        let eni_id = self
+            .attachments
+            .by_attachment
+            .get(attachment_id)
+            .ok_or_else(|| not_found("Attachment", attachment_id))?;
+        Ok(self.enis.get_mut(eni_id).expect("indexed ENIs exist"))
     }
 
     /// ModifyNetworkInterfaceAttribute(Attachment.DeleteOnTermination).
@@ -728,7 +791,9 @@ impl AccountState {
             ));
         }
         let snapshot = eni.clone();
-        eni.attachment = None;
+        let eni_id = eni.id.clone();
+        let attachment = eni.attachment.take().expect("found by its attachment");
+        self.attachments.detached(&eni_id, &attachment);
         if metadata_lag_ms > 0 {
             self.departed.push(DepartedEni {
                 detached_ms: now,
@@ -1004,13 +1069,7 @@ impl AccountState {
             private_ip: primary_ip,
             state: instance.state.clone(),
             network_interfaces: self
-                .enis
-                .values()
-                .filter(|e| {
-                    e.attachment
-                        .as_ref()
-                        .is_some_and(|a| a.instance_id == instance_id)
-                })
+                .attached_enis(instance_id)
                 .map(|e| self.eni_view(e, now))
                 .collect(),
             tags: instance.tags.clone(),
