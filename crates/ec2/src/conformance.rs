@@ -21,11 +21,11 @@
 use std::any::Any;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::{
     AddressRequest, CreateNetworkInterfaceRequest, DescribeNetworkInterfacesRequest, Ec2, Ec2Error,
@@ -54,6 +54,15 @@ pub struct WorldSpec {
     pub subnets: &'static [(&'static str, &'static str)],
     /// The instance's type.
     pub instance_type: &'static str,
+    /// Whether the VPC has an Amazon-provided IPv6 /56 and each subnet a /64 of it: subnet `i` (in the
+    /// order of [`WorldSpec::subnets`]) gets [`subnet_ipv6_block`]`(vpc block, i)`.
+    pub ipv6: bool,
+}
+
+/// The `index`th /64 of a VPC's /56: the IPv6 block a dual-stack world gives its subnet number `index`.
+pub fn subnet_ipv6_block(vpc_block: Ipv6Net, index: usize) -> Ipv6Net {
+    let network = u128::from(vpc_block.network()) | ((index as u128 & 0xff) << 64);
+    Ipv6Net::new(Ipv6Addr::from(network), 64).expect("64 is a valid IPv6 prefix length")
 }
 
 /// A world built by a backend for one case.
@@ -112,6 +121,16 @@ const fn world(subnets: &'static [(&'static str, &'static str)], instance_type: 
     WorldSpec {
         subnets,
         instance_type,
+        ipv6: false,
+    }
+}
+
+/// A dual-stack world: the VPC has an IPv6 /56, each subnet a /64 of it.
+const fn dual_stack(subnets: &'static [(&'static str, &'static str)], instance_type: &'static str) -> WorldSpec {
+    WorldSpec {
+        subnets,
+        instance_type,
+        ipv6: true,
     }
 }
 
@@ -151,6 +170,13 @@ cases! {
     prefixes_need_nitro_or_bare_metal: Ec2Rules, world(ONE_SUBNET, "m4.large");
     detach_comes_before_delete_and_the_primary_eni_stays: Ec2Rules, world(ONE_SUBNET, "m5.xlarge");
     describe_network_interfaces_pages_filters_and_refuses_bad_requests: Ec2Rules, world(ONE_SUBNET, "c5.4xlarge");
+    instance_types_report_ipv6_support: Wire, world(ONE_SUBNET, "m5.large");
+    ipv6_addresses_are_assigned_described_and_unassigned: Wire, dual_stack(ONE_SUBNET, "m5.large");
+    ipv6_prefixes_are_aligned_80s_inside_the_subnets_64: Ec2Rules, dual_stack(ONE_SUBNET, "m5.large");
+    ipv6_slots_are_their_own_limit_per_eni: Ec2Rules, dual_stack(ONE_SUBNET, "m5.large");
+    ipv6_needs_an_instance_type_with_ipv6: Ec2Rules, dual_stack(ONE_SUBNET, "c1.medium");
+    ipv6_prefixes_need_nitro_or_bare_metal: Ec2Rules, dual_stack(ONE_SUBNET, "m4.large");
+    ipv6_needs_a_subnet_with_an_ipv6_block: Ec2Rules, world(ONE_SUBNET, "m5.large");
 }
 
 /// The case called `name`.
@@ -204,6 +230,13 @@ macro_rules! conformance_tests {
             prefixes_need_nitro_or_bare_metal,
             detach_comes_before_delete_and_the_primary_eni_stays,
             describe_network_interfaces_pages_filters_and_refuses_bad_requests,
+            instance_types_report_ipv6_support,
+            ipv6_addresses_are_assigned_described_and_unassigned,
+            ipv6_prefixes_are_aligned_80s_inside_the_subnets_64,
+            ipv6_slots_are_their_own_limit_per_eni,
+            ipv6_needs_an_instance_type_with_ipv6,
+            ipv6_prefixes_need_nitro_or_bare_metal,
+            ipv6_needs_a_subnet_with_an_ipv6_block,
         );
     };
     ($runner:path, wire) => {
@@ -215,6 +248,8 @@ macro_rules! conformance_tests {
             create_honours_private_ip_addresses_and_their_primary,
             create_picks_secondary_addresses_by_count,
             eni_lifecycle_attach_assign_tag_detach_delete,
+            instance_types_report_ipv6_support,
+            ipv6_addresses_are_assigned_described_and_unassigned,
         );
     };
 }
@@ -243,6 +278,23 @@ fn net(text: &str) -> Ipv4Net {
 
 fn ip(text: &str) -> Ipv4Addr {
     text.parse().unwrap()
+}
+
+/// The IPv6 /64 of subnet `name`, as DescribeSubnets reports it.
+async fn subnet_ipv6(world: &World, name: &str) -> Ipv6Net {
+    let subnets = world
+        .ec2
+        .describe_subnets(&[world.subnet(name)], &[])
+        .await
+        .unwrap();
+    subnets[0]
+        .ipv6_cidr_block
+        .unwrap_or_else(|| panic!("subnet {name} has no IPv6 block: {subnets:?}"))
+}
+
+/// The `n`th aligned /80 of a /64.
+fn nth_80(block: Ipv6Net, n: u128) -> Ipv6Net {
+    Ipv6Net::new(Ipv6Addr::from(u128::from(block.network()) | (n << 48)), 80).unwrap()
 }
 
 fn code<T: std::fmt::Debug>(result: Result<T, Ec2Error>) -> String {
@@ -1424,6 +1476,308 @@ pub mod cases {
         assert_eq!(
             (error.code.as_str(), error.kind),
             ("InvalidNetworkInterfaceID.NotFound", Ec2ErrorKind::NotFound)
+        );
+    }
+    /// DescribeInstanceTypes: whether a type has IPv6, and how many IPv6 addresses an interface takes.
+    pub async fn instance_types_report_ipv6_support(world: &World) {
+        let types = world
+            .ec2
+            .describe_instance_types(&["m5.large".into(), "c1.medium".into()])
+            .await
+            .unwrap();
+        let by_name: BTreeMap<&str, _> = types.iter().map(|t| (t.instance_type.as_str(), t)).collect();
+        let m5 = by_name["m5.large"];
+        assert_eq!((m5.ipv6_supported, m5.ipv6_per_eni), (true, 10));
+        let c1 = by_name["c1.medium"];
+        assert_eq!((c1.ipv6_supported, c1.ipv6_per_eni), (false, 0));
+    }
+
+    /// AssignIpv6Addresses by count and by address, DescribeNetworkInterfaces listing them, and
+    /// UnassignIpv6Addresses, in a subnet with a /64 of the VPC's /56.
+    pub async fn ipv6_addresses_are_assigned_described_and_unassigned(world: &World) {
+        let ec2 = &world.ec2;
+        let block = subnet_ipv6(world, "main").await;
+        assert_eq!(block.prefix_len(), 64, "{block}");
+        let eni = attached_eni(world, "main", 1).await;
+        assert!(describe(world, &eni).await.ipv6_addresses.is_empty());
+        // EC2 answers with what this call assigned, moto with every IPv6 address of the ENI (the rules tier
+        // checks the former): what the ENI holds afterwards is the same on both.
+        let counted = ec2
+            .assign_ipv6_addresses(&eni, &AddressRequest::Count(2))
+            .await
+            .unwrap();
+        let after_count: BTreeSet<Ipv6Addr> =
+            describe(world, &eni).await.ipv6_addresses.into_iter().collect();
+        assert_eq!(after_count.len(), 2, "{after_count:?}");
+        assert!(after_count.iter().all(|a| block.contains(a)), "{after_count:?} in {block}");
+        assert!(after_count.iter().all(|a| counted.contains(a)), "{counted:?}");
+        // An address of the /64 the ENI does not hold (moto picks at random: never assume one is free).
+        let explicit = (0x1000u128..)
+            .map(|host| Ipv6Addr::from(u128::from(block.network()) | host))
+            .find(|candidate| !after_count.contains(candidate))
+            .expect("a /64 has free addresses");
+        let assigned = ec2
+            .assign_ipv6_addresses(&eni, &AddressRequest::Explicit(vec![explicit]))
+            .await
+            .unwrap();
+        assert!(assigned.contains(&explicit), "{assigned:?}");
+        let held: BTreeSet<Ipv6Addr> = describe(world, &eni).await.ipv6_addresses.into_iter().collect();
+        let expected: BTreeSet<Ipv6Addr> = after_count.iter().copied().chain([explicit]).collect();
+        assert_eq!(held, expected);
+        ec2.unassign_ipv6_addresses(&eni, &[explicit]).await.unwrap();
+        let described = describe(world, &eni).await;
+        let held: BTreeSet<Ipv6Addr> = described.ipv6_addresses.iter().copied().collect();
+        assert_eq!(held, after_count);
+        // IPv6 addresses leave the ENI's IPv4 addresses alone.
+        assert!(described.secondary_ips.is_empty(), "{described:?}");
+    }
+
+    /// `Ipv6PrefixCount` / `Ipv6Prefixes`: aligned /80s of the subnet's /64, never one holding AWS's
+    /// addresses (the first four and the last of the /64), never one given twice, never overlapping an
+    /// address; the answer lists what the call assigned; a prefix the ENI does not hold cannot be unassigned.
+    pub async fn ipv6_prefixes_are_aligned_80s_inside_the_subnets_64(world: &World) {
+        let ec2 = &world.ec2;
+        let block = subnet_ipv6(world, "main").await;
+        let eni = attached_eni(world, "main", 1).await;
+        let counted = ec2
+            .assign_ipv6_prefixes(&eni, &AddressRequest::Count(2))
+            .await
+            .unwrap();
+        assert_eq!(counted.len(), 2, "{counted:?}");
+        assert_ne!(counted[0], counted[1]);
+        for prefix in &counted {
+            assert_eq!(prefix.prefix_len(), 80, "{prefix}");
+            assert_eq!(prefix.trunc(), *prefix, "{prefix} is aligned");
+            assert!(block.contains(prefix), "{prefix} in {block}");
+            assert_ne!(*prefix, nth_80(block, 0), "the first /80 holds AWS's addresses");
+        }
+        let singles = ec2
+            .assign_ipv6_addresses(&eni, &AddressRequest::Count(3))
+            .await
+            .unwrap();
+        assert_eq!(singles.len(), 3, "the answer lists what this call assigned");
+        assert!(singles.iter().all(|a| counted.iter().all(|p| !p.contains(a))));
+        let free = (1..0xffff)
+            .map(|n| nth_80(block, n))
+            .find(|p| !counted.contains(p) && singles.iter().all(|a| !p.contains(a)))
+            .unwrap();
+        let exact = ec2
+            .assign_ipv6_prefixes(&eni, &AddressRequest::Explicit(vec![free]))
+            .await
+            .unwrap();
+        assert_eq!(exact, vec![free]);
+        let described = describe(world, &eni).await;
+        let prefixes: BTreeSet<Ipv6Net> = described.ipv6_prefixes.iter().copied().collect();
+        assert_eq!(prefixes, counted.iter().copied().chain([free]).collect());
+        assert_eq!(described.ipv6_addresses.len(), 3);
+
+        let other = attached_eni(world, "main", 2).await;
+        let first_single = singles[0];
+        let holding_an_address = Ipv6Net::new(first_single, 80).unwrap().trunc();
+        let network = u128::from(block.network());
+        for (prefix, why) in [
+            (free, "delegated already"),
+            (nth_80(block, 0), "holds AWS's first four addresses"),
+            (nth_80(block, 0xffff), "holds AWS's last address"),
+            (holding_an_address, "holds an address in use"),
+            (
+                Ipv6Net::new(Ipv6Addr::from(network | (0x77 << 48) | (1 << 32)), 80).unwrap(),
+                "not aligned",
+            ),
+            (
+                Ipv6Net::new(Ipv6Addr::from(network | (0x77 << 48)), 96).unwrap(),
+                "not a /80",
+            ),
+            (
+                nth_80(subnet_ipv6_block(Ipv6Net::new(block.network(), 56).unwrap().trunc(), 0xee), 5),
+                "outside the subnet's /64",
+            ),
+        ] {
+            let error = ec2
+                .assign_ipv6_prefixes(&other, &AddressRequest::Explicit(vec![prefix]))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                (error.code.as_str(), error.kind),
+                ("InvalidParameterValue", Ec2ErrorKind::InvalidParameter),
+                "{prefix} ({why}): {error}"
+            );
+        }
+        let twice = nth_80(block, 0x4242);
+        for (request, why) in [
+            (AddressRequest::Explicit(vec![twice, twice]), "a prefix twice in one call"),
+            (AddressRequest::Count(0), "a count of zero"),
+        ] {
+            assert_eq!(
+                code(ec2.assign_ipv6_prefixes(&other, &request).await),
+                "InvalidParameterValue",
+                "{why}"
+            );
+        }
+        assert!(describe(world, &other).await.ipv6_prefixes.is_empty(), "refused calls take nothing");
+        assert_eq!(
+            code(ec2.unassign_ipv6_prefixes(&other, &[free]).await),
+            "InvalidParameterValue",
+            "another ENI's prefix"
+        );
+        ec2.unassign_ipv6_prefixes(&eni, &[free]).await.unwrap();
+        assert!(!describe(world, &eni).await.ipv6_prefixes.contains(&free));
+        // Given back, it can be delegated again.
+        ec2.assign_ipv6_prefixes(&other, &AddressRequest::Explicit(vec![free]))
+            .await
+            .unwrap();
+    }
+
+    /// m5.large: 10 IPv6 addresses per interface, which IPv6 addresses and /80 prefixes share; they do not
+    /// take the interface's IPv4 slots (10: the primary, secondaries and /28 prefixes), nor the other way.
+    pub async fn ipv6_slots_are_their_own_limit_per_eni(world: &World) {
+        let ec2 = &world.ec2;
+        let eni = attached_eni(world, "main", 1).await;
+        // Every IPv4 slot taken first: IPv6 still fits.
+        ec2.assign_private_ip_addresses(&eni, &AddressRequest::Count(9))
+            .await
+            .unwrap();
+        ec2.assign_ipv6_addresses(&eni, &AddressRequest::Count(6))
+            .await
+            .unwrap();
+        let prefixes = ec2
+            .assign_ipv6_prefixes(&eni, &AddressRequest::Count(4))
+            .await
+            .unwrap();
+        for (what, result) in [
+            (
+                "an IPv6 address",
+                ec2.assign_ipv6_addresses(&eni, &AddressRequest::Count(1))
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "an IPv6 prefix",
+                ec2.assign_ipv6_prefixes(&eni, &AddressRequest::Count(1))
+                    .await
+                    .map(|_| ()),
+            ),
+            (
+                "an IPv4 address",
+                ec2.assign_private_ip_addresses(&eni, &AddressRequest::Count(1))
+                    .await
+                    .map(|_| ()),
+            ),
+        ] {
+            let error = result.unwrap_err();
+            assert_eq!(
+                (error.code.as_str(), error.kind),
+                ("PrivateIpAddressLimitExceeded", Ec2ErrorKind::AddressLimitExceeded),
+                "{what}: {error}"
+            );
+        }
+        // Giving a prefix back makes room for one address.
+        ec2.unassign_ipv6_prefixes(&eni, &prefixes[..1]).await.unwrap();
+        ec2.assign_ipv6_addresses(&eni, &AddressRequest::Count(1))
+            .await
+            .unwrap();
+        let described = describe(world, &eni).await;
+        assert_eq!(
+            (
+                described.secondary_ips.len(),
+                described.ipv6_addresses.len(),
+                described.ipv6_prefixes.len()
+            ),
+            (9, 7, 3)
+        );
+        // An unattached ENI holding more IPv6 than the type allows cannot be attached.
+        let crowded = new_eni(world, "main").await;
+        ec2.assign_ipv6_addresses(&crowded, &AddressRequest::Count(11))
+            .await
+            .unwrap();
+        assert_eq!(
+            code(ec2.attach_network_interface(&crowded, &world.instance_id, 2, 0).await),
+            "PrivateIpAddressLimitExceeded"
+        );
+    }
+
+    /// c1.medium has no IPv6: its interfaces take no IPv6 address, and an interface holding one cannot be
+    /// attached to it.
+    pub async fn ipv6_needs_an_instance_type_with_ipv6(world: &World) {
+        let ec2 = &world.ec2;
+        let instance = ec2.describe_instance(&world.instance_id).await.unwrap();
+        let primary = instance.network_interfaces[0].network_interface_id.clone();
+        let error = ec2
+            .assign_ipv6_addresses(&primary, &AddressRequest::Count(1))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.kind),
+            ("InvalidParameterValue", Ec2ErrorKind::InvalidParameter),
+            "{error}"
+        );
+        assert_eq!(
+            code(ec2.assign_ipv6_prefixes(&primary, &AddressRequest::Count(1)).await),
+            "InvalidParameterValue"
+        );
+        assert!(describe(world, &primary).await.ipv6_addresses.is_empty());
+        let dual = new_eni(world, "main").await;
+        ec2.assign_ipv6_addresses(&dual, &AddressRequest::Count(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            code(ec2.attach_network_interface(&dual, &world.instance_id, 1, 0).await),
+            "InvalidParameterValue"
+        );
+    }
+
+    /// m4.large (Xen) has IPv6 addresses but no prefix delegation: no /80 on its interfaces, and an
+    /// interface holding one cannot be attached to it.
+    pub async fn ipv6_prefixes_need_nitro_or_bare_metal(world: &World) {
+        let ec2 = &world.ec2;
+        let eni = attached_eni(world, "main", 1).await;
+        ec2.assign_ipv6_addresses(&eni, &AddressRequest::Count(2))
+            .await
+            .unwrap();
+        let error = ec2
+            .assign_ipv6_prefixes(&eni, &AddressRequest::Count(1))
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, Ec2ErrorKind::InvalidParameter, "{error}");
+        assert!(describe(world, &eni).await.ipv6_prefixes.is_empty());
+        let prefixed = new_eni(world, "main").await;
+        ec2.assign_ipv6_prefixes(&prefixed, &AddressRequest::Count(1))
+            .await
+            .unwrap();
+        assert_eq!(
+            code(ec2.attach_network_interface(&prefixed, &world.instance_id, 1, 0).await),
+            "InvalidParameterValue",
+            "m4.large has room for the ENI but not for its /80"
+        );
+    }
+
+    /// A subnet without an IPv6 block hands out no IPv6 address or prefix; unassigning what the ENI does not
+    /// hold is refused.
+    pub async fn ipv6_needs_a_subnet_with_an_ipv6_block(world: &World) {
+        let ec2 = &world.ec2;
+        let subnets = ec2.describe_subnets(&[world.subnet("main")], &[]).await.unwrap();
+        assert_eq!(subnets[0].ipv6_cidr_block, None);
+        let eni = attached_eni(world, "main", 1).await;
+        let error = ec2
+            .assign_ipv6_addresses(&eni, &AddressRequest::Count(1))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            (error.code.as_str(), error.kind),
+            ("InvalidParameterValue", Ec2ErrorKind::InvalidParameter),
+            "{error}"
+        );
+        assert!(error.message.contains("IPv6"), "a specific message: {error}");
+        assert_eq!(
+            code(ec2.assign_ipv6_prefixes(&eni, &AddressRequest::Count(1)).await),
+            "InvalidParameterValue"
+        );
+        assert_eq!(
+            code(
+                ec2.unassign_ipv6_addresses(&eni, &["2600:1f14::4".parse().unwrap()])
+                    .await
+            ),
+            "InvalidParameterValue"
         );
     }
 }

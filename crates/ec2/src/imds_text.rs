@@ -3,10 +3,10 @@
 //! (`vpcni-ec2-sdk`) fetches the bodies and hands them to these functions, which hold every parsing rule
 //! so they can be tested and fuzzed without the SDK (`fuzz/fuzz_targets/imds_text.rs`).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::str::FromStr;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use vpcni_layout::{MAX_DEVICE_NUMBER, MAX_NETWORK_CARD};
 
 use crate::{Ec2Error, ImdsInterface};
@@ -61,6 +61,14 @@ pub struct InterfaceAnswers {
     pub vpc_ipv4_cidr_blocks: String,
     /// `security-group-ids` (may be absent).
     pub security_group_ids: Option<String>,
+    /// `ipv6s` (absent when the ENI has no IPv6 address).
+    pub ipv6s: Option<String>,
+    /// `ipv6-prefix` (absent when the ENI has no IPv6 prefix).
+    pub ipv6_prefix: Option<String>,
+    /// `subnet-ipv6-cidr-blocks` (absent when the subnet has no IPv6 block).
+    pub subnet_ipv6_cidr_blocks: Option<String>,
+    /// `vpc-ipv6-cidr-blocks` (absent when the VPC has no IPv6 block).
+    pub vpc_ipv6_cidr_blocks: Option<String>,
 }
 
 /// A number at most `max`; an `InvalidResponse` naming the path when it is no such number.
@@ -104,6 +112,22 @@ pub fn interface(mac: &str, answers: &InterfaceAnswers) -> Result<ImdsInterface,
             .map(|c| parsed::<Ipv4Net>("vpc-ipv4-cidr-blocks", c))
             .collect::<Result<_, _>>()?,
         security_group_ids: optional_lines(&answers.security_group_ids),
+        ipv6s: optional_lines(&answers.ipv6s)
+            .iter()
+            .map(|a| parsed::<Ipv6Addr>("ipv6s", a))
+            .collect::<Result<_, _>>()?,
+        ipv6_prefixes: optional_lines(&answers.ipv6_prefix)
+            .iter()
+            .map(|p| parsed::<Ipv6Net>("ipv6-prefix", p))
+            .collect::<Result<_, _>>()?,
+        subnet_ipv6_cidr_blocks: optional_lines(&answers.subnet_ipv6_cidr_blocks)
+            .iter()
+            .map(|c| parsed::<Ipv6Net>("subnet-ipv6-cidr-blocks", c))
+            .collect::<Result<_, _>>()?,
+        vpc_ipv6_cidr_blocks: optional_lines(&answers.vpc_ipv6_cidr_blocks)
+            .iter()
+            .map(|c| parsed::<Ipv6Net>("vpc-ipv6-cidr-blocks", c))
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -122,6 +146,10 @@ mod tests {
             ipv4_prefix: Some("10.0.0.32/28".into()),
             vpc_ipv4_cidr_blocks: "10.0.0.0/16\n100.64.0.0/16".into(),
             security_group_ids: Some("sg-1\nsg-2".into()),
+            ipv6s: None,
+            ipv6_prefix: None,
+            subnet_ipv6_cidr_blocks: None,
+            vpc_ipv6_cidr_blocks: None,
         }
     }
 
@@ -137,6 +165,55 @@ mod tests {
         assert_eq!(interface.ipv4_prefixes.len(), 1);
         assert_eq!(interface.vpc_ipv4_cidr_blocks.len(), 2);
         assert_eq!(interface.security_group_ids, ["sg-1", "sg-2"]);
+    }
+
+    #[test]
+    fn ipv6_paths_are_read_and_absent_ones_are_empty() {
+        let read = interface("0a:00:00:00:00:01", &answers()).unwrap();
+        assert!(read.ipv6s.is_empty() && read.ipv6_prefixes.is_empty());
+        assert!(read.subnet_ipv6_cidr_blocks.is_empty());
+        let dual = InterfaceAnswers {
+            ipv6s: Some("2600:1f14:0:100::4\n2600:1f14:0:100::5\n".into()),
+            ipv6_prefix: Some("2600:1f14:0:100:1::/80".into()),
+            subnet_ipv6_cidr_blocks: Some("2600:1f14:0:100::/64".into()),
+            vpc_ipv6_cidr_blocks: Some("2600:1f14:0:100::/56".into()),
+            ..answers()
+        };
+        let read = interface("0a:00:00:00:00:01", &dual).unwrap();
+        assert_eq!(read.ipv6s.len(), 2);
+        assert_eq!(
+            read.ipv6_prefixes,
+            ["2600:1f14:0:100:1::/80".parse::<Ipv6Net>().unwrap()]
+        );
+        assert_eq!(read.subnet_ipv6_cidr_blocks.len(), 1);
+        assert_eq!(read.vpc_ipv6_cidr_blocks.len(), 1);
+        for (bad, path) in [
+            (
+                InterfaceAnswers {
+                    ipv6s: Some("10.0.0.1".into()),
+                    ..answers()
+                },
+                "ipv6s",
+            ),
+            (
+                InterfaceAnswers {
+                    ipv6_prefix: Some("2600:1f14::/200".into()),
+                    ..answers()
+                },
+                "ipv6-prefix",
+            ),
+            (
+                InterfaceAnswers {
+                    subnet_ipv6_cidr_blocks: Some("nope".into()),
+                    ..answers()
+                },
+                "subnet-ipv6-cidr-blocks",
+            ),
+        ] {
+            let error = interface("m", &bad).unwrap_err();
+            assert_eq!(error.code, "InvalidResponse");
+            assert!(error.message.contains(path), "{path}: {error}");
+        }
     }
 
     #[test]

@@ -20,10 +20,10 @@ mod types;
 pub use error::{Ec2Error, Ec2ErrorKind};
 pub use types::*;
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use async_trait::async_trait;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 /// The EC2 API calls the node daemon makes. Every method maps to one EC2 action (named in its doc).
 #[async_trait]
@@ -107,6 +107,34 @@ pub trait Ec2: Send + Sync {
         &self,
         network_interface_id: &str,
         prefixes: &[Ipv4Net],
+    ) -> Result<(), Ec2Error>;
+
+    /// AssignIpv6Addresses with `Ipv6AddressCount` / `Ipv6Addresses`; returns the addresses assigned by this call.
+    async fn assign_ipv6_addresses(
+        &self,
+        network_interface_id: &str,
+        addresses: &AddressRequest<Ipv6Addr>,
+    ) -> Result<Vec<Ipv6Addr>, Ec2Error>;
+
+    /// UnassignIpv6Addresses with `Ipv6Addresses`.
+    async fn unassign_ipv6_addresses(
+        &self,
+        network_interface_id: &str,
+        addresses: &[Ipv6Addr],
+    ) -> Result<(), Ec2Error>;
+
+    /// AssignIpv6Addresses with `Ipv6PrefixCount` / `Ipv6Prefixes`; returns the /80 prefixes assigned by this call.
+    async fn assign_ipv6_prefixes(
+        &self,
+        network_interface_id: &str,
+        prefixes: &AddressRequest<Ipv6Net>,
+    ) -> Result<Vec<Ipv6Net>, Ec2Error>;
+
+    /// UnassignIpv6Addresses with `Ipv6Prefixes`.
+    async fn unassign_ipv6_prefixes(
+        &self,
+        network_interface_id: &str,
+        prefixes: &[Ipv6Net],
     ) -> Result<(), Ec2Error>;
 
     /// CreateTags on any resources.

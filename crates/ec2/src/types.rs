@@ -1,9 +1,9 @@
 //! Plain data exchanged through the [`Ec2`](crate::Ec2) and [`Imds`](crate::Imds) traits.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 /// Resource tags, sorted by key.
@@ -172,6 +172,10 @@ pub struct NetworkInterface {
     pub secondary_ips: Vec<Ipv4Addr>,
     /// Delegated /28 prefixes.
     pub ipv4_prefixes: Vec<Ipv4Net>,
+    /// IPv6 addresses (`Ipv6Addresses`), in address order.
+    pub ipv6_addresses: Vec<Ipv6Addr>,
+    /// Delegated /80 IPv6 prefixes (`Ipv6Prefixes`), in address order.
+    pub ipv6_prefixes: Vec<Ipv6Net>,
     /// Security group ids.
     pub security_groups: Vec<String>,
     /// Tags.
@@ -268,6 +272,8 @@ pub struct Subnet {
     pub availability_zone: String,
     /// IPv4 CIDR.
     pub cidr_block: Ipv4Net,
+    /// The subnet's IPv6 /64 (`Ipv6CidrBlockAssociationSet`, the associated one), if it has one.
+    pub ipv6_cidr_block: Option<Ipv6Net>,
     /// `AvailableIpAddressCount`.
     pub available_ip_address_count: u32,
     /// Tags.
@@ -283,6 +289,10 @@ pub struct InstanceTypeInfo {
     pub max_enis: u32,
     /// `Ipv4AddressesPerInterface`.
     pub ipv4_per_eni: u32,
+    /// `Ipv6Supported`.
+    pub ipv6_supported: bool,
+    /// `Ipv6AddressesPerInterface` (0 when IPv6 is not supported).
+    pub ipv6_per_eni: u32,
     /// `Hypervisor` (`nitro`, `xen`, or empty for bare metal).
     pub hypervisor: String,
     /// `BareMetal`.
@@ -314,6 +324,14 @@ pub struct ImdsInterface {
     pub ipv4_prefixes: Vec<Ipv4Net>,
     /// `vpc-ipv4-cidr-blocks`.
     pub vpc_ipv4_cidr_blocks: Vec<Ipv4Net>,
+    /// `ipv6s` (404 → empty): the interface's IPv6 addresses.
+    pub ipv6s: Vec<Ipv6Addr>,
+    /// `ipv6-prefix` (404 → empty): the interface's delegated /80 prefixes.
+    pub ipv6_prefixes: Vec<Ipv6Net>,
+    /// `subnet-ipv6-cidr-blocks` (404 → empty).
+    pub subnet_ipv6_cidr_blocks: Vec<Ipv6Net>,
+    /// `vpc-ipv6-cidr-blocks` (404 → empty).
+    pub vpc_ipv6_cidr_blocks: Vec<Ipv6Net>,
     /// `security-group-ids`.
     pub security_group_ids: Vec<String>,
 }

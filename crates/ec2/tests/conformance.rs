@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use futures::executor::block_on;
 use vpcni_ec2::Tags;
-use vpcni_ec2::conformance::{AVAILABILITY_ZONE, Case, VPC_CIDR, World};
+use vpcni_ec2::conformance::{AVAILABILITY_ZONE, Case, VPC_CIDR, World, subnet_ipv6_block};
 use vpcni_ec2::sim::{SimConfig, Simulator, VirtualClock};
 
 fn on_simulator(case: &Case) {
@@ -17,16 +17,24 @@ fn on_simulator(case: &Case) {
     let vpc_id = sim
         .create_vpc(VPC_CIDR.parse().expect("VPC CIDR"), Tags::new())
         .expect("CreateVpc");
+    let vpc_ipv6 = case.world.ipv6.then(|| {
+        sim.associate_vpc_ipv6_cidr(&vpc_id, None)
+            .expect("AssociateVpcCidrBlock (Amazon-provided IPv6)")
+    });
     let mut subnets = BTreeMap::new();
-    for (name, cidr) in case.world.subnets {
-        let id = sim
-            .create_subnet(
+    for (index, (name, cidr)) in case.world.subnets.iter().enumerate() {
+        let cidr = cidr.parse().expect("subnet CIDR");
+        let id = match vpc_ipv6 {
+            Some(block) => sim.create_subnet_with_ipv6(
                 &vpc_id,
-                cidr.parse().expect("subnet CIDR"),
+                cidr,
+                subnet_ipv6_block(block, index),
                 AVAILABILITY_ZONE,
                 Tags::new(),
-            )
-            .expect("CreateSubnet");
+            ),
+            None => sim.create_subnet(&vpc_id, cidr, AVAILABILITY_ZONE, Tags::new()),
+        }
+        .expect("CreateSubnet");
         subnets.insert((*name).to_owned(), id);
     }
     let first_subnet = &subnets[case.world.subnets[0].0];

@@ -1,10 +1,10 @@
 //! The [`Ec2`] trait over the simulator: each method is one EC2 action, counted and throttled.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use async_trait::async_trait;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::Simulator;
 use super::state::{EniRecord, eni_matches, subnet_matches, type_limits};
@@ -34,6 +34,8 @@ impl Ec2 for Simulator {
                         instance_type: limits.instance_type.clone(),
                         max_enis: limits.max_enis,
                         ipv4_per_eni: limits.ipv4_per_eni,
+                        ipv6_per_eni: limits.ipv6_per_eni.unwrap_or(limits.ipv4_per_eni),
+                        ipv6_supported: limits.ipv6_per_eni.unwrap_or(limits.ipv4_per_eni) > 0,
                         hypervisor: match limits.hypervisor {
                             vpcni_limits::Hypervisor::Unknown => String::new(),
                             other => other.as_str().to_owned(),
@@ -235,6 +237,46 @@ impl Ec2 for Simulator {
     ) -> Result<(), Ec2Error> {
         self.call("UnassignPrivateIpAddresses", |account, now, _| {
             account.unassign_prefixes(network_interface_id, prefixes, now)
+        })
+    }
+
+    async fn assign_ipv6_addresses(
+        &self,
+        network_interface_id: &str,
+        addresses: &AddressRequest<Ipv6Addr>,
+    ) -> Result<Vec<Ipv6Addr>, Ec2Error> {
+        self.call("AssignIpv6Addresses", |account, now, _| {
+            account.assign_ipv6_addresses(network_interface_id, addresses, now)
+        })
+    }
+
+    async fn unassign_ipv6_addresses(
+        &self,
+        network_interface_id: &str,
+        addresses: &[Ipv6Addr],
+    ) -> Result<(), Ec2Error> {
+        self.call("UnassignIpv6Addresses", |account, now, _| {
+            account.unassign_ipv6_addresses(network_interface_id, addresses, now)
+        })
+    }
+
+    async fn assign_ipv6_prefixes(
+        &self,
+        network_interface_id: &str,
+        prefixes: &AddressRequest<Ipv6Net>,
+    ) -> Result<Vec<Ipv6Net>, Ec2Error> {
+        self.call("AssignIpv6Addresses", |account, now, _| {
+            account.assign_ipv6_prefixes(network_interface_id, prefixes, now)
+        })
+    }
+
+    async fn unassign_ipv6_prefixes(
+        &self,
+        network_interface_id: &str,
+        prefixes: &[Ipv6Net],
+    ) -> Result<(), Ec2Error> {
+        self.call("UnassignIpv6Addresses", |account, now, _| {
+            account.unassign_ipv6_prefixes(network_interface_id, prefixes, now)
         })
     }
 

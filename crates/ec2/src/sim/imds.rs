@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::Simulator;
 use crate::{Ec2Error, Imds, ImdsInterface};
@@ -181,7 +181,36 @@ fn describe(
             .filter(|(n, _)| n.prefix_len() < 32 && lingering(n))
             .map(|(n, _)| *n),
     );
+    let lingering_ipv6 = |single: bool| {
+        eni.removed_ipv6
+            .iter()
+            .filter(move |(n, at)| (n.prefix_len() == 128) == single && !visible(*at))
+            .map(|(n, _)| *n)
+    };
+    let mut ipv6s: Vec<_> = eni
+        .ipv6_addresses
+        .iter()
+        .filter(|(_, at)| visible(**at))
+        .map(|(ip, _)| *ip)
+        .collect();
+    for gone in lingering_ipv6(true).map(|n| n.addr()) {
+        if !ipv6s.contains(&gone) {
+            ipv6s.push(gone);
+        }
+    }
+    let mut ipv6_prefixes: Vec<Ipv6Net> = eni
+        .ipv6_prefixes
+        .iter()
+        .filter(|(_, at)| visible(**at))
+        .map(|(p, _)| *p)
+        .collect();
+    for gone in lingering_ipv6(false) {
+        if !ipv6_prefixes.contains(&gone) {
+            ipv6_prefixes.push(gone);
+        }
+    }
     let subnet = account.subnets.get(&eni.subnet_id);
+    let vpc = subnet.and_then(|subnet| account.vpcs.get(&subnet.vpc_id));
     ImdsInterface {
         mac: eni.mac.clone(),
         device_number: attachment.device_index,
@@ -192,10 +221,15 @@ fn describe(
             .map_or_else(|| Ipv4Net::from(eni.primary_ip), |subnet| subnet.addresses.cidr()),
         local_ipv4s,
         ipv4_prefixes,
-        vpc_ipv4_cidr_blocks: subnet
-            .and_then(|subnet| account.vpcs.get(&subnet.vpc_id))
-            .map(|v| v.cidrs.clone())
-            .unwrap_or_default(),
+        vpc_ipv4_cidr_blocks: vpc.map(|v| v.cidrs.clone()).unwrap_or_default(),
+        ipv6s,
+        ipv6_prefixes,
+        subnet_ipv6_cidr_blocks: subnet
+            .and_then(|subnet| subnet.ipv6.as_ref())
+            .map(|block| block.cidr())
+            .into_iter()
+            .collect(),
+        vpc_ipv6_cidr_blocks: vpc.and_then(|v| v.ipv6_cidr).into_iter().collect(),
         security_group_ids: eni.security_groups.clone(),
     }
 }

@@ -10,6 +10,7 @@ mod addressing;
 mod clock;
 mod ec2_impl;
 mod imds;
+mod ipv6;
 mod rng;
 mod state;
 mod throttle;
@@ -18,12 +19,13 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 pub use addressing::ReservationType;
 pub use clock::{Clock, VirtualClock, WallClock};
 pub use imds::SimImds;
+pub use ipv6::SubnetIpv6;
 pub use rng::SplitMix64;
 pub use state::{AccountState, CidrReservation};
 pub use throttle::{ActionClass, BucketSpec, ThrottleConfig};
@@ -272,6 +274,40 @@ impl Simulator {
     pub fn add_vpc_cidr(&self, vpc_id: &str, cidr: Ipv4Net) -> Result<(), Ec2Error> {
         self.call("AssociateVpcCidrBlock", |account, _, _| {
             account.add_vpc_cidr(vpc_id, cidr)
+        })
+    }
+
+    /// AssociateVpcCidrBlock for IPv6: `None` asks for an Amazon-provided /56 (`AmazonProvidedIpv6CidrBlock`,
+    /// chosen from the seed), `Some` gives the /56 (`Ipv6CidrBlock`). Returns the VPC's block.
+    pub fn associate_vpc_ipv6_cidr(&self, vpc_id: &str, cidr: Option<Ipv6Net>) -> Result<Ipv6Net, Ec2Error> {
+        self.call("AssociateVpcCidrBlock", |account, _, _| {
+            account.associate_vpc_ipv6(vpc_id, cidr)
+        })
+    }
+
+    /// A VPC's IPv6 /56, if it has one (admin view, not counted).
+    pub fn vpc_ipv6_cidr(&self, vpc_id: &str) -> Option<Ipv6Net> {
+        self.lock().account.vpcs.get(vpc_id).and_then(|v| v.ipv6_cidr)
+    }
+
+    /// CreateSubnet with an IPv6 /64 of the VPC's /56 (`Ipv6CidrBlock`).
+    pub fn create_subnet_with_ipv6(
+        &self,
+        vpc_id: &str,
+        cidr: Ipv4Net,
+        ipv6_cidr: Ipv6Net,
+        az: &str,
+        tags: Tags,
+    ) -> Result<String, Ec2Error> {
+        self.call("CreateSubnet", |account, _, _| {
+            account.create_subnet_with_ipv6(vpc_id, cidr, ipv6_cidr, az, tags)
+        })
+    }
+
+    /// AssociateSubnetCidrBlock with `Ipv6CidrBlock`: a /64 of the VPC's /56.
+    pub fn associate_subnet_ipv6_cidr(&self, subnet_id: &str, cidr: Ipv6Net) -> Result<(), Ec2Error> {
+        self.call("AssociateSubnetCidrBlock", |account, _, _| {
+            account.associate_subnet_ipv6(subnet_id, cidr)
         })
     }
 

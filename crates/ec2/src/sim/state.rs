@@ -1,13 +1,14 @@
 //! The simulated account: VPCs, subnets, instances and ENIs, and every EC2 rule vpcni depends on.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use vpcni_limits::InstanceLimits;
 
 use super::addressing::{ReservationType, SubnetAddresses};
+use super::ipv6::{self, SubnetIpv6};
 use super::rng::SplitMix64;
 use crate::{
     AddressRequest, Attachment, AttachmentStatus, CreateNetworkInterfaceRequest, Ec2Error, Filter, Instance,
@@ -21,6 +22,9 @@ pub struct VpcRecord {
     pub id: String,
     /// Primary CIDR first, then secondary ones.
     pub cidrs: Vec<Ipv4Net>,
+    /// The VPC's IPv6 /56, if it has one (at most one).
+    #[serde(default)]
+    pub ipv6_cidr: Option<Ipv6Net>,
     /// Tags.
     pub tags: Tags,
 }
@@ -41,6 +45,9 @@ pub struct SubnetRecord {
     /// Subnet CIDR reservations.
     #[serde(default)]
     pub reservations: Vec<CidrReservation>,
+    /// The subnet's IPv6 /64 and what is in use in it, if it has one.
+    #[serde(default)]
+    pub ipv6: Option<SubnetIpv6>,
 }
 
 /// A subnet CIDR reservation (CreateSubnetCidrReservation).
@@ -111,6 +118,15 @@ pub struct EniRecord {
     pub prefixes: BTreeMap<Ipv4Net, u64>,
     /// Addresses and prefixes removed recently, with when: instance metadata still shows them for a while.
     pub removed: Vec<(Ipv4Net, u64)>,
+    /// IPv6 addresses, with when each was assigned.
+    #[serde(default)]
+    pub ipv6_addresses: BTreeMap<Ipv6Addr, u64>,
+    /// IPv6 /80 prefixes, with when each was assigned.
+    #[serde(default)]
+    pub ipv6_prefixes: BTreeMap<Ipv6Net, u64>,
+    /// IPv6 addresses (as /128s) and prefixes removed recently, with when.
+    #[serde(default)]
+    pub removed_ipv6: Vec<(Ipv6Net, u64)>,
     /// Security groups.
     pub security_groups: Vec<String>,
     /// Tags.
@@ -125,6 +141,12 @@ impl EniRecord {
     /// Address slots in use: the primary, each secondary address and each prefix.
     pub fn slots_used(&self) -> u32 {
         1 + self.secondary.len() as u32 + self.prefixes.len() as u32
+    }
+
+    /// IPv6 slots in use: each IPv6 address and each /80 prefix. They count against the instance type's IPv6
+    /// limit per interface, not its IPv4 one (docs/ec2-simulator.md, "IPv6").
+    pub fn ipv6_slots_used(&self) -> u32 {
+        self.ipv6_addresses.len() as u32 + self.ipv6_prefixes.len() as u32
     }
 }
 
@@ -368,6 +390,7 @@ impl AccountState {
             VpcRecord {
                 id: id.clone(),
                 cidrs: vec![cidr.trunc()],
+                ipv6_cidr: None,
                 tags,
             },
         );
@@ -425,6 +448,7 @@ impl AccountState {
                 addresses: SubnetAddresses::new(cidr),
                 tags,
                 reservations: Vec::new(),
+                ipv6: None,
             },
         );
         Ok(id)
@@ -619,6 +643,9 @@ impl AccountState {
                 secondary: secondary.into_iter().map(|ip| (ip, 0)).collect(),
                 prefixes: prefixes.into_iter().map(|p| (p, 0)).collect(),
                 removed: Vec::new(),
+                ipv6_addresses: BTreeMap::new(),
+                ipv6_prefixes: BTreeMap::new(),
+                removed_ipv6: Vec::new(),
                 security_groups: if request.security_groups.is_empty() {
                     vpc_groups
                 } else {
@@ -707,6 +734,7 @@ impl AccountState {
                 ),
             ));
         }
+        self.check_ipv6_fits(eni, limits, 0)?;
         let on_card: Vec<u32> = self
             .attached_enis(instance_id)
             .filter_map(|e| e.attachment.as_ref())
@@ -823,6 +851,14 @@ impl AccountState {
             }
             for prefix in eni.prefixes.keys() {
                 subnet.addresses.release_prefix(*prefix);
+            }
+            if let Some(block) = subnet.ipv6.as_mut() {
+                for ip in eni.ipv6_addresses.keys() {
+                    block.release_address(*ip);
+                }
+                for prefix in eni.ipv6_prefixes.keys() {
+                    block.release_prefix(*prefix);
+                }
             }
         }
         Ok(())
@@ -985,6 +1021,360 @@ impl AccountState {
         Ok(())
     }
 
+    /// AssociateVpcCidrBlock for IPv6: `None` asks for an Amazon-provided /56 (chosen from the seed), `Some`
+    /// gives one (a /56 no other VPC of the account holds). A VPC holds one IPv6 block at most.
+    pub fn associate_vpc_ipv6(&mut self, vpc_id: &str, cidr: Option<Ipv6Net>) -> Result<Ipv6Net, Ec2Error> {
+        let vpc = self.vpcs.get(vpc_id).ok_or_else(|| not_found("Vpc", vpc_id))?;
+        if let Some(existing) = vpc.ipv6_cidr {
+            return Err(Ec2Error::new(
+                "CidrLimitExceeded",
+                format!(
+                    "This network '{vpc_id}' has met its maximum number of allowed IPv6 CIDRs: 1 ({existing})"
+                ),
+            ));
+        }
+        let taken: Vec<Ipv6Net> = self.vpcs.values().filter_map(|v| v.ipv6_cidr).collect();
+        let block = match cidr {
+            Some(cidr) => {
+                ipv6::check_vpc_block(cidr)?;
+                if let Some(other) = self
+                    .vpcs
+                    .values()
+                    .find(|v| v.ipv6_cidr.is_some_and(|c| c.contains(&cidr) || cidr.contains(&c)))
+                {
+                    return Err(invalid(format!(
+                        "The IPv6 CIDR '{cidr}' conflicts with the IPv6 block of {}",
+                        other.id
+                    )));
+                }
+                cidr
+            }
+            None => ipv6::amazon_provided_block(&mut self.rng, &taken),
+        };
+        if let Some(vpc) = self.vpcs.get_mut(vpc_id) {
+            vpc.ipv6_cidr = Some(block);
+        }
+        Ok(block)
+    }
+
+    /// Whether `cidr` can be the IPv6 block of a new subnet, or of subnet `subnet_id`, of VPC `vpc_id`: a /64
+    /// of the VPC's /56 no other subnet holds.
+    fn check_subnet_ipv6(&self, vpc_id: &str, subnet_id: Option<&str>, cidr: Ipv6Net) -> Result<(), Ec2Error> {
+        if cidr.prefix_len() != ipv6::SUBNET_PREFIX_LEN || cidr.trunc() != cidr {
+            return Err(invalid(format!(
+                "invalid value for parameter ipv6-cidr-block: {cidr} (a subnet's IPv6 block is a /64 without host bits)"
+            )));
+        }
+        let vpc = self.vpcs.get(vpc_id).ok_or_else(|| not_found("Vpc", vpc_id))?;
+        if !vpc.ipv6_cidr.is_some_and(|block| block.contains(&cidr)) {
+            return Err(Ec2Error::new(
+                "InvalidSubnet.Range",
+                format!(
+                    "The IPv6 CIDR '{cidr}' is invalid: it is not inside the IPv6 block of {vpc_id} ({}).",
+                    vpc.ipv6_cidr.map_or_else(|| "none".to_owned(), |c| c.to_string())
+                ),
+            ));
+        }
+        if let Some(subnet) = subnet_id.and_then(|id| self.subnets.get(id))
+            && let Some(existing) = &subnet.ipv6
+        {
+            return Err(invalid(format!(
+                "The subnet '{}' already has the IPv6 CIDR block {}",
+                subnet.id,
+                existing.cidr()
+            )));
+        }
+        if let Some(other) = self
+            .subnets
+            .values()
+            .find(|s| s.vpc_id == vpc_id && s.ipv6.as_ref().is_some_and(|b| b.cidr() == cidr))
+        {
+            return Err(Ec2Error::new(
+                "InvalidSubnet.Conflict",
+                format!("The IPv6 CIDR '{cidr}' conflicts with subnet {}", other.id),
+            ));
+        }
+        Ok(())
+    }
+
+    /// CreateSubnet with `Ipv6CidrBlock`: all or nothing.
+    pub fn create_subnet_with_ipv6(
+        &mut self,
+        vpc_id: &str,
+        cidr: Ipv4Net,
+        ipv6_cidr: Ipv6Net,
+        az: &str,
+        tags: Tags,
+    ) -> Result<String, Ec2Error> {
+        self.check_subnet_ipv6(vpc_id, None, ipv6_cidr)?;
+        let id = self.create_subnet(vpc_id, cidr, az, tags)?;
+        self.subnet_mut(&id)?.ipv6 = Some(SubnetIpv6::new(ipv6_cidr));
+        Ok(id)
+    }
+
+    /// AssociateSubnetCidrBlock with `Ipv6CidrBlock`.
+    pub fn associate_subnet_ipv6(&mut self, subnet_id: &str, cidr: Ipv6Net) -> Result<(), Ec2Error> {
+        let vpc_id = self
+            .subnets
+            .get(subnet_id)
+            .ok_or_else(|| not_found("Subnet", subnet_id))?
+            .vpc_id
+            .clone();
+        self.check_subnet_ipv6(&vpc_id, Some(subnet_id), cidr)?;
+        self.subnet_mut(subnet_id)?.ipv6 = Some(SubnetIpv6::new(cidr));
+        Ok(())
+    }
+
+    /// The rules for IPv6 on an ENI with `adding` more IPv6 slots (0 when attaching): an instance type
+    /// without IPv6 (`ipv6_per_eni` 0) takes none, a type without prefix delegation (not Nitro, not bare
+    /// metal) takes no IPv6 prefix, and no ENI holds more addresses and prefixes together than the type's
+    /// IPv6 limit per interface (unattached: the most any type allows). A type the table has no IPv6 limit
+    /// for gets its IPv4 one, as EC2 documents ("as many IPv6 addresses to a network interface as you can
+    /// assign private IPv4 addresses").
+    fn check_ipv6_fits(
+        &self,
+        eni: &EniRecord,
+        limits: &InstanceLimits,
+        adding: u32,
+    ) -> Result<(), Ec2Error> {
+        let limit = limits.ipv6_per_eni.unwrap_or(limits.ipv4_per_eni);
+        let used = eni.ipv6_slots_used();
+        if used + adding == 0 {
+            return Ok(());
+        }
+        if limit == 0 {
+            return Err(invalid(format!(
+                "IPv6 is not supported for instance type {}",
+                limits.instance_type
+            )));
+        }
+        if !limits.supports_prefix_delegation() && !eni.ipv6_prefixes.is_empty() {
+            return Err(invalid(format!(
+                "Prefix delegation is not supported for instance type {}",
+                limits.instance_type
+            )));
+        }
+        if used + adding > limit {
+            return Err(Ec2Error::new(
+                "PrivateIpAddressLimitExceeded",
+                format!(
+                    "Number of IPv6 addresses and prefixes will exceed limit: {used} in use on {}, {adding} requested, limit {limit} for {}",
+                    eni.id, limits.instance_type
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ENI, its subnet's IPv6 block (a copy to change), and the checks every IPv6 assignment makes.
+    fn ipv6_assignment(
+        &self,
+        eni_id: &str,
+        count: u32,
+        prefixes: bool,
+    ) -> Result<SubnetIpv6, Ec2Error> {
+        let eni = self
+            .enis
+            .get(eni_id)
+            .ok_or_else(|| not_found("NetworkInterface", eni_id))?;
+        match self.attached_limits(eni) {
+            Some(limits) => {
+                if prefixes && !limits.supports_prefix_delegation() {
+                    return Err(invalid(format!(
+                        "Prefix delegation is not supported for instance type {}",
+                        limits.instance_type
+                    )));
+                }
+                self.check_ipv6_fits(eni, limits, count)?;
+            }
+            None => {
+                if eni.ipv6_slots_used() + count > UNATTACHED_SLOT_LIMIT {
+                    return Err(Ec2Error::new(
+                        "PrivateIpAddressLimitExceeded",
+                        format!(
+                            "Number of IPv6 addresses and prefixes will exceed limit: {} in use on {eni_id}, {count} requested, limit {UNATTACHED_SLOT_LIMIT}",
+                            eni.ipv6_slots_used()
+                        ),
+                    ));
+                }
+            }
+        }
+        let subnet = self
+            .subnets
+            .get(&eni.subnet_id)
+            .ok_or_else(|| not_found("Subnet", &eni.subnet_id))?;
+        subnet.ipv6.clone().ok_or_else(|| {
+            invalid(format!(
+                "The subnet {} of {eni_id} has no IPv6 CIDR block: associate one first",
+                subnet.id
+            ))
+        })
+    }
+
+    fn store_ipv6(&mut self, eni_id: &str, block: SubnetIpv6) -> Result<&mut EniRecord, Ec2Error> {
+        let subnet_id = self.eni_mut(eni_id)?.subnet_id.clone();
+        self.subnet_mut(&subnet_id)?.ipv6 = Some(block);
+        self.eni_mut(eni_id)
+    }
+
+    /// AssignIpv6Addresses (addresses).
+    pub fn assign_ipv6_addresses(
+        &mut self,
+        eni_id: &str,
+        request: &AddressRequest<Ipv6Addr>,
+        now: u64,
+    ) -> Result<Vec<Ipv6Addr>, Ec2Error> {
+        let count = match request {
+            AddressRequest::Count(0) => return Err(invalid("Ipv6AddressCount must be at least 1")),
+            AddressRequest::Count(n) => *n,
+            AddressRequest::Explicit(ips) if ips.is_empty() => {
+                return Err(Ec2Error::new(
+                    "MissingParameter",
+                    "The request must contain Ipv6AddressCount, Ipv6Addresses, Ipv6PrefixCount or Ipv6Prefixes",
+                ));
+            }
+            AddressRequest::Explicit(ips) => {
+                let mut sorted = ips.clone();
+                sorted.sort_unstable();
+                if let Some(twice) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+                    return Err(invalid(format!(
+                        "The address {} is specified more than once.",
+                        twice[0]
+                    )));
+                }
+                ips.len() as u32
+            }
+        };
+        let mut block = self.ipv6_assignment(eni_id, count, false)?;
+        let assigned = match request {
+            AddressRequest::Count(n) => (0..*n)
+                .map(|_| block.allocate_address())
+                .collect::<Result<Vec<_>, _>>()?,
+            AddressRequest::Explicit(ips) => {
+                for ip in ips {
+                    block.claim_address(*ip)?;
+                }
+                ips.clone()
+            }
+        };
+        let eni = self.store_ipv6(eni_id, block)?;
+        for ip in &assigned {
+            eni.ipv6_addresses.insert(*ip, now);
+        }
+        Ok(assigned)
+    }
+
+    /// AssignIpv6Addresses (prefixes).
+    pub fn assign_ipv6_prefixes(
+        &mut self,
+        eni_id: &str,
+        request: &AddressRequest<Ipv6Net>,
+        now: u64,
+    ) -> Result<Vec<Ipv6Net>, Ec2Error> {
+        let count = match request {
+            AddressRequest::Count(0) => return Err(invalid("Ipv6PrefixCount must be at least 1")),
+            AddressRequest::Count(n) => *n,
+            AddressRequest::Explicit(prefixes) if prefixes.is_empty() => {
+                return Err(Ec2Error::new(
+                    "MissingParameter",
+                    "The request must contain Ipv6AddressCount, Ipv6Addresses, Ipv6PrefixCount or Ipv6Prefixes",
+                ));
+            }
+            AddressRequest::Explicit(prefixes) => {
+                let mut sorted = prefixes.clone();
+                sorted.sort_unstable();
+                if let Some(twice) = sorted.windows(2).find(|pair| pair[0] == pair[1]) {
+                    return Err(invalid(format!(
+                        "The prefix {} is specified more than once.",
+                        twice[0]
+                    )));
+                }
+                prefixes.len() as u32
+            }
+        };
+        let mut block = self.ipv6_assignment(eni_id, count, true)?;
+        let assigned = match request {
+            AddressRequest::Count(n) => (0..*n)
+                .map(|_| block.allocate_prefix())
+                .collect::<Result<Vec<_>, _>>()?,
+            AddressRequest::Explicit(prefixes) => {
+                for prefix in prefixes {
+                    block.claim_prefix(*prefix)?;
+                }
+                prefixes.clone()
+            }
+        };
+        let eni = self.store_ipv6(eni_id, block)?;
+        for prefix in &assigned {
+            eni.ipv6_prefixes.insert(*prefix, now);
+        }
+        Ok(assigned)
+    }
+
+    /// UnassignIpv6Addresses (addresses).
+    pub fn unassign_ipv6_addresses(
+        &mut self,
+        eni_id: &str,
+        ips: &[Ipv6Addr],
+        now: u64,
+    ) -> Result<(), Ec2Error> {
+        let eni = self.eni_mut(eni_id)?;
+        if ips.is_empty() {
+            return Err(Ec2Error::new(
+                "MissingParameter",
+                "The request must contain Ipv6Addresses or Ipv6Prefixes",
+            ));
+        }
+        if let Some(missing) = ips.iter().find(|ip| !eni.ipv6_addresses.contains_key(ip)) {
+            return Err(invalid(format!(
+                "Some of the specified IPv6 addresses are not assigned to interface {eni_id}: {missing}"
+            )));
+        }
+        for ip in ips {
+            eni.ipv6_addresses.remove(ip);
+            eni.removed_ipv6.push((Ipv6Net::from(*ip), now));
+        }
+        let subnet_id = eni.subnet_id.clone();
+        if let Some(block) = self.subnet_mut(&subnet_id)?.ipv6.as_mut() {
+            for ip in ips {
+                block.release_address(*ip);
+            }
+        }
+        Ok(())
+    }
+
+    /// UnassignIpv6Addresses (prefixes).
+    pub fn unassign_ipv6_prefixes(
+        &mut self,
+        eni_id: &str,
+        prefixes: &[Ipv6Net],
+        now: u64,
+    ) -> Result<(), Ec2Error> {
+        let eni = self.eni_mut(eni_id)?;
+        if prefixes.is_empty() {
+            return Err(Ec2Error::new(
+                "MissingParameter",
+                "The request must contain Ipv6Addresses or Ipv6Prefixes",
+            ));
+        }
+        if let Some(missing) = prefixes.iter().find(|p| !eni.ipv6_prefixes.contains_key(p)) {
+            return Err(invalid(format!(
+                "Some of the specified IPv6 prefixes are not assigned to interface {eni_id}: {missing}"
+            )));
+        }
+        for prefix in prefixes {
+            eni.ipv6_prefixes.remove(prefix);
+            eni.removed_ipv6.push((*prefix, now));
+        }
+        let subnet_id = eni.subnet_id.clone();
+        if let Some(block) = self.subnet_mut(&subnet_id)?.ipv6.as_mut() {
+            for prefix in prefixes {
+                block.release_prefix(*prefix);
+            }
+        }
+        Ok(())
+    }
+
     /// CreateTags.
     pub fn create_tags(&mut self, resource_ids: &[String], tags: &Tags) -> Result<(), Ec2Error> {
         for id in resource_ids {
@@ -1041,6 +1431,8 @@ impl AccountState {
             private_ip: eni.primary_ip,
             secondary_ips: eni.secondary.keys().copied().collect(),
             ipv4_prefixes: eni.prefixes.keys().copied().collect(),
+            ipv6_addresses: eni.ipv6_addresses.keys().copied().collect(),
+            ipv6_prefixes: eni.ipv6_prefixes.keys().copied().collect(),
             security_groups: eni.security_groups.clone(),
             tags: eni.tags.clone(),
             status,
@@ -1083,6 +1475,7 @@ impl AccountState {
             vpc_id: subnet.vpc_id.clone(),
             availability_zone: subnet.availability_zone.clone(),
             cidr_block: subnet.addresses.cidr(),
+            ipv6_cidr_block: subnet.ipv6.as_ref().map(SubnetIpv6::cidr),
             available_ip_address_count: subnet.addresses.available(),
             tags: subnet.tags.clone(),
         }
@@ -1106,6 +1499,7 @@ pub fn eni_matches(eni: &NetworkInterface, filters: &[Filter]) -> Result<bool, E
             "availability-zone" => vec![eni.availability_zone.clone()],
             "description" => vec![eni.description.clone()],
             "interface-type" => vec![eni.interface_type.clone()],
+            "ipv6-addresses.ipv6-address" => eni.ipv6_addresses.iter().map(ToString::to_string).collect(),
             "tag-key" => eni.tags.keys().cloned().collect(),
             name if name.starts_with("tag:") => eni.tags.get(&name[4..]).cloned().into_iter().collect(),
             other => return Err(invalid(format!("The filter '{other}' is invalid"))),
@@ -1129,6 +1523,9 @@ pub fn subnet_matches(subnet: &Subnet, filters: &[Filter]) -> Result<bool, Ec2Er
             "vpc-id" => vec![subnet.vpc_id.clone()],
             "availability-zone" => vec![subnet.availability_zone.clone()],
             "cidr-block" => vec![subnet.cidr_block.to_string()],
+            "ipv6-cidr-block-association.ipv6-cidr-block" => {
+                subnet.ipv6_cidr_block.iter().map(ToString::to_string).collect()
+            }
             "tag-key" => subnet.tags.keys().cloned().collect(),
             name if name.starts_with("tag:") => subnet.tags.get(&name[4..]).cloned().into_iter().collect(),
             other => return Err(invalid(format!("The filter '{other}' is invalid"))),
