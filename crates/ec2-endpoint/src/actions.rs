@@ -1,6 +1,7 @@
 //! EC2 actions served over the Query API: each parses its parameters, calls the simulator and renders EC2's
 //! XML answer. Element names follow EC2's 2016-11-15 API (botocore's service model), which every SDK parses.
 
+use ipnet::Ipv6Net;
 use vpcni_ec2::sim::{CidrReservation, ReservationType, Simulator};
 use vpcni_ec2::{
     AddressRequest, CreateNetworkInterfaceRequest, DescribeNetworkInterfacesRequest, Ec2, Ec2Error, Instance,
@@ -11,7 +12,7 @@ use crate::query::Params;
 use crate::xml::Xml;
 
 /// Every action this endpoint serves.
-pub const ACTIONS: [&str; 22] = [
+pub const ACTIONS: [&str; 25] = [
     "AssignPrivateIpAddresses",
     "AttachNetworkInterface",
     "CreateNetworkInterface",
@@ -34,6 +35,9 @@ pub const ACTIONS: [&str; 22] = [
     "DescribeAvailabilityZones",
     "GetSubnetCidrReservations",
     "DeleteSubnetCidrReservation",
+    "AssignIpv6Addresses",
+    "UnassignIpv6Addresses",
+    "AssociateSubnetCidrBlock",
 ];
 
 const OWNER: &str = "000000000000";
@@ -88,6 +92,24 @@ fn eni_xml(xml: &mut Xml, eni: &NetworkInterface) {
     xml.list("ipv4PrefixSet", &eni.ipv4_prefixes, |xml, prefix| {
         xml.text("ipv4Prefix", prefix);
     });
+    xml.list("ipv6AddressesSet", &eni.ipv6_addresses, |xml, address| {
+        xml.text("ipv6Address", address).text("isPrimaryIpv6", "false");
+    });
+    xml.list("ipv6PrefixSet", &eni.ipv6_prefixes, |xml, prefix| {
+        xml.text("ipv6Prefix", prefix);
+    });
+}
+
+/// An IPv6 CIDR association (`ipv6CidrBlockAssociation` of a VPC or a subnet); VPC blocks name their pool.
+fn ipv6_association_xml(xml: &mut Xml, owner: &str, cidr: Ipv6Net, vpc: bool) {
+    xml.text("associationId", format!("{owner}-ipv6-cidr-assoc"))
+        .text("ipv6CidrBlock", cidr)
+        .node("ipv6CidrBlockState", |xml| {
+            xml.text("state", "associated");
+        });
+    if vpc {
+        xml.text("ipv6Pool", "Amazon");
+    }
 }
 
 fn instance_xml(xml: &mut Xml, instance: &Instance) {
@@ -130,6 +152,12 @@ fn subnet_xml(xml: &mut Xml, subnet: &Subnet) {
         .text("state", "available")
         .text("vpcId", &subnet.vpc_id)
         .text("cidrBlock", subnet.cidr_block)
+        .list(
+            "ipv6CidrBlockAssociationSet",
+            subnet.ipv6_cidr_block,
+            |xml, cidr| ipv6_association_xml(xml, &subnet.subnet_id, cidr, false),
+        )
+        .text("assignIpv6AddressOnCreation", "false")
         .text("availableIpAddressCount", subnet.available_ip_address_count)
         .text("availabilityZone", &subnet.availability_zone)
         .text("defaultForAz", "false")
@@ -138,7 +166,7 @@ fn subnet_xml(xml: &mut Xml, subnet: &Subnet) {
     tag_set(xml, &subnet.tags);
 }
 
-fn vpc_xml(xml: &mut Xml, id: &str, cidrs: &[ipnet::Ipv4Net]) {
+fn vpc_xml(xml: &mut Xml, id: &str, cidrs: &[ipnet::Ipv4Net], ipv6: Option<Ipv6Net>) {
     xml.text("vpcId", id)
         .text("state", "available")
         .text(
@@ -158,7 +186,19 @@ fn vpc_xml(xml: &mut Xml, id: &str, cidrs: &[ipnet::Ipv4Net]) {
                         xml.text("state", "associated");
                     });
             },
-        );
+        )
+        .list("ipv6CidrBlockAssociationSet", ipv6, |xml, cidr| {
+            ipv6_association_xml(xml, id, cidr, true)
+        });
+}
+
+/// `Ipv6Prefix.N` (the SDKs' spelling), or `Ipv6Prefixes.N`.
+fn ipv6_prefixes(params: &Params) -> Result<Vec<Ipv6Net>, Ec2Error> {
+    let prefixes = params.ipv6_cidr_list("Ipv6Prefix")?;
+    if prefixes.is_empty() {
+        return params.ipv6_cidr_list("Ipv6Prefixes");
+    }
+    Ok(prefixes)
 }
 
 fn returned_true(body: &mut Xml) {
@@ -206,8 +246,8 @@ pub async fn run(sim: &Simulator, action: &str, params: &Params) -> Result<Xml, 
                     .node("networkInfo", |xml| {
                         xml.text("maximumNetworkInterfaces", info.max_enis)
                             .text("ipv4AddressesPerInterface", info.ipv4_per_eni)
-                            .text("ipv6AddressesPerInterface", info.ipv4_per_eni)
-                            .text("ipv6Supported", "true")
+                            .text("ipv6AddressesPerInterface", info.ipv6_per_eni)
+                            .text("ipv6Supported", info.ipv6_supported)
                             .text("defaultNetworkCardIndex", 0)
                             .text("maximumNetworkCards", info.network_cards.len())
                             .list("networkCards", &info.network_cards, |xml, (index, max)| {
@@ -236,7 +276,10 @@ pub async fn run(sim: &Simulator, action: &str, params: &Params) -> Result<Xml, 
                     format!("The vpc ID '{missing}' does not exist"),
                 ));
             }
-            body.list("vpcSet", vpcs, |xml, (id, cidrs)| vpc_xml(xml, &id, &cidrs));
+            body.list("vpcSet", vpcs, |xml, (id, cidrs)| {
+                let ipv6 = sim.vpc_ipv6_cidr(&id);
+                vpc_xml(xml, &id, &cidrs, ipv6)
+            });
         }
         "DescribeAvailabilityZones" => {
             let region = sim.config().region;
@@ -355,6 +398,76 @@ pub async fn run(sim: &Simulator, action: &str, params: &Params) -> Result<Xml, 
             }
             returned_true(&mut body);
         }
+        "AssignIpv6Addresses" => {
+            let eni = params.required("NetworkInterfaceId")?;
+            let address_count = params.number("Ipv6AddressCount")?;
+            let addresses = params.ipv6_list("Ipv6Addresses")?;
+            let prefix_count = params.number("Ipv6PrefixCount")?;
+            let prefixes = ipv6_prefixes(params)?;
+            let asks = [
+                address_count.is_some(),
+                !addresses.is_empty(),
+                prefix_count.is_some(),
+                !prefixes.is_empty(),
+            ];
+            if asks.iter().filter(|a| **a).count() != 1 {
+                return Err(Ec2Error::new(
+                    "InvalidParameterCombination",
+                    "Specify exactly one of Ipv6AddressCount, Ipv6Addresses, Ipv6PrefixCount, Ipv6Prefix",
+                ));
+            }
+            let mut assigned_addresses = Vec::new();
+            let mut assigned_prefixes = Vec::new();
+            if address_count.is_some() || !addresses.is_empty() {
+                let request = address_count.map_or(AddressRequest::Explicit(addresses), AddressRequest::Count);
+                assigned_addresses = sim.assign_ipv6_addresses(eni, &request).await?;
+            } else {
+                let request = prefix_count.map_or(AddressRequest::Explicit(prefixes), AddressRequest::Count);
+                assigned_prefixes = sim.assign_ipv6_prefixes(eni, &request).await?;
+            }
+            body.text("networkInterfaceId", eni)
+                .list("assignedIpv6Addresses", assigned_addresses, |xml, address| {
+                    xml.out_text(address);
+                })
+                .list("assignedIpv6PrefixSet", assigned_prefixes, |xml, prefix| {
+                    xml.out_text(prefix);
+                });
+        }
+        "UnassignIpv6Addresses" => {
+            let eni = params.required("NetworkInterfaceId")?;
+            let addresses = params.ipv6_list("Ipv6Addresses")?;
+            let prefixes = ipv6_prefixes(params)?;
+            if addresses.is_empty() && prefixes.is_empty() {
+                return Err(Ec2Error::new(
+                    "MissingParameter",
+                    "The request must contain the parameter Ipv6Addresses or Ipv6Prefix",
+                ));
+            }
+            if !addresses.is_empty() {
+                sim.unassign_ipv6_addresses(eni, &addresses).await?;
+            }
+            if !prefixes.is_empty() {
+                sim.unassign_ipv6_prefixes(eni, &prefixes).await?;
+            }
+            body.text("networkInterfaceId", eni)
+                .list("unassignedIpv6Addresses", addresses, |xml, address| {
+                    xml.out_text(address);
+                })
+                .list("unassignedIpv6PrefixSet", prefixes, |xml, prefix| {
+                    xml.out_text(prefix);
+                });
+        }
+        "AssociateSubnetCidrBlock" => {
+            let subnet = params.required("SubnetId")?;
+            let cidr = params
+                .ipv6_cidr("Ipv6CidrBlock")?
+                .ok_or_else(|| Ec2Error::new("MissingParameter", "The request must contain the parameter Ipv6CidrBlock"))?;
+            sim.associate_subnet_ipv6_cidr(subnet, cidr)?;
+            body.text("subnetId", subnet)
+                .node("ipv6CidrBlockAssociation", |xml| {
+                    ipv6_association_xml(xml, subnet, cidr, false)
+                });
+        }
         "UnassignPrivateIpAddresses" => {
             let eni = params.required("NetworkInterfaceId")?;
             let ips = params.ip_list("PrivateIpAddress")?;
@@ -385,14 +498,41 @@ pub async fn run(sim: &Simulator, action: &str, params: &Params) -> Result<Xml, 
             returned_true(&mut body);
         }
         "CreateVpc" => {
+            let amazon_ipv6 = params.boolean("AmazonProvidedIpv6CidrBlock")?.unwrap_or(false);
+            let given_ipv6 = params.ipv6_cidr("Ipv6CidrBlock")?;
+            if amazon_ipv6 && given_ipv6.is_some() {
+                return Err(Ec2Error::new(
+                    "InvalidParameterCombination",
+                    "AmazonProvidedIpv6CidrBlock and Ipv6CidrBlock cannot be combined",
+                ));
+            }
             let id = sim.create_vpc(params.cidr("CidrBlock")?, params.tag_specifications("vpc")?)?;
+            if amazon_ipv6 || given_ipv6.is_some() {
+                sim.associate_vpc_ipv6_cidr(&id, given_ipv6)?;
+            }
+            let ipv6 = sim.vpc_ipv6_cidr(&id);
             let cidrs = sim
                 .vpcs()
                 .into_iter()
                 .find(|(v, _)| *v == id)
                 .map(|(_, c)| c)
                 .unwrap_or_default();
-            body.node("vpc", |xml| vpc_xml(xml, &id, &cidrs));
+            body.node("vpc", |xml| vpc_xml(xml, &id, &cidrs, ipv6));
+        }
+        "AssociateVpcCidrBlock" if params.get("CidrBlock").is_none() => {
+            let vpc = params.required("VpcId")?;
+            let amazon = params.boolean("AmazonProvidedIpv6CidrBlock")?.unwrap_or(false);
+            let given = params.ipv6_cidr("Ipv6CidrBlock")?;
+            if amazon == given.is_some() {
+                return Err(Ec2Error::new(
+                    "InvalidParameterCombination",
+                    "Specify exactly one of CidrBlock, AmazonProvidedIpv6CidrBlock, Ipv6CidrBlock",
+                ));
+            }
+            let cidr = sim.associate_vpc_ipv6_cidr(vpc, given)?;
+            body.text("vpcId", vpc).node("ipv6CidrBlockAssociation", |xml| {
+                ipv6_association_xml(xml, vpc, cidr, true)
+            });
         }
         "AssociateVpcCidrBlock" => {
             let vpc = params.required("VpcId")?;
@@ -409,12 +549,12 @@ pub async fn run(sim: &Simulator, action: &str, params: &Params) -> Result<Xml, 
             let az = params
                 .get("AvailabilityZone")
                 .map_or_else(|| format!("{}a", sim.config().region), str::to_owned);
-            let id = sim.create_subnet(
-                vpc,
-                params.cidr("CidrBlock")?,
-                &az,
-                params.tag_specifications("subnet")?,
-            )?;
+            let cidr = params.cidr("CidrBlock")?;
+            let tags = params.tag_specifications("subnet")?;
+            let id = match params.ipv6_cidr("Ipv6CidrBlock")? {
+                Some(ipv6) => sim.create_subnet_with_ipv6(vpc, cidr, ipv6, &az, tags)?,
+                None => sim.create_subnet(vpc, cidr, &az, tags)?,
+            };
             let subnet = sim.describe_subnets(std::slice::from_ref(&id), &[]).await?;
             body.node("subnet", |xml| subnet_xml(xml, &subnet[0]));
         }

@@ -171,6 +171,24 @@ async fn metadata(
                             interface.vpc_ipv4_cidr_blocks.first().map(ToString::to_string)
                         }
                         "security-group-ids" => lines(interface.security_group_ids),
+                        "ipv6s" => lines(interface.ipv6s.iter().map(ToString::to_string).collect()),
+                        "ipv6-prefix" => {
+                            lines(interface.ipv6_prefixes.iter().map(ToString::to_string).collect())
+                        }
+                        "subnet-ipv6-cidr-blocks" => lines(
+                            interface
+                                .subnet_ipv6_cidr_blocks
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect(),
+                        ),
+                        "vpc-ipv6-cidr-blocks" => lines(
+                            interface
+                                .vpc_ipv6_cidr_blocks
+                                .iter()
+                                .map(ToString::to_string)
+                                .collect(),
+                        ),
                         "mac" => Some(interface.mac),
                         _ => None,
                     };

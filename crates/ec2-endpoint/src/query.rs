@@ -2,9 +2,9 @@
 //! flattening (`Filter.1.Name`, `Filter.1.Value.1`, `TagSpecification.1.Tag.1.Key`).
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use vpcni_ec2::{Ec2Error, Filter, PrivateIpSpec, Tags};
 
 /// Largest request body accepted; real EC2 requests of the kinds served here are a few kilobytes.
@@ -110,6 +110,29 @@ impl Params {
         self.list(name)
             .iter()
             .map(|v| v.parse().map_err(|_| malformed(name, v, "an IPv4 CIDR block")))
+            .collect()
+    }
+
+    /// An optional IPv6 CIDR.
+    pub fn ipv6_cidr(&self, name: &str) -> Result<Option<Ipv6Net>, Ec2Error> {
+        self.get(name)
+            .map(|v| v.parse().map_err(|_| malformed(name, v, "an IPv6 CIDR block")))
+            .transpose()
+    }
+
+    /// A list of IPv6 addresses.
+    pub fn ipv6_list(&self, name: &str) -> Result<Vec<Ipv6Addr>, Ec2Error> {
+        self.list(name)
+            .iter()
+            .map(|v| v.parse().map_err(|_| malformed(name, v, "an IPv6 address")))
+            .collect()
+    }
+
+    /// A list of IPv6 CIDRs.
+    pub fn ipv6_cidr_list(&self, name: &str) -> Result<Vec<Ipv6Net>, Ec2Error> {
+        self.list(name)
+            .iter()
+            .map(|v| v.parse().map_err(|_| malformed(name, v, "an IPv6 CIDR block")))
             .collect()
     }
 
@@ -255,6 +278,24 @@ mod tests {
             error.message.contains("PrivateIpAddresses.1.PrivateIpAddress"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn ipv6_parameters_are_read() {
+        let params = Params::parse(
+            b"Ipv6Addresses.1=2600%3A1f14%3A%3A4&Ipv6Addresses.2=2600:1f14::5&Ipv6Prefix.1=2600:1f14:0:0:1::/80\
+              &Ipv6CidrBlock=2600:1f14::/56&Bad.1=10.0.0.1",
+        );
+        assert_eq!(params.ipv6_list("Ipv6Addresses").unwrap().len(), 2);
+        assert_eq!(
+            params.ipv6_cidr_list("Ipv6Prefix").unwrap(),
+            vec!["2600:1f14:0:0:1::/80".parse::<Ipv6Net>().unwrap()]
+        );
+        assert!(params.ipv6_cidr("Ipv6CidrBlock").unwrap().is_some());
+        assert!(params.ipv6_cidr("Missing").unwrap().is_none());
+        let error = params.ipv6_list("Bad").unwrap_err();
+        assert_eq!(error.code, "InvalidParameterValue");
+        assert!(error.message.contains("Bad"), "{error}");
     }
 
     #[test]

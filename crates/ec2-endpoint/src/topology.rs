@@ -3,6 +3,8 @@
 //! ```toml
 //! [vpc]
 //! cidr = "10.0.0.0/16"
+//! amazon_ipv6 = true              # an Amazon-provided IPv6 /56, chosen from the seed
+//! # ipv6_cidr = "2600:1f14:1:100::/56"   # or this /56
 //!
 //! [[subnets]]
 //! name = "a"
@@ -10,6 +12,7 @@
 //! az = "us-west-2a"
 //! tags = { "kubernetes.io/role/cni" = "1" }
 //! prefix_reservations = ["10.0.0.128/26"]
+//! ipv6_index = 0                  # the VPC /56's first /64 (or ipv6_cidr = "…/64")
 //!
 //! [[instances]]
 //! name = "node-1"
@@ -23,9 +26,9 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 use vpcni_ec2::sim::{SimConfig, Simulator};
 use vpcni_ec2::{Ec2Error, Tags};
@@ -56,6 +59,12 @@ pub struct VpcSpec {
     /// Secondary CIDRs.
     #[serde(default)]
     pub secondary_cidrs: Vec<Ipv4Net>,
+    /// An Amazon-provided IPv6 /56 (chosen from the simulator's seed).
+    #[serde(default)]
+    pub amazon_ipv6: bool,
+    /// This IPv6 /56 (instead of an Amazon-provided one).
+    #[serde(default)]
+    pub ipv6_cidr: Option<Ipv6Net>,
     /// Tags.
     #[serde(default)]
     pub tags: Tags,
@@ -78,6 +87,13 @@ pub struct SubnetSpec {
     /// Ranges kept for /28 prefixes.
     #[serde(default)]
     pub prefix_reservations: Vec<Ipv4Net>,
+    /// The subnet's IPv6 /64, inside the VPC's /56.
+    #[serde(default)]
+    pub ipv6_cidr: Option<Ipv6Net>,
+    /// The subnet's IPv6 /64 as its number inside the VPC's /56 (0 to 255): what to write when the /56 is
+    /// Amazon-provided.
+    #[serde(default)]
+    pub ipv6_index: Option<u8>,
 }
 
 /// An instance.
@@ -138,6 +154,32 @@ pub struct Created {
     pub default_instance: Option<String>,
 }
 
+/// The IPv6 /64 a subnet declares, given its VPC's /56.
+fn subnet_ipv6(subnet: &SubnetSpec, vpc_block: Option<Ipv6Net>) -> Result<Option<Ipv6Net>, Ec2Error> {
+    match (subnet.ipv6_cidr, subnet.ipv6_index) {
+        (Some(_), Some(_)) => Err(Ec2Error::new(
+            "InvalidParameterCombination",
+            "ipv6_cidr and ipv6_index cannot be combined",
+        )),
+        (Some(cidr), None) => Ok(Some(cidr)),
+        (None, None) => Ok(None),
+        (None, Some(index)) => {
+            let block = vpc_block.ok_or_else(|| {
+                Ec2Error::new(
+                    "InvalidParameterValue",
+                    format!(
+                        "ipv6_index {index}: the VPC has no IPv6 /56 (set amazon_ipv6 or ipv6_cidr under [vpc])"
+                    ),
+                )
+            })?;
+            let network = u128::from(block.network()) | (u128::from(index) << 64);
+            Ipv6Net::new(Ipv6Addr::from(network), 64)
+                .map(Some)
+                .map_err(|e| Ec2Error::new("InvalidParameterValue", format!("ipv6_index {index}: {e}")))
+        }
+    }
+}
+
 impl Topology {
     /// Parses TOML.
     pub fn parse(text: &str) -> Result<Self, TopologyError> {
@@ -155,15 +197,34 @@ impl Topology {
             sim.add_vpc_cidr(&vpc_id, *cidr)
                 .map_err(rejected(format!("VPC CIDR {cidr}")))?;
         }
+        let vpc_ipv6 = match (self.vpc.amazon_ipv6, self.vpc.ipv6_cidr) {
+            (true, Some(_)) => {
+                return Err(TopologyError::Rejected {
+                    what: "VPC IPv6 block".into(),
+                    source: Ec2Error::new(
+                        "InvalidParameterCombination",
+                        "amazon_ipv6 and ipv6_cidr cannot be combined: one IPv6 /56 per VPC",
+                    ),
+                });
+            }
+            (false, None) => None,
+            (_, given) => Some(
+                sim.associate_vpc_ipv6_cidr(&vpc_id, given)
+                    .map_err(rejected("VPC IPv6 block".to_owned()))?,
+            ),
+        };
         let mut created = Created {
             vpc_id: vpc_id.clone(),
             ..Created::default()
         };
         for subnet in &self.subnets {
             let az = subnet.az.clone().unwrap_or_else(|| format!("{region}a"));
-            let id = sim
-                .create_subnet(&vpc_id, subnet.cidr, &az, subnet.tags.clone())
-                .map_err(rejected(format!("subnet {} ({})", subnet.name, subnet.cidr)))?;
+            let what = format!("subnet {} ({})", subnet.name, subnet.cidr);
+            let id = match subnet_ipv6(subnet, vpc_ipv6).map_err(rejected(what.clone()))? {
+                Some(ipv6) => sim.create_subnet_with_ipv6(&vpc_id, subnet.cidr, ipv6, &az, subnet.tags.clone()),
+                None => sim.create_subnet(&vpc_id, subnet.cidr, &az, subnet.tags.clone()),
+            }
+            .map_err(rejected(what))?;
             for reservation in &subnet.prefix_reservations {
                 sim.create_subnet_cidr_reservation(&id, *reservation)
                     .map_err(rejected(format!(

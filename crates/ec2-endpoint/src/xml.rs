@@ -41,6 +41,12 @@ impl Xml {
         self
     }
 
+    /// Bare text inside the current element (a list of plain values: `<item>text</item>`).
+    pub fn out_text(&mut self, text: impl std::fmt::Display) -> &mut Self {
+        self.out.push_str(&escape(&text.to_string()));
+        self
+    }
+
     /// `<name>text</name>` if present.
     pub fn opt(&mut self, name: &str, text: Option<impl std::fmt::Display>) -> &mut Self {
         if let Some(text) = text {

@@ -218,3 +218,198 @@ async fn subnet_cidr_reservations_are_created_listed_and_deleted() {
     assert!(body.contains("InvalidSubnetCidrReservationID.NotFound"), "{body}");
     endpoint.shutdown();
 }
+
+/// One HTTP/1.1 request (any method, any headers) on a fresh connection; returns status and body.
+async fn request(address: SocketAddr, head: String) -> (u16, String) {
+    tokio::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(address).unwrap();
+        write!(stream, "{head}Host: imds\r\nConnection: close\r\n\r\n").unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        let status = response[9..12].parse().unwrap();
+        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        (status, body)
+    })
+    .await
+    .unwrap()
+}
+
+const DUAL_STACK: &str = r#"
+[vpc]
+cidr = "10.1.0.0/16"
+ipv6_cidr = "2600:1f14:aa:bb00::/56"
+
+[[subnets]]
+name = "a"
+cidr = "10.1.0.0/24"
+ipv6_index = 3
+
+[[subnets]]
+name = "v4"
+cidr = "10.1.1.0/24"
+
+[[instances]]
+name = "node"
+type = "m5.large"
+subnet = "a"
+"#;
+
+/// IPv6 over the Query API and IMDS: the topology's /56 and /64, AssignIpv6Addresses by prefix and by address,
+/// the XML element names EC2 uses, and the metadata paths `ipv6s`, `ipv6-prefix`, `subnet-ipv6-cidr-blocks`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_is_served_over_the_query_api_and_imds() {
+    let endpoint = start(None, Some(DUAL_STACK)).await;
+    let address = endpoint.ec2_addr;
+    let leak = |body: String| -> &'static str { Box::leak(body.into_boxed_str()) };
+    let vpc = endpoint.created.vpc_id.clone();
+    let (status, body) = post(
+        address,
+        leak(format!("Action=DescribeVpcs&Version=2016-11-15&VpcId.1={vpc}")),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("<ipv6CidrBlockAssociationSet><item>")
+            && body.contains("<ipv6CidrBlock>2600:1f14:aa:bb00::/56</ipv6CidrBlock>"),
+        "{body}"
+    );
+    let (status, body) = post(
+        address,
+        leak(format!(
+            "Action=AssociateVpcCidrBlock&Version=2016-11-15&VpcId={vpc}&AmazonProvidedIpv6CidrBlock=true"
+        )),
+    )
+    .await;
+    assert_eq!(status, 400, "one IPv6 block per VPC: {body}");
+    assert!(body.contains("CidrLimitExceeded"), "{body}");
+    let (_, body) = post(
+        address,
+        leak(format!(
+            "Action=DescribeSubnets&Version=2016-11-15&SubnetId.1={}",
+            endpoint.created.subnets["a"]
+        )),
+    )
+    .await;
+    assert!(body.contains("<ipv6CidrBlock>2600:1f14:aa:bb03::/64</ipv6CidrBlock>"), "{body}");
+    // A /64 outside the VPC's /56, and one already taken.
+    for (cidr, code) in [
+        ("2600:1f14:aa:cc00::/64", "InvalidSubnet.Range"),
+        ("2600:1f14:aa:bb03::/64", "InvalidSubnet.Conflict"),
+        ("2600:1f14:aa:bb04::/60", "InvalidParameterValue"),
+    ] {
+        let (status, body) = post(
+            address,
+            leak(format!(
+                "Action=AssociateSubnetCidrBlock&Version=2016-11-15&SubnetId={}&Ipv6CidrBlock={cidr}",
+                endpoint.created.subnets["v4"]
+            )),
+        )
+        .await;
+        assert_eq!(status, 400, "{cidr}: {body}");
+        assert!(body.contains(code), "{cidr}: {body}");
+    }
+
+    let (_, body) = post(
+        address,
+        leak(format!(
+            "Action=DescribeInstances&Version=2016-11-15&InstanceId.1={}",
+            endpoint.created.instances[0].1
+        )),
+    )
+    .await;
+    let eni = body
+        .split("<networkInterfaceId>")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap()
+        .to_owned();
+    let (status, body) = post(
+        address,
+        leak(format!(
+            "Action=AssignIpv6Addresses&Version=2016-11-15&NetworkInterfaceId={eni}&Ipv6PrefixCount=1"
+        )),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("<assignedIpv6PrefixSet><item>2600:1f14:aa:bb03:1::/80</item></assignedIpv6PrefixSet>"),
+        "{body}"
+    );
+    let (status, body) = post(
+        address,
+        leak(format!(
+            "Action=AssignIpv6Addresses&Version=2016-11-15&NetworkInterfaceId={eni}&Ipv6Addresses.1=2600%3A1f14%3Aaa%3Abb03%3A%3A10"
+        )),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("<assignedIpv6Addresses><item>2600:1f14:aa:bb03::10</item>"), "{body}");
+    let (status, body) = post(
+        address,
+        leak(format!(
+            "Action=AssignIpv6Addresses&Version=2016-11-15&NetworkInterfaceId={eni}&Ipv6PrefixCount=1&Ipv6AddressCount=1"
+        )),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("InvalidParameterCombination"), "{body}");
+    let (_, body) = post(
+        address,
+        leak(format!(
+            "Action=DescribeNetworkInterfaces&Version=2016-11-15&NetworkInterfaceId.1={eni}"
+        )),
+    )
+    .await;
+    assert!(
+        body.contains("<ipv6AddressesSet><item><ipv6Address>2600:1f14:aa:bb03::10</ipv6Address>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("<ipv6PrefixSet><item><ipv6Prefix>2600:1f14:aa:bb03:1::/80</ipv6Prefix></item></ipv6PrefixSet>"),
+        "{body}"
+    );
+    let (_, body) = post(
+        address,
+        leak(
+            "Action=DescribeNetworkInterfaces&Version=2016-11-15&Filter.1.Name=ipv6-addresses.ipv6-address&Filter.1.Value.1=2600:1f14:aa:bb03::10"
+                .to_owned(),
+        ),
+    )
+    .await;
+    assert!(body.contains(&eni), "found by its IPv6 address: {body}");
+
+    // Instance metadata: the primary ENI's IPv6 paths.
+    let imds = endpoint.imds_addr;
+    let (status, token) = request(
+        imds,
+        "PUT /latest/api/token HTTP/1.1\r\nX-aws-ec2-metadata-token-ttl-seconds: 60\r\n".to_owned(),
+    )
+    .await;
+    assert_eq!(status, 200, "{token}");
+    let get = |path: String| {
+        let head = format!("GET /latest/meta-data/{path} HTTP/1.1\r\nX-aws-ec2-metadata-token: {token}\r\n");
+        request(imds, head)
+    };
+    let (_, mac) = get("mac".into()).await;
+    let base = format!("network/interfaces/macs/{mac}");
+    for (path, expected) in [
+        ("ipv6s", "2600:1f14:aa:bb03::10"),
+        ("ipv6-prefix", "2600:1f14:aa:bb03:1::/80"),
+        ("subnet-ipv6-cidr-blocks", "2600:1f14:aa:bb03::/64"),
+        ("vpc-ipv6-cidr-blocks", "2600:1f14:aa:bb00::/56"),
+    ] {
+        let (status, body) = get(format!("{base}/{path}")).await;
+        assert_eq!((status, body.trim()), (200, expected), "{path}");
+    }
+    let (status, _) = post(
+        address,
+        leak(format!(
+            "Action=UnassignIpv6Addresses&Version=2016-11-15&NetworkInterfaceId={eni}&Ipv6Addresses.1=2600:1f14:aa:bb03::10&Ipv6Prefix.1=2600:1f14:aa:bb03:1::/80"
+        )),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = get(format!("{base}/ipv6-prefix")).await;
+    assert_eq!(status, 404, "no prefix left: IMDS answers 404, as EC2's does");
+    endpoint.shutdown();
+}

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use vpcni_ec2::conformance::{Case, World};
+use vpcni_ec2::conformance::{Case, World, subnet_ipv6_block};
 use vpcni_ec2_sdk::{BudgetConfig, SdkEc2, SdkEc2Options};
 
 /// A client with one attempt per call (a retry would hide an error the case expects) and a budget that
@@ -56,18 +56,23 @@ mod sim_endpoint {
                 vpc: VpcSpec {
                     cidr: VPC_CIDR.parse().unwrap(),
                     secondary_cidrs: Vec::new(),
+                    amazon_ipv6: case.world.ipv6,
+                    ipv6_cidr: None,
                     tags: Default::default(),
                 },
                 subnets: case
                     .world
                     .subnets
                     .iter()
-                    .map(|(name, cidr)| SubnetSpec {
+                    .enumerate()
+                    .map(|(index, (name, cidr))| SubnetSpec {
                         name: (*name).to_owned(),
                         cidr: cidr.parse().unwrap(),
                         az: Some(AVAILABILITY_ZONE.to_owned()),
                         tags: Default::default(),
                         prefix_reservations: Vec::new(),
+                        ipv6_cidr: None,
+                        ipv6_index: case.world.ipv6.then_some(index as u8),
                     })
                     .collect(),
                 instances: vec![InstanceSpec {
@@ -188,12 +193,30 @@ mod moto {
                 .unwrap()
                 .vpc_id
                 .unwrap();
+            // moto picks the /56 at random: the subnets' /64s are read from its answer.
+            let vpc_ipv6: Option<ipnet::Ipv6Net> = if case.world.ipv6 {
+                let association = sdk
+                    .associate_vpc_cidr_block()
+                    .vpc_id(&vpc_id)
+                    .amazon_provided_ipv6_cidr_block(true)
+                    .send()
+                    .await
+                    .unwrap();
+                let block = association
+                    .ipv6_cidr_block_association()
+                    .and_then(|a| a.ipv6_cidr_block())
+                    .expect("moto answers with the IPv6 block");
+                Some(block.parse().unwrap())
+            } else {
+                None
+            };
             let mut subnets = BTreeMap::new();
-            for (name, cidr) in case.world.subnets {
+            for (index, (name, cidr)) in case.world.subnets.iter().enumerate() {
                 let id = sdk
                     .create_subnet()
                     .vpc_id(&vpc_id)
                     .cidr_block(*cidr)
+                    .set_ipv6_cidr_block(vpc_ipv6.map(|block| subnet_ipv6_block(block, index).to_string()))
                     .availability_zone(AVAILABILITY_ZONE)
                     .send()
                     .await

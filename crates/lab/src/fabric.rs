@@ -39,6 +39,8 @@ pub fn topology(spec: &LabSpec) -> Topology {
             az: spec.zone(i),
             tags: Tags::new(),
             prefix_reservations: Vec::new(),
+            ipv6_cidr: None,
+            ipv6_index: None,
         })
         .collect();
     // Custom networking: pod subnet i in node subnet i's zone.
@@ -62,6 +64,8 @@ pub fn topology(spec: &LabSpec) -> Topology {
         vpc: VpcSpec {
             cidr: spec.vpc_cidr,
             secondary_cidrs: spec.secondary_cidrs.clone(),
+            amazon_ipv6: false,
+            ipv6_cidr: None,
             tags: Tags::new(),
         },
         subnets,
