@@ -4,7 +4,8 @@
 //!
 //! Input: the bodies of `network/interfaces/macs/<mac>/…` separated by NUL bytes: mac, device-number,
 //! network-card, interface-id, subnet-id, subnet-ipv4-cidr-block, local-ipv4s, ipv4-prefix,
-//! vpc-ipv4-cidr-blocks, security-group-ids (an optional path left empty is IMDS's 404).
+//! vpc-ipv4-cidr-blocks, security-group-ids, ipv6s, ipv6-prefix, subnet-ipv6-cidr-blocks,
+//! vpc-ipv6-cidr-blocks (an optional path left empty is IMDS's 404).
 //!
 //! Checks: a listing's entries are non-empty, trimmed and without a directory's `/`; a value that does not
 //! parse is an `InvalidResponse` naming its path; an interface that parses, served again as the
@@ -50,6 +51,22 @@ fn served(interface: &ImdsInterface) -> InterfaceAnswers {
             .collect::<Vec<_>>()
             .join("\n"),
         security_group_ids: lines(interface.security_group_ids.clone()),
+        ipv6s: lines(interface.ipv6s.iter().map(ToString::to_string).collect()),
+        ipv6_prefix: lines(interface.ipv6_prefixes.iter().map(ToString::to_string).collect()),
+        subnet_ipv6_cidr_blocks: lines(
+            interface
+                .subnet_ipv6_cidr_blocks
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        ),
+        vpc_ipv6_cidr_blocks: lines(
+            interface
+                .vpc_ipv6_cidr_blocks
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+        ),
     }
 }
 
@@ -69,6 +86,10 @@ fuzz_target!(|data: &[u8]| {
         ipv4_prefix: optional(next()),
         vpc_ipv4_cidr_blocks: next(),
         security_group_ids: optional(next()),
+        ipv6s: optional(next()),
+        ipv6_prefix: optional(next()),
+        subnet_ipv6_cidr_blocks: optional(next()),
+        vpc_ipv6_cidr_blocks: optional(next()),
     };
     for body in [&answers.local_ipv4s, &answers.vpc_ipv4_cidr_blocks, &mac] {
         check_listing(body);

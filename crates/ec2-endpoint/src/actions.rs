@@ -419,7 +419,8 @@ pub async fn run(sim: &Simulator, action: &str, params: &Params) -> Result<Xml, 
             let mut assigned_addresses = Vec::new();
             let mut assigned_prefixes = Vec::new();
             if address_count.is_some() || !addresses.is_empty() {
-                let request = address_count.map_or(AddressRequest::Explicit(addresses), AddressRequest::Count);
+                let request =
+                    address_count.map_or(AddressRequest::Explicit(addresses), AddressRequest::Count);
                 assigned_addresses = sim.assign_ipv6_addresses(eni, &request).await?;
             } else {
                 let request = prefix_count.map_or(AddressRequest::Explicit(prefixes), AddressRequest::Count);
@@ -459,9 +460,12 @@ pub async fn run(sim: &Simulator, action: &str, params: &Params) -> Result<Xml, 
         }
         "AssociateSubnetCidrBlock" => {
             let subnet = params.required("SubnetId")?;
-            let cidr = params
-                .ipv6_cidr("Ipv6CidrBlock")?
-                .ok_or_else(|| Ec2Error::new("MissingParameter", "The request must contain the parameter Ipv6CidrBlock"))?;
+            let cidr = params.ipv6_cidr("Ipv6CidrBlock")?.ok_or_else(|| {
+                Ec2Error::new(
+                    "MissingParameter",
+                    "The request must contain the parameter Ipv6CidrBlock",
+                )
+            })?;
             sim.associate_subnet_ipv6_cidr(subnet, cidr)?;
             body.text("subnetId", subnet)
                 .node("ipv6CidrBlockAssociation", |xml| {

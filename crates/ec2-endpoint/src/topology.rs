@@ -221,7 +221,9 @@ impl Topology {
             let az = subnet.az.clone().unwrap_or_else(|| format!("{region}a"));
             let what = format!("subnet {} ({})", subnet.name, subnet.cidr);
             let id = match subnet_ipv6(subnet, vpc_ipv6).map_err(rejected(what.clone()))? {
-                Some(ipv6) => sim.create_subnet_with_ipv6(&vpc_id, subnet.cidr, ipv6, &az, subnet.tags.clone()),
+                Some(ipv6) => {
+                    sim.create_subnet_with_ipv6(&vpc_id, subnet.cidr, ipv6, &az, subnet.tags.clone())
+                }
                 None => sim.create_subnet(&vpc_id, subnet.cidr, &az, subnet.tags.clone()),
             }
             .map_err(rejected(what))?;

@@ -227,7 +227,10 @@ async fn request(address: SocketAddr, head: String) -> (u16, String) {
         let mut response = String::new();
         stream.read_to_string(&mut response).unwrap();
         let status = response[9..12].parse().unwrap();
-        let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_owned())
+            .unwrap_or_default();
         (status, body)
     })
     .await
@@ -290,7 +293,10 @@ async fn ipv6_is_served_over_the_query_api_and_imds() {
         )),
     )
     .await;
-    assert!(body.contains("<ipv6CidrBlock>2600:1f14:aa:bb03::/64</ipv6CidrBlock>"), "{body}");
+    assert!(
+        body.contains("<ipv6CidrBlock>2600:1f14:aa:bb03::/64</ipv6CidrBlock>"),
+        "{body}"
+    );
     // A /64 outside the VPC's /56, and one already taken.
     for (cidr, code) in [
         ("2600:1f14:aa:cc00::/64", "InvalidSubnet.Range"),
@@ -343,7 +349,10 @@ async fn ipv6_is_served_over_the_query_api_and_imds() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains("<assignedIpv6Addresses><item>2600:1f14:aa:bb03::10</item>"), "{body}");
+    assert!(
+        body.contains("<assignedIpv6Addresses><item>2600:1f14:aa:bb03::10</item>"),
+        "{body}"
+    );
     let (status, body) = post(
         address,
         leak(format!(
@@ -365,7 +374,9 @@ async fn ipv6_is_served_over_the_query_api_and_imds() {
         "{body}"
     );
     assert!(
-        body.contains("<ipv6PrefixSet><item><ipv6Prefix>2600:1f14:aa:bb03:1::/80</ipv6Prefix></item></ipv6PrefixSet>"),
+        body.contains(
+            "<ipv6PrefixSet><item><ipv6Prefix>2600:1f14:aa:bb03:1::/80</ipv6Prefix></item></ipv6PrefixSet>"
+        ),
         "{body}"
     );
     let (_, body) = post(

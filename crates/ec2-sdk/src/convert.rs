@@ -1,10 +1,10 @@
 //! SDK shapes to vpcni's, and SDK errors to typed [`Ec2Error`]s.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ec2::types as sdk;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use vpcni_ec2::{
     Attachment, AttachmentStatus, Ec2Error, Filter, InterfaceStatus, NetworkInterface, Subnet, Tags,
 };
@@ -52,6 +52,18 @@ fn missing(what: &str) -> Ec2Error {
 }
 
 pub fn network_interface(eni: &sdk::NetworkInterface) -> Result<NetworkInterface, Ec2Error> {
+    let mut ipv6_addresses: Vec<Ipv6Addr> = eni
+        .ipv6_addresses()
+        .iter()
+        .filter_map(|a| a.ipv6_address()?.parse().ok())
+        .collect();
+    ipv6_addresses.sort_unstable();
+    let mut ipv6_prefixes: Vec<Ipv6Net> = eni
+        .ipv6_prefixes()
+        .iter()
+        .filter_map(|p| p.ipv6_prefix()?.parse().ok())
+        .collect();
+    ipv6_prefixes.sort_unstable();
     let attachment = eni.attachment().and_then(|a| {
         Some(Attachment {
             attachment_id: a.attachment_id()?.to_owned(),
@@ -87,6 +99,8 @@ pub fn network_interface(eni: &sdk::NetworkInterface) -> Result<NetworkInterface
             .iter()
             .filter_map(|p| p.ipv4_prefix()?.parse::<Ipv4Net>().ok())
             .collect(),
+        ipv6_addresses,
+        ipv6_prefixes,
         security_groups: eni
             .groups()
             .iter()
@@ -114,7 +128,24 @@ pub fn subnet(subnet: &sdk::Subnet) -> Result<Subnet, Ec2Error> {
             .cidr_block()
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| missing("CidrBlock"))?,
+        ipv6_cidr_block: subnet_ipv6(subnet),
         available_ip_address_count: subnet.available_ip_address_count().unwrap_or(0).max(0) as u32,
         tags: tags(subnet.tags()),
     })
+}
+
+/// The subnet's IPv6 block: the association not on its way out. A state the SDK does not know counts as
+/// associated (moto writes the state as a Python dict, `{'State': 'associated'}`).
+fn subnet_ipv6(subnet: &sdk::Subnet) -> Option<Ipv6Net> {
+    use sdk::SubnetCidrBlockStateCode as State;
+    subnet
+        .ipv6_cidr_block_association_set()
+        .iter()
+        .filter(|association| {
+            !matches!(
+                association.ipv6_cidr_block_state().and_then(|s| s.state()),
+                Some(State::Disassociated | State::Disassociating | State::Failed | State::Failing)
+            )
+        })
+        .find_map(|association| association.ipv6_cidr_block()?.parse().ok())
 }

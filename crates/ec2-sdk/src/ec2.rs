@@ -1,6 +1,6 @@
 //! [`SdkEc2`]: the `Ec2` trait over aws-sdk-ec2.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +9,7 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::types as sdk;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use vpcni_ec2::{
     AddressRequest, CreateNetworkInterfaceRequest, DescribeNetworkInterfacesRequest, Ec2, Ec2Error, Filter,
     Instance, InstanceTypeInfo, NetworkInterface, NetworkInterfacePage, Subnet, Tags,
@@ -212,6 +212,11 @@ impl Ec2 for SdkEc2 {
                     ipv4_per_eni: network
                         .and_then(|n| n.ipv4_addresses_per_interface())
                         .unwrap_or(0) as u32,
+                    ipv6_supported: network.and_then(|n| n.ipv6_supported()).unwrap_or(false),
+                    ipv6_per_eni: network
+                        .and_then(|n| n.ipv6_addresses_per_interface())
+                        .unwrap_or(0)
+                        .max(0) as u32,
                     hypervisor: info
                         .hypervisor()
                         .map(|h| h.as_str().to_owned())
@@ -475,6 +480,80 @@ impl Ec2 for SdkEc2 {
             .network_interface_id(network_interface_id)
             .set_ipv4_prefixes(Some(prefixes.iter().map(ToString::to_string).collect()));
         call!(self, "UnassignPrivateIpAddresses", request)?;
+        Ok(())
+    }
+
+    async fn assign_ipv6_addresses(
+        &self,
+        network_interface_id: &str,
+        addresses: &AddressRequest<Ipv6Addr>,
+    ) -> Result<Vec<Ipv6Addr>, Ec2Error> {
+        let request = self
+            .client
+            .assign_ipv6_addresses()
+            .network_interface_id(network_interface_id);
+        let request = match addresses {
+            AddressRequest::Count(n) => request.ipv6_address_count(*n as i32),
+            AddressRequest::Explicit(list) => {
+                request.set_ipv6_addresses(Some(list.iter().map(ToString::to_string).collect()))
+            }
+        };
+        let output = call!(self, "AssignIpv6Addresses", request)?;
+        Ok(output
+            .assigned_ipv6_addresses()
+            .iter()
+            .filter_map(|a| a.parse().ok())
+            .collect())
+    }
+
+    async fn unassign_ipv6_addresses(
+        &self,
+        network_interface_id: &str,
+        addresses: &[Ipv6Addr],
+    ) -> Result<(), Ec2Error> {
+        let request = self
+            .client
+            .unassign_ipv6_addresses()
+            .network_interface_id(network_interface_id)
+            .set_ipv6_addresses(Some(addresses.iter().map(ToString::to_string).collect()));
+        call!(self, "UnassignIpv6Addresses", request)?;
+        Ok(())
+    }
+
+    async fn assign_ipv6_prefixes(
+        &self,
+        network_interface_id: &str,
+        prefixes: &AddressRequest<Ipv6Net>,
+    ) -> Result<Vec<Ipv6Net>, Ec2Error> {
+        let request = self
+            .client
+            .assign_ipv6_addresses()
+            .network_interface_id(network_interface_id);
+        let request = match prefixes {
+            AddressRequest::Count(n) => request.ipv6_prefix_count(*n as i32),
+            AddressRequest::Explicit(list) => {
+                request.set_ipv6_prefixes(Some(list.iter().map(ToString::to_string).collect()))
+            }
+        };
+        let output = call!(self, "AssignIpv6Addresses", request)?;
+        Ok(output
+            .assigned_ipv6_prefixes()
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect())
+    }
+
+    async fn unassign_ipv6_prefixes(
+        &self,
+        network_interface_id: &str,
+        prefixes: &[Ipv6Net],
+    ) -> Result<(), Ec2Error> {
+        let request = self
+            .client
+            .unassign_ipv6_addresses()
+            .network_interface_id(network_interface_id)
+            .set_ipv6_prefixes(Some(prefixes.iter().map(ToString::to_string).collect()));
+        call!(self, "UnassignIpv6Addresses", request)?;
         Ok(())
     }
 

@@ -105,6 +105,10 @@ impl Imds for SdkImds {
             interface_id: self.get(&format!("{base}/interface-id")).await?,
             subnet_id: self.get(&format!("{base}/subnet-id")).await?,
             security_group_ids: self.optional(&format!("{base}/security-group-ids")).await?,
+            ipv6s: self.optional(&format!("{base}/ipv6s")).await?,
+            ipv6_prefix: self.optional(&format!("{base}/ipv6-prefix")).await?,
+            subnet_ipv6_cidr_blocks: self.optional(&format!("{base}/subnet-ipv6-cidr-blocks")).await?,
+            vpc_ipv6_cidr_blocks: self.optional(&format!("{base}/vpc-ipv6-cidr-blocks")).await?,
         };
         imds_text::interface(mac, &answers)
     }

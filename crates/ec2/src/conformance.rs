@@ -126,7 +126,10 @@ const fn world(subnets: &'static [(&'static str, &'static str)], instance_type: 
 }
 
 /// A dual-stack world: the VPC has an IPv6 /56, each subnet a /64 of it.
-const fn dual_stack(subnets: &'static [(&'static str, &'static str)], instance_type: &'static str) -> WorldSpec {
+const fn dual_stack(
+    subnets: &'static [(&'static str, &'static str)],
+    instance_type: &'static str,
+) -> WorldSpec {
     WorldSpec {
         subnets,
         instance_type,
@@ -1509,7 +1512,10 @@ pub mod cases {
         let after_count: BTreeSet<Ipv6Addr> =
             describe(world, &eni).await.ipv6_addresses.into_iter().collect();
         assert_eq!(after_count.len(), 2, "{after_count:?}");
-        assert!(after_count.iter().all(|a| block.contains(a)), "{after_count:?} in {block}");
+        assert!(
+            after_count.iter().all(|a| block.contains(a)),
+            "{after_count:?} in {block}"
+        );
         assert!(after_count.iter().all(|a| counted.contains(a)), "{counted:?}");
         // An address of the /64 the ENI does not hold (moto picks at random: never assume one is free).
         let explicit = (0x1000u128..)
@@ -1589,7 +1595,10 @@ pub mod cases {
                 "not a /80",
             ),
             (
-                nth_80(subnet_ipv6_block(Ipv6Net::new(block.network(), 56).unwrap().trunc(), 0xee), 5),
+                nth_80(
+                    subnet_ipv6_block(Ipv6Net::new(block.network(), 56).unwrap().trunc(), 0xee),
+                    5,
+                ),
                 "outside the subnet's /64",
             ),
         ] {
@@ -1605,7 +1614,10 @@ pub mod cases {
         }
         let twice = nth_80(block, 0x4242);
         for (request, why) in [
-            (AddressRequest::Explicit(vec![twice, twice]), "a prefix twice in one call"),
+            (
+                AddressRequest::Explicit(vec![twice, twice]),
+                "a prefix twice in one call",
+            ),
             (AddressRequest::Count(0), "a count of zero"),
         ] {
             assert_eq!(
@@ -1614,7 +1626,10 @@ pub mod cases {
                 "{why}"
             );
         }
-        assert!(describe(world, &other).await.ipv6_prefixes.is_empty(), "refused calls take nothing");
+        assert!(
+            describe(world, &other).await.ipv6_prefixes.is_empty(),
+            "refused calls take nothing"
+        );
         assert_eq!(
             code(ec2.unassign_ipv6_prefixes(&other, &[free]).await),
             "InvalidParameterValue",
@@ -1667,7 +1682,10 @@ pub mod cases {
             let error = result.unwrap_err();
             assert_eq!(
                 (error.code.as_str(), error.kind),
-                ("PrivateIpAddressLimitExceeded", Ec2ErrorKind::AddressLimitExceeded),
+                (
+                    "PrivateIpAddressLimitExceeded",
+                    Ec2ErrorKind::AddressLimitExceeded
+                ),
                 "{what}: {error}"
             );
         }
@@ -1691,7 +1709,10 @@ pub mod cases {
             .await
             .unwrap();
         assert_eq!(
-            code(ec2.attach_network_interface(&crowded, &world.instance_id, 2, 0).await),
+            code(
+                ec2.attach_network_interface(&crowded, &world.instance_id, 2, 0)
+                    .await
+            ),
             "PrivateIpAddressLimitExceeded"
         );
     }
@@ -1712,7 +1733,10 @@ pub mod cases {
             "{error}"
         );
         assert_eq!(
-            code(ec2.assign_ipv6_prefixes(&primary, &AddressRequest::Count(1)).await),
+            code(
+                ec2.assign_ipv6_prefixes(&primary, &AddressRequest::Count(1))
+                    .await
+            ),
             "InvalidParameterValue"
         );
         assert!(describe(world, &primary).await.ipv6_addresses.is_empty());
@@ -1721,7 +1745,10 @@ pub mod cases {
             .await
             .unwrap();
         assert_eq!(
-            code(ec2.attach_network_interface(&dual, &world.instance_id, 1, 0).await),
+            code(
+                ec2.attach_network_interface(&dual, &world.instance_id, 1, 0)
+                    .await
+            ),
             "InvalidParameterValue"
         );
     }
@@ -1745,7 +1772,10 @@ pub mod cases {
             .await
             .unwrap();
         assert_eq!(
-            code(ec2.attach_network_interface(&prefixed, &world.instance_id, 1, 0).await),
+            code(
+                ec2.attach_network_interface(&prefixed, &world.instance_id, 1, 0)
+                    .await
+            ),
             "InvalidParameterValue",
             "m4.large has room for the ENI but not for its /80"
         );

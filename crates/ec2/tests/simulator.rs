@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use futures::executor::block_on;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use vpcni_ec2::sim::{FaultRule, SimConfig, Simulator, VirtualClock};
 use vpcni_ec2::{
     AddressRequest, AttachmentStatus, CreateNetworkInterfaceRequest, DescribeNetworkInterfacesRequest, Ec2,
@@ -475,4 +475,271 @@ proptest::proptest! {
             }
         }
     }
+}
+
+/// A VPC's Amazon-provided IPv6 /56 comes from the seed: the same seed gives the same block, another seed
+/// another; a VPC takes one IPv6 block; subnets take a /64 of it, no other subnet's.
+#[test]
+fn the_amazon_provided_56_is_seeded_and_subnets_take_64s_of_it() {
+    let block_for = |seed: u64| {
+        let w = world_with(
+            SimConfig {
+                seed,
+                ..SimConfig::default()
+            },
+            "10.0.0.0/20",
+            "m5.large",
+        );
+        let vpc = w.sim.vpcs()[0].0.clone();
+        (w.sim.associate_vpc_ipv6_cidr(&vpc, None).unwrap(), w, vpc)
+    };
+    let (first, w, vpc) = block_for(42);
+    assert_eq!(block_for(42).0, first, "same seed, same /56");
+    assert_ne!(block_for(43).0, first, "another seed, another /56");
+    assert_eq!(first.prefix_len(), 56);
+    assert!(
+        "2600:1f00::/24".parse::<Ipv6Net>().unwrap().contains(&first),
+        "{first}"
+    );
+    assert_eq!(w.sim.vpc_ipv6_cidr(&vpc), Some(first));
+    assert_eq!(
+        code(w.sim.associate_vpc_ipv6_cidr(&vpc, None)),
+        "CidrLimitExceeded"
+    );
+    assert_eq!(
+        code(
+            w.sim
+                .associate_vpc_ipv6_cidr(&vpc, Some("2600:1f14:1:100::/56".parse().unwrap()))
+        ),
+        "CidrLimitExceeded"
+    );
+
+    // Another VPC: a given /56 must be a /56 without host bits, and not another VPC's.
+    let other = w
+        .sim
+        .create_vpc("10.1.0.0/16".parse().unwrap(), Tags::new())
+        .unwrap();
+    for (cidr, why) in [
+        ("2600:1f14:1:101::/56", "host bits"),
+        ("2600:1f14:1::/48", "not a /56"),
+    ] {
+        assert_eq!(
+            code(w.sim.associate_vpc_ipv6_cidr(&other, Some(cidr.parse().unwrap()))),
+            "InvalidParameterValue",
+            "{why}"
+        );
+    }
+    assert_eq!(
+        code(w.sim.associate_vpc_ipv6_cidr(&other, Some(first))),
+        "InvalidParameterValue",
+        "the first VPC's block"
+    );
+    let given: Ipv6Net = "2600:1f14:1:100::/56".parse().unwrap();
+    assert_eq!(w.sim.associate_vpc_ipv6_cidr(&other, Some(given)).unwrap(), given);
+
+    let sixty_four = |n: u128| Ipv6Net::new((u128::from(first.network()) | (n << 64)).into(), 64).unwrap();
+    assert_eq!(
+        code(
+            w.sim
+                .associate_subnet_ipv6_cidr(&w.subnet, "2600:1f14:1:100::/64".parse().unwrap())
+        ),
+        "InvalidSubnet.Range",
+        "another VPC's /64"
+    );
+    assert_eq!(
+        code(
+            w.sim
+                .associate_subnet_ipv6_cidr(&w.subnet, Ipv6Net::new(first.network(), 60).unwrap())
+        ),
+        "InvalidParameterValue",
+        "a /60"
+    );
+    w.sim
+        .associate_subnet_ipv6_cidr(&w.subnet, sixty_four(0))
+        .unwrap();
+    assert_eq!(
+        code(w.sim.associate_subnet_ipv6_cidr(&w.subnet, sixty_four(1))),
+        "InvalidParameterValue",
+        "one IPv6 block per subnet"
+    );
+    assert_eq!(
+        code(w.sim.create_subnet_with_ipv6(
+            &vpc,
+            "10.0.16.0/24".parse().unwrap(),
+            sixty_four(0),
+            "us-west-2a",
+            Tags::new()
+        )),
+        "InvalidSubnet.Conflict"
+    );
+    let subnets_before = w.sim.inspect(|a| a.subnets.len());
+    assert_eq!(
+        code(w.sim.create_subnet_with_ipv6(
+            &other,
+            "10.1.0.0/24".parse().unwrap(),
+            sixty_four(2),
+            "us-west-2a",
+            Tags::new()
+        )),
+        "InvalidSubnet.Range"
+    );
+    assert_eq!(
+        w.sim.inspect(|a| a.subnets.len()),
+        subnets_before,
+        "a refused CreateSubnet creates nothing"
+    );
+    let dual = w
+        .sim
+        .create_subnet_with_ipv6(
+            &vpc,
+            "10.0.16.0/24".parse().unwrap(),
+            sixty_four(2),
+            "us-west-2a",
+            Tags::new(),
+        )
+        .unwrap();
+    let described = block_on(w.sim.describe_subnets(&[dual], &[])).unwrap();
+    assert_eq!(described[0].ipv6_cidr_block, Some(sixty_four(2)));
+    let filtered = block_on(w.sim.describe_subnets(
+        &[],
+        &[Filter::new(
+            "ipv6-cidr-block-association.ipv6-cidr-block",
+            sixty_four(0).to_string(),
+        )],
+    ))
+    .unwrap();
+    assert_eq!(filtered.len(), 1);
+    assert_eq!(filtered[0].subnet_id, w.subnet);
+}
+
+fn dual_stack_world(config: SimConfig) -> (World, Ipv6Net) {
+    let w = world_with(config, "10.0.0.0/20", "m5.large");
+    let vpc = w.sim.vpcs()[0].0.clone();
+    let block = w.sim.associate_vpc_ipv6_cidr(&vpc, None).unwrap();
+    let subnet_block = Ipv6Net::new(block.network(), 64).unwrap();
+    w.sim.associate_subnet_ipv6_cidr(&w.subnet, subnet_block).unwrap();
+    (w, subnet_block)
+}
+
+/// Instance metadata's IPv6 paths lag behind EC2 like its IPv4 ones: new addresses and prefixes appear, and
+/// removed ones disappear, once the lag has passed.
+#[test]
+fn imds_ipv6_paths_lag_behind_ec2() {
+    let (w, subnet_block) = dual_stack_world(SimConfig {
+        imds_lag_ms: 2_000,
+        ..SimConfig::default()
+    });
+    let imds = w.sim.imds_for(&w.instance);
+    let mac = block_on(imds.primary_mac()).unwrap();
+    let primary = block_on(w.sim.describe_instance(&w.instance))
+        .unwrap()
+        .network_interfaces[0]
+        .network_interface_id
+        .clone();
+    let seen = || block_on(imds.interface(&mac)).unwrap();
+    assert_eq!(seen().subnet_ipv6_cidr_blocks, vec![subnet_block]);
+    assert_eq!(seen().vpc_ipv6_cidr_blocks.len(), 1);
+    let prefixes = block_on(w.sim.assign_ipv6_prefixes(&primary, &AddressRequest::Count(1))).unwrap();
+    let addresses = block_on(w.sim.assign_ipv6_addresses(&primary, &AddressRequest::Count(2))).unwrap();
+    assert!(
+        seen().ipv6_prefixes.is_empty() && seen().ipv6s.is_empty(),
+        "not yet"
+    );
+    w.clock.advance(2_000);
+    assert_eq!(seen().ipv6_prefixes, prefixes);
+    assert_eq!(seen().ipv6s, addresses);
+    block_on(w.sim.unassign_ipv6_prefixes(&primary, &prefixes)).unwrap();
+    block_on(w.sim.unassign_ipv6_addresses(&primary, &addresses[..1])).unwrap();
+    assert_eq!(seen().ipv6_prefixes, prefixes, "still shown within the lag");
+    assert_eq!(seen().ipv6s.len(), 2);
+    w.clock.advance(2_000);
+    assert!(seen().ipv6_prefixes.is_empty());
+    assert_eq!(seen().ipv6s, addresses[1..]);
+}
+
+/// Saved state keeps IPv6 (the VPC's /56, the subnet's /64 and what is in use in it, the ENIs' addresses and
+/// prefixes); a state saved before IPv6 existed still loads, without IPv6.
+#[test]
+fn saved_state_keeps_ipv6_and_older_states_load() {
+    let (w, subnet_block) = dual_stack_world(SimConfig::default());
+    let eni = new_eni(&w);
+    let prefixes = block_on(w.sim.assign_ipv6_prefixes(&eni, &AddressRequest::Count(2))).unwrap();
+    let addresses = block_on(w.sim.assign_ipv6_addresses(&eni, &AddressRequest::Count(1))).unwrap();
+    let saved = serde_json::to_value(w.sim.snapshot()).unwrap();
+    let loaded = Simulator::from_account(
+        serde_json::from_value(saved.clone()).unwrap(),
+        SimConfig::default(),
+        Arc::new(w.clock.clone()),
+    );
+    let request = DescribeNetworkInterfacesRequest {
+        network_interface_ids: vec![eni.clone()],
+        ..Default::default()
+    };
+    let described = block_on(loaded.describe_network_interfaces(&request))
+        .unwrap()
+        .network_interfaces[0]
+        .clone();
+    assert_eq!(
+        (described.ipv6_prefixes, described.ipv6_addresses),
+        (prefixes.clone(), addresses.clone())
+    );
+    // What is in use stays in use: an exact prefix held before saving is refused after loading.
+    assert_eq!(
+        code(block_on(loaded.assign_ipv6_prefixes(
+            &new_eni_on(&loaded, &w.subnet),
+            &AddressRequest::Explicit(vec![prefixes[0]])
+        ))),
+        "InvalidParameterValue"
+    );
+    assert_eq!(
+        block_on(loaded.describe_subnets(&[w.subnet.clone()], &[])).unwrap()[0].ipv6_cidr_block,
+        Some(subnet_block)
+    );
+
+    // The same state without any IPv6 field, as vpcni wrote it before IPv6.
+    fn strip(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for key in [
+                    "ipv6_cidr",
+                    "ipv6",
+                    "ipv6_addresses",
+                    "ipv6_prefixes",
+                    "removed_ipv6",
+                ] {
+                    map.remove(key);
+                }
+                map.values_mut().for_each(strip);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(strip),
+            _ => {}
+        }
+    }
+    let mut older = saved;
+    strip(&mut older);
+    assert!(!older.to_string().contains("ipv6"), "{older}");
+    let old = Simulator::from_account(
+        serde_json::from_value(older).unwrap(),
+        SimConfig::default(),
+        Arc::new(w.clock.clone()),
+    );
+    let described = block_on(old.describe_network_interfaces(&request))
+        .unwrap()
+        .network_interfaces[0]
+        .clone();
+    assert!(described.ipv6_prefixes.is_empty() && described.ipv6_addresses.is_empty());
+    assert_eq!(
+        block_on(old.describe_subnets(&[w.subnet.clone()], &[])).unwrap()[0].ipv6_cidr_block,
+        None
+    );
+}
+
+fn new_eni_on(sim: &Simulator, subnet: &str) -> String {
+    let request = CreateNetworkInterfaceRequest {
+        subnet_id: subnet.to_owned(),
+        ..Default::default()
+    };
+    block_on(sim.create_network_interface(&request))
+        .unwrap()
+        .network_interface_id
 }

@@ -238,6 +238,8 @@ pub async fn discover_enis_from_metadata(
             private_ip: primary_ip,
             secondary_ips: secondary.to_vec(),
             ipv4_prefixes: interface.ipv4_prefixes.clone(),
+            ipv6_addresses: interface.ipv6s.clone(),
+            ipv6_prefixes: interface.ipv6_prefixes.clone(),
             security_groups: interface.security_group_ids.clone(),
             tags: Default::default(),
             status: vpcni_ec2::InterfaceStatus::InUse,
@@ -352,6 +354,8 @@ mod tests {
             private_ip: "10.0.0.20".parse().unwrap(),
             secondary_ips: vec![],
             ipv4_prefixes: vec![],
+            ipv6_addresses: vec![],
+            ipv6_prefixes: vec![],
             security_groups: vec![],
             tags: tags
                 .iter()

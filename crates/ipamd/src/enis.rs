@@ -560,6 +560,7 @@ mod tests {
             vpc_id: "vpc-1".into(),
             availability_zone: "us-west-2a".into(),
             cidr_block: "10.0.0.0/24".parse().unwrap(),
+            ipv6_cidr_block: None,
             available_ip_address_count: free,
             tags: tags.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect(),
         }

@@ -3,12 +3,12 @@
 //! `awscni_aws_api_latency_ms{api,error,status}`), whichever backend serves it.
 
 use std::future::Future;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use vpcni_ec2::{
     AddressRequest, CreateNetworkInterfaceRequest, DescribeNetworkInterfacesRequest, Ec2, Ec2Error, Filter,
     Instance, InstanceTypeInfo, NetworkInterface, NetworkInterfacePage, Subnet, Tags,
@@ -216,6 +216,55 @@ impl Ec2 for MeteredEc2 {
         self.call(
             "UnassignPrivateIpAddresses",
             self.inner.unassign_ipv4_prefixes(network_interface_id, prefixes),
+        )
+        .await
+    }
+
+    async fn assign_ipv6_addresses(
+        &self,
+        network_interface_id: &str,
+        addresses: &AddressRequest<Ipv6Addr>,
+    ) -> Result<Vec<Ipv6Addr>, Ec2Error> {
+        self.call(
+            "AssignIpv6Addresses",
+            self.inner.assign_ipv6_addresses(network_interface_id, addresses),
+        )
+        .await
+    }
+
+    async fn unassign_ipv6_addresses(
+        &self,
+        network_interface_id: &str,
+        addresses: &[Ipv6Addr],
+    ) -> Result<(), Ec2Error> {
+        self.call(
+            "UnassignIpv6Addresses",
+            self.inner
+                .unassign_ipv6_addresses(network_interface_id, addresses),
+        )
+        .await
+    }
+
+    async fn assign_ipv6_prefixes(
+        &self,
+        network_interface_id: &str,
+        prefixes: &AddressRequest<Ipv6Net>,
+    ) -> Result<Vec<Ipv6Net>, Ec2Error> {
+        self.call(
+            "AssignIpv6Addresses",
+            self.inner.assign_ipv6_prefixes(network_interface_id, prefixes),
+        )
+        .await
+    }
+
+    async fn unassign_ipv6_prefixes(
+        &self,
+        network_interface_id: &str,
+        prefixes: &[Ipv6Net],
+    ) -> Result<(), Ec2Error> {
+        self.call(
+            "UnassignIpv6Addresses",
+            self.inner.unassign_ipv6_prefixes(network_interface_id, prefixes),
         )
         .await
     }

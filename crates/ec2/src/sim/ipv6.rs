@@ -258,7 +258,9 @@ mod tests {
             assert_eq!(error.code, code, "{address}");
         }
         // An address in a /80 keeps that /80 from being delegated.
-        subnet.claim_address("2600:1f14:0:100:2::7".parse().unwrap()).unwrap();
+        subnet
+            .claim_address("2600:1f14:0:100:2::7".parse().unwrap())
+            .unwrap();
         assert_eq!(subnet.allocate_prefix().unwrap(), net("2600:1f14:0:100:3::/80"));
         subnet.release_prefix(net("2600:1f14:0:100:1::/80"));
         assert_eq!(subnet.allocate_prefix().unwrap(), net("2600:1f14:0:100:1::/80"));

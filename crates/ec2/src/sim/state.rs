@@ -1037,11 +1037,10 @@ impl AccountState {
         let block = match cidr {
             Some(cidr) => {
                 ipv6::check_vpc_block(cidr)?;
-                if let Some(other) = self
-                    .vpcs
-                    .values()
-                    .find(|v| v.ipv6_cidr.is_some_and(|c| c.contains(&cidr) || cidr.contains(&c)))
-                {
+                if let Some(other) = self.vpcs.values().find(|v| {
+                    v.ipv6_cidr
+                        .is_some_and(|c| c.contains(&cidr) || cidr.contains(&c))
+                }) {
                     return Err(invalid(format!(
                         "The IPv6 CIDR '{cidr}' conflicts with the IPv6 block of {}",
                         other.id
@@ -1059,7 +1058,12 @@ impl AccountState {
 
     /// Whether `cidr` can be the IPv6 block of a new subnet, or of subnet `subnet_id`, of VPC `vpc_id`: a /64
     /// of the VPC's /56 no other subnet holds.
-    fn check_subnet_ipv6(&self, vpc_id: &str, subnet_id: Option<&str>, cidr: Ipv6Net) -> Result<(), Ec2Error> {
+    fn check_subnet_ipv6(
+        &self,
+        vpc_id: &str,
+        subnet_id: Option<&str>,
+        cidr: Ipv6Net,
+    ) -> Result<(), Ec2Error> {
         if cidr.prefix_len() != ipv6::SUBNET_PREFIX_LEN || cidr.trunc() != cidr {
             return Err(invalid(format!(
                 "invalid value for parameter ipv6-cidr-block: {cidr} (a subnet's IPv6 block is a /64 without host bits)"
@@ -1131,12 +1135,7 @@ impl AccountState {
     /// IPv6 limit per interface (unattached: the most any type allows). A type the table has no IPv6 limit
     /// for gets its IPv4 one, as EC2 documents ("as many IPv6 addresses to a network interface as you can
     /// assign private IPv4 addresses").
-    fn check_ipv6_fits(
-        &self,
-        eni: &EniRecord,
-        limits: &InstanceLimits,
-        adding: u32,
-    ) -> Result<(), Ec2Error> {
+    fn check_ipv6_fits(&self, eni: &EniRecord, limits: &InstanceLimits, adding: u32) -> Result<(), Ec2Error> {
         let limit = limits.ipv6_per_eni.unwrap_or(limits.ipv4_per_eni);
         let used = eni.ipv6_slots_used();
         if used + adding == 0 {
@@ -1167,12 +1166,7 @@ impl AccountState {
     }
 
     /// The ENI, its subnet's IPv6 block (a copy to change), and the checks every IPv6 assignment makes.
-    fn ipv6_assignment(
-        &self,
-        eni_id: &str,
-        count: u32,
-        prefixes: bool,
-    ) -> Result<SubnetIpv6, Ec2Error> {
+    fn ipv6_assignment(&self, eni_id: &str, count: u32, prefixes: bool) -> Result<SubnetIpv6, Ec2Error> {
         let eni = self
             .enis
             .get(eni_id)
