@@ -692,7 +692,7 @@ fn saved_state_keeps_ipv6_and_older_states_load() {
         "InvalidParameterValue"
     );
     assert_eq!(
-        block_on(loaded.describe_subnets(&[w.subnet.clone()], &[])).unwrap()[0].ipv6_cidr_block,
+        block_on(loaded.describe_subnets(std::slice::from_ref(&w.subnet), &[])).unwrap()[0].ipv6_cidr_block,
         Some(subnet_block)
     );
 
@@ -729,7 +729,7 @@ fn saved_state_keeps_ipv6_and_older_states_load() {
         .clone();
     assert!(described.ipv6_prefixes.is_empty() && described.ipv6_addresses.is_empty());
     assert_eq!(
-        block_on(old.describe_subnets(&[w.subnet.clone()], &[])).unwrap()[0].ipv6_cidr_block,
+        block_on(old.describe_subnets(std::slice::from_ref(&w.subnet), &[])).unwrap()[0].ipv6_cidr_block,
         None
     );
 }
