@@ -50,6 +50,8 @@ pub fn topology(spec: &LabSpec) -> Topology {
         az: spec.zone(i),
         tags: Tags::new(),
         prefix_reservations: Vec::new(),
+        ipv6_cidr: None,
+        ipv6_index: None,
     }));
     let instances = (1..=spec.nodes)
         .map(|index| InstanceSpec {
