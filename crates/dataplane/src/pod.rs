@@ -268,7 +268,10 @@ async fn wire_pod_v6(
         .execute()
         .await
         .map_err(netlink_error("adding the gateway's neighbour entry"))?;
-    wait_for_pod_address(pod, index, ifname, ip).await?;
+    // The kernel makes eth0's link-local address (and its fe80::/64 route) when the link's carrier comes up,
+    // from its link watcher: wait for it too, unless the namespace makes none (addr_gen_mode 1, "none").
+    let link_local = sysctl::read(&ipv6_conf_key(ifname, "addr_gen_mode")?).map_or(true, |mode| mode != "1");
+    wait_for_pod_address(pod, index, ifname, ip, link_local).await?;
     Ok(format_mac(&mac))
 }
 
@@ -367,12 +370,14 @@ where
     }
 }
 
-/// Waits until the pod's /128 is on eth0 and no address there is tentative; fails at once if DAD failed.
+/// Waits until the pod's /128 (and, when `link_local`, a link-local address) is on eth0 and no address there
+/// is tentative; fails at once if DAD failed.
 async fn wait_for_pod_address(
     pod: &Handle,
     index: u32,
     ifname: &str,
     ip: Ipv6Addr,
+    link_local: bool,
 ) -> Result<(), DataplaneError> {
     settle(
         || async move {
@@ -386,7 +391,8 @@ async fn wait_for_pod_address(
                      the link holds it"
                 )));
             }
-            let present = addresses.iter().any(|(a, _, _)| *a == ip);
+            let present = addresses.iter().any(|(a, _, _)| *a == ip)
+                && (!link_local || addresses.iter().any(|(a, _, _)| a.is_unicast_link_local()));
             let tentative = addresses
                 .iter()
                 .any(|(_, _, flags)| flags.contains(AddressFlags::Tentative));
