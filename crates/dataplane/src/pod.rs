@@ -228,7 +228,7 @@ async fn wire_pod_v4(
 /// /128 is one EC2 assigned to this node's ENI and ipamd gave to this pod alone, so the question has one
 /// answer, and asking it costs each ADD one to two seconds (the kernel's random delay plus one
 /// retransmission interval). The eth0 link-local address is derived from a MAC the kernel chose for this
-/// veth; the host end's MAC is another random one.
+/// veth; the host end's MAC is another random one (ours).
 async fn wire_pod_v6(
     pod: &Handle,
     ifname: &str,
