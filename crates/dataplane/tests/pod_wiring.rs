@@ -250,7 +250,7 @@ fn ipv6_pods_are_usable_when_setup_returns_and_teardown_leaves_nothing() {
             sorted_lines(&format!(
                 "{address} dev eth0 proto kernel metric 256 pref medium\n\
                  fe80::/64 dev eth0 proto kernel metric 256 pref medium\n\
-                 default via fe80::1 dev eth0 proto boot metric 1024 pref medium\n"
+                 default via fe80::1 dev eth0 metric 1024 pref medium\n"
             )),
         );
         assert_eq!(
@@ -261,7 +261,7 @@ fn ipv6_pods_are_usable_when_setup_returns_and_teardown_leaves_nothing() {
         // Node side.
         let routes = ip(&node, &["-6", "route", "show", "dev", veth]);
         assert!(
-            routes.contains(&format!("{address} proto boot metric 1024")),
+            routes.contains(&format!("{address} metric 1024 pref medium")),
             "{routes}"
         );
         let rules = ip(&node, &["-6", "rule"]);
