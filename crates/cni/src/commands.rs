@@ -1,8 +1,8 @@
 //! The CNI verbs: each asks ipamd what it needs and wires or unwires the pod.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use vpcni_rpc::{AddNetworkRequest, Attachment, DelNetworkRequest, FailureReason, GarbageCollectRequest};
 
 use crate::ipamd::{IpamdClient, refusal_error};
@@ -10,7 +10,7 @@ use crate::record::{self, PodRecord};
 use crate::spec::{CniError, CniResult, Command, ErrorCode, Interface, Invocation, IpConfig, NetConf, Route};
 use vpcni_dataplane::naming::host_veth_name as veth_name;
 use vpcni_dataplane::{PodSpec, check_pod, setup_pod, unroute_pod};
-use vpcni_layout::{MAIN_TABLE, POD_GATEWAY};
+use vpcni_layout::{MAIN_TABLE, POD_GATEWAY, POD_GATEWAY_V6};
 
 /// Runs one verb; `Some(json)` is printed on stdout.
 pub fn run(invocation: &Invocation, config: &NetConf) -> Result<Option<String>, CniError> {
@@ -113,7 +113,20 @@ async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniErr
     }
 
     // A valid result for every version: the two ends of the veth with their real MACs, the pod's end in its
-    // namespace (`sandbox` = CNI_NETNS), the address on the pod's end. Nothing else: runtimes parse it.
+    // namespace (`sandbox` = CNI_NETNS), the address on the pod's end (`/32` via 169.254.1.1 or `/128` via
+    // fe80::1). Nothing else: runtimes parse it.
+    let (address, gateway, default) = match ip {
+        IpAddr::V4(ip) => (
+            IpNet::V4(Ipv4Net::from(ip)),
+            IpAddr::V4(POD_GATEWAY),
+            IpNet::V4(Ipv4Net::default()),
+        ),
+        IpAddr::V6(ip) => (
+            IpNet::V6(Ipv6Net::from(ip)),
+            IpAddr::V6(POD_GATEWAY_V6),
+            IpNet::V6(Ipv6Net::default()),
+        ),
+    };
     let result = CniResult {
         interfaces: vec![
             Interface {
@@ -130,13 +143,13 @@ async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniErr
             },
         ],
         ips: vec![IpConfig {
-            address: Ipv4Net::from(ip),
-            gateway: Some(POD_GATEWAY),
+            address,
+            gateway: Some(gateway),
             interface: Some(1),
         }],
         routes: vec![Route {
-            dst: Ipv4Net::default(),
-            gw: Some(POD_GATEWAY),
+            dst: default,
+            gw: Some(gateway),
         }],
     };
     Ok(result
@@ -150,7 +163,8 @@ async fn add(invocation: &Invocation, config: &NetConf) -> Result<String, CniErr
 
 /// What ipamd gave.
 struct Allocation {
-    ip: Ipv4Addr,
+    /// An IPv4 pod's address, or an IPv6 pod's (ipamd in IPv6 mode).
+    ip: IpAddr,
     device_number: u32,
     route_table: u32,
 }
@@ -163,10 +177,7 @@ fn parse_allocation(reply: &vpcni_rpc::AddNetworkReply) -> Result<Allocation, Cn
             "empty IPAllocationMetadata".into(),
         )
     })?;
-    let ip = allocation
-        .i_pv4_addr
-        .parse()
-        .map_err(|_| internal("ipamd returned an invalid address", allocation.i_pv4_addr.clone()))?;
+    let ip = pod_address(&allocation.i_pv4_addr, &allocation.i_pv6_addr)?;
     let device_number = u32::try_from(allocation.device_number).map_err(|_| {
         internal(
             "ipamd returned an invalid device number",
@@ -184,6 +195,44 @@ fn parse_allocation(reply: &vpcni_rpc::AddNetworkReply) -> Result<Allocation, Cn
         device_number,
         route_table,
     })
+}
+
+/// The one address of ipamd's answer: `IPv4Addr` (ipamd in IPv4 mode) or `IPv6Addr` (IPv6 mode), never
+/// both and never neither. An IPv6 address must be one a pod can hold: not link-local, multicast, loopback,
+/// unspecified or IPv4-mapped.
+fn pod_address(ipv4: &str, ipv6: &str) -> Result<IpAddr, CniError> {
+    let internal = |msg: String, details: String| CniError::new(ErrorCode::Internal, msg, details);
+    match (ipv4.is_empty(), ipv6.is_empty()) {
+        (false, true) => ipv4
+            .parse::<Ipv4Addr>()
+            .map(IpAddr::V4)
+            .map_err(|_| internal("ipamd returned an invalid address".into(), ipv4.to_owned())),
+        (true, false) => {
+            let ip: Ipv6Addr = ipv6
+                .parse()
+                .map_err(|_| internal("ipamd returned an invalid IPv6 address".into(), ipv6.to_owned()))?;
+            let unusable = ip.is_unspecified()
+                || ip.is_loopback()
+                || ip.is_multicast()
+                || ip.is_unicast_link_local()
+                || ip.to_ipv4_mapped().is_some();
+            if unusable {
+                return Err(internal(
+                    format!("ipamd returned {ip}, which is not an address a pod can hold"),
+                    "expected a global or unique-local IPv6 address from the node's prefix".into(),
+                ));
+            }
+            Ok(IpAddr::V6(ip))
+        }
+        (true, true) => Err(internal(
+            "ipamd reported success without an address".into(),
+            "IPAllocationMetadata has neither IPv4Addr nor IPv6Addr".into(),
+        )),
+        (false, false) => Err(internal(
+            format!("ipamd returned both {ipv4} and {ipv6}; vpcni wires one address family per pod"),
+            "IPAllocationMetadata has both IPv4Addr and IPv6Addr".into(),
+        )),
+    }
 }
 
 /// Gives back the address of an ADD that failed after ipamd answered. The ADD's own error is what the
@@ -262,14 +311,17 @@ async fn del(invocation: &Invocation, config: &NetConf) -> Result<(), CniError> 
     Ok(())
 }
 
-/// Asks ipamd to release the pod's address; the address it held, if ipamd answered.
-async fn release(invocation: &Invocation, config: &NetConf) -> Option<Ipv4Addr> {
+/// Asks ipamd to release the pod's address; the address it held (either family), if ipamd answered.
+async fn release(invocation: &Invocation, config: &NetConf) -> Option<IpAddr> {
     match IpamdClient::connect(&config.ipamd_socket).await {
         Ok(client) => match client.del(del_request(invocation, config, "PodDeleted")).await {
-            Ok(reply) => reply
-                .ip_allocation_metadata
-                .first()
-                .and_then(|m| m.i_pv4_addr.parse().ok()),
+            Ok(reply) => reply.ip_allocation_metadata.first().and_then(|m| {
+                m.i_pv4_addr
+                    .parse::<Ipv4Addr>()
+                    .map(IpAddr::V4)
+                    .or_else(|_| m.i_pv6_addr.parse::<Ipv6Addr>().map(IpAddr::V6))
+                    .ok()
+            }),
             Err(error) => {
                 tracing::warn!(container = %invocation.container_id, "ipamd DEL failed, tearing down anyway: {error}");
                 None
@@ -284,7 +336,7 @@ async fn release(invocation: &Invocation, config: &NetConf) -> Option<Ipv4Addr> 
 
 /// The route table CHECK compares the pod's `from` rule with: ADD's record when it is about this address,
 /// else what an older `prevResult` says.
-fn route_table_for(invocation: &Invocation, config: &NetConf, ip: Ipv4Addr) -> Option<u32> {
+fn route_table_for(invocation: &Invocation, config: &NetConf, ip: IpAddr) -> Option<u32> {
     match record::read(config, &invocation.container_id, &invocation.ifname) {
         Ok(Some(record)) if record.ip == ip => return Some(record.route_table),
         Ok(_) => {}
@@ -415,4 +467,33 @@ async fn garbage_collect(config: &NetConf) -> Result<(), CniError> {
         .await?;
     tracing::info!(released = reply.released.len(), "GC");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// ipamd answers one family: IPv4 mode fills `IPv4Addr`, IPv6 mode `IPv6Addr`. Anything else is ipamd's
+    /// error (code 100), said in a sentence, before anything is wired.
+    #[test]
+    fn the_reply_carries_exactly_one_usable_address() {
+        assert_eq!(pod_address("10.0.1.5", ""), Ok("10.0.1.5".parse().unwrap()));
+        assert_eq!(
+            pod_address("", "2600:1f14:abc:de00:1f2e::5"),
+            Ok("2600:1f14:abc:de00:1f2e::5".parse().unwrap())
+        );
+        let refused = |ipv4: &str, ipv6: &str, needle: &str| {
+            let error = pod_address(ipv4, ipv6).unwrap_err();
+            assert_eq!(error.code, ErrorCode::Internal, "{ipv4:?} {ipv6:?}: {error}");
+            assert!(error.msg.contains(needle), "{ipv4:?} {ipv6:?}: {error}");
+        };
+        refused("", "", "without an address");
+        refused("10.0.1.5", "2600:1f14::5", "both 10.0.1.5 and 2600:1f14::5");
+        refused("", "2600:1f14::zz", "invalid IPv6 address");
+        refused("", "10.0.1.5", "invalid IPv6 address");
+        refused("banana", "", "invalid address");
+        for unusable in ["::", "::1", "fe80::5", "ff02::1", "::ffff:10.0.1.5"] {
+            refused("", unusable, "not an address a pod can hold");
+        }
+    }
 }

@@ -8,7 +8,7 @@
 //! exactly as long as the pod's network namespace can, and a reboot clears both. See docs/cni-plugin.md.
 
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -22,8 +22,9 @@ const MAX_FILE_NAME: usize = 255;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodRecord {
-    /// The pod's address.
-    pub ip: Ipv4Addr,
+    /// The pod's address (IPv4, or IPv6 for a pod of an IPv6 node; written as text either way, so records
+    /// written before IPv6 read the same).
+    pub ip: IpAddr,
     /// Device number of the ENI holding the address.
     pub device_number: u32,
     /// The ENI's route table (254, main, for the primary ENI): the table of the pod's `from` rule.

@@ -190,6 +190,23 @@ fn config_cases(good: &serde_json::Value) -> Vec<(Vec<u8>, u64, &'static str)> {
             "prevResult",
         ),
         (with("prevResult", "x".into()), 6, "prevResult"),
+        // IPv6 entries are read, not skipped: one that does not parse is refused like an IPv4 one.
+        (
+            with(
+                "prevResult",
+                serde_json::json!({"ips": [{"address": "2600:1f14::zz/128", "gateway": "fe80::1"}]}),
+            ),
+            6,
+            "prevResult",
+        ),
+        (
+            with(
+                "prevResult",
+                serde_json::json!({"ips": [{"address": "2600:1f14::5/128", "gateway": "169.254.1.1"}]}),
+            ),
+            6,
+            "prevResult",
+        ),
         (with("runtimeConfig", serde_json::json!([1])), 7, "runtimeConfig"),
     ]
 }

@@ -1,7 +1,7 @@
 //! Netlink plumbing: a connection in the current namespace or inside another one, and small lookups.
 
 use std::fs::File;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::os::fd::AsFd;
 
 use futures::TryStreamExt;
@@ -89,9 +89,18 @@ pub fn format_mac(mac: &[u8]) -> String {
 
 /// IPv4 rules at a priority.
 pub async fn rules_at(handle: &Handle, priority: u32) -> Result<Vec<RuleMessage>, DataplaneError> {
+    rules_of_family_at(handle, rtnetlink::IpVersion::V4, priority).await
+}
+
+/// Rules of one family at a priority.
+pub async fn rules_of_family_at(
+    handle: &Handle,
+    family: rtnetlink::IpVersion,
+    priority: u32,
+) -> Result<Vec<RuleMessage>, DataplaneError> {
     let rules: Vec<RuleMessage> = handle
         .rule()
-        .get(rtnetlink::IpVersion::V4)
+        .get(family)
         .execute()
         .try_collect()
         .await
@@ -106,20 +115,24 @@ pub async fn rules_at(handle: &Handle, priority: u32) -> Result<Vec<RuleMessage>
         .collect())
 }
 
-/// IPv4 rules at `priority` that match `to` or `from` the address.
+/// Rules at `priority` that match `to` or `from` the address (in the address's family).
 pub async fn rules_for(
     handle: &Handle,
     priority: u32,
-    ip: Ipv4Addr,
+    ip: IpAddr,
     from: bool,
 ) -> Result<Vec<RuleMessage>, DataplaneError> {
-    Ok(rules_at(handle, priority)
+    let family = match ip {
+        IpAddr::V4(_) => rtnetlink::IpVersion::V4,
+        IpAddr::V6(_) => rtnetlink::IpVersion::V6,
+    };
+    Ok(rules_of_family_at(handle, family, priority)
         .await?
         .into_iter()
         .filter(|rule| {
             rule.attributes.iter().any(|a| match a {
-                RuleAttribute::Source(addr) if from => *addr == std::net::IpAddr::V4(ip),
-                RuleAttribute::Destination(addr) if !from => *addr == std::net::IpAddr::V4(ip),
+                RuleAttribute::Source(addr) if from => *addr == ip,
+                RuleAttribute::Destination(addr) if !from => *addr == ip,
                 _ => false,
             })
         })

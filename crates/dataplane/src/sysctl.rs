@@ -30,12 +30,21 @@ fn path_of(key: &str) -> Result<PathBuf, DataplaneError> {
 
 /// The key of a per-interface IPv4 setting, e.g. `net.ipv4.conf.eth0.rp_filter`.
 pub fn ipv4_conf_key(interface: &str, setting: &str) -> Result<String, DataplaneError> {
+    conf_key("ipv4", interface, setting)
+}
+
+/// The key of a per-interface IPv6 setting, e.g. `net.ipv6.conf.eni1a2b.accept_ra`.
+pub fn ipv6_conf_key(interface: &str, setting: &str) -> Result<String, DataplaneError> {
+    conf_key("ipv6", interface, setting)
+}
+
+fn conf_key(family: &str, interface: &str, setting: &str) -> Result<String, DataplaneError> {
     if interface.is_empty() || interface.len() > 15 || interface.contains(['/', '.']) {
         return Err(DataplaneError::System(format!(
             "invalid interface name {interface:?}"
         )));
     }
-    Ok(format!("net.ipv4.conf.{interface}.{setting}"))
+    Ok(format!("net.{family}.conf.{interface}.{setting}"))
 }
 
 /// Writes a setting.
@@ -86,5 +95,10 @@ mod tests {
             ipv4_conf_key("eth0", "rp_filter").unwrap(),
             "net.ipv4.conf.eth0.rp_filter"
         );
+        assert_eq!(
+            ipv6_conf_key("eni1234", "accept_ra").unwrap(),
+            "net.ipv6.conf.eni1234.accept_ra"
+        );
+        assert!(ipv6_conf_key("a/b", "accept_ra").is_err());
     }
 }

@@ -9,7 +9,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The kernel's main routing table. Pods on the primary ENI, and everything the node itself sends, use it.
 pub const MAIN_TABLE: u32 = 254;
@@ -17,6 +17,17 @@ pub const MAIN_TABLE: u32 = 254;
 /// The gateway every pod routes through: a link-local address that exists nowhere. The pod's static ARP
 /// entry points it at the host end of its veth, so the node receives everything the pod sends.
 pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
+
+/// The gateway of IPv6 pods, as the original's: `fe80::1`, a link-local address nothing holds. Like
+/// [`POD_GATEWAY`] it is only a name for the host end of the pod's veth: the pod's permanent neighbour entry
+/// maps it to that veth's MAC, and its default route is `default via fe80::1 dev eth0`.
+pub const POD_GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+
+/// Prefix length of an IPv4 pod's address on its `eth0`: the pod's /32 alone, nothing on-link.
+pub const POD_PREFIX_V4: u8 = 32;
+
+/// Prefix length of an IPv6 pod's address on its `eth0`: the /128 ipamd gave it from the node's /80.
+pub const POD_PREFIX_V6: u8 = 128;
 
 /// The CNI network name vpcni's conflist declares; the runtime sends it with every ADD, DEL and GC, and
 /// ipamd keys each allocation by it (with the container id and interface name).
@@ -171,6 +182,14 @@ mod tests {
         assert_eq!(EniSlot::checked(MAX_NETWORK_CARD + 1, 0), None);
         assert_eq!(EniSlot::checked(0, MAX_DEVICE_NUMBER + 1), None);
         assert_eq!(EniSlot::checked(u32::MAX, u32::MAX), None);
+    }
+
+    #[test]
+    fn pod_gateways_are_the_originals() {
+        assert_eq!(POD_GATEWAY.to_string(), "169.254.1.1");
+        assert_eq!(POD_GATEWAY_V6.to_string(), "fe80::1");
+        assert!(POD_GATEWAY_V6.is_unicast_link_local());
+        assert_eq!((POD_PREFIX_V4, POD_PREFIX_V6), (32, 128));
     }
 
     #[test]

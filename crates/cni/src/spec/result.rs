@@ -1,8 +1,8 @@
 //! CNI results: what ADD prints, what DEL and CHECK get back as `prevResult`.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde_json::{Map, Value, json};
 use vpcni_layout::{EniSlot, MAIN_TABLE};
 
@@ -24,10 +24,10 @@ pub struct Interface {
 /// An address in a result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpConfig {
-    /// Address with prefix length (`/32` for pods).
-    pub address: Ipv4Net,
-    /// Gateway.
-    pub gateway: Option<Ipv4Addr>,
+    /// Address with prefix length (`/32` for IPv4 pods, `/128` for IPv6 pods).
+    pub address: IpNet,
+    /// Gateway, of the address's family.
+    pub gateway: Option<IpAddr>,
     /// Index into `interfaces`.
     pub interface: Option<usize>,
 }
@@ -36,12 +36,12 @@ pub struct IpConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Destination.
-    pub dst: Ipv4Net,
-    /// Next hop.
-    pub gw: Option<Ipv4Addr>,
+    pub dst: IpNet,
+    /// Next hop, of the destination's family.
+    pub gw: Option<IpAddr>,
 }
 
-/// A CNI result (IPv4 only; other families in a prevResult are kept raw by the caller).
+/// A CNI result, IPv4 and IPv6 alike.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CniResult {
     /// Interfaces.
@@ -53,7 +53,8 @@ pub struct CniResult {
 }
 
 impl CniResult {
-    /// The result JSON in the shape of `version` (`"version": "4"` on IPs before 1.0.0).
+    /// The result JSON in the shape of `version` (`"version": "4"` or `"6"` on IPs before 1.0.0). Every
+    /// version vpcni answers (0.3.0 to 1.1.0) carries IPv6 addresses in `ips`, as IPv4 ones.
     pub fn to_json(&self, cni_version: &str, version: Version) -> Value {
         let interfaces: Vec<Value> = self
             .interfaces
@@ -77,7 +78,11 @@ impl CniResult {
             .map(|ip| {
                 let mut object = Map::new();
                 if version.ips_have_version_field() {
-                    object.insert("version".into(), json!("4"));
+                    let family = match ip.address {
+                        IpNet::V4(_) => "4",
+                        IpNet::V6(_) => "6",
+                    };
+                    object.insert("version".into(), json!(family));
                 }
                 object.insert("address".into(), json!(ip.address.to_string()));
                 if let Some(gateway) = ip.gateway {
@@ -141,7 +146,8 @@ impl CniResult {
         Value::Object(merged)
     }
 
-    /// Reads a result of any supported version. IPv6 entries are skipped (vpcni is IPv4 only for now).
+    /// Reads a result of any supported version, IPv4 and IPv6 entries alike: an entry that does not parse
+    /// is an error naming it (a `prevResult` DEL and CHECK cannot read must not be taken for an empty one).
     ///
     /// Lenient about `mac` and `sandbox`: a `prevResult` written by an earlier vpcni, or by the original
     /// plugin, carries a record interface (`dummy…`, `"mac": "0"`, `"sandbox": "<device number>"`) and, from
@@ -162,30 +168,24 @@ impl CniResult {
             });
         }
         for (index, ip) in array(object, "ips")?.iter().enumerate() {
+            let at = format!("ips[{index}]");
             let address = ip
                 .get("address")
                 .and_then(Value::as_str)
-                .ok_or(format!("ips[{index}] has no address"))?;
-            if address.contains(':') {
-                continue;
+                .ok_or(format!("{at} has no address"))?;
+            let address = parse_cidr(address, &format!("{at}.address"))?;
+            if let Some(family) = ip.get("version").and_then(Value::as_str) {
+                let expected = if address.addr().is_ipv4() { "4" } else { "6" };
+                if family != expected {
+                    return Err(format!(
+                        "{at}.version {family:?} does not match the address {address}"
+                    ));
+                }
             }
-            let address: Ipv4Net = address
-                .parse()
-                .map_err(|_| format!("ips[{index}].address {address:?} is not an IPv4 CIDR"))?;
-            let gateway = match ip.get("gateway").and_then(Value::as_str) {
-                None => None,
-                Some(text) => Some(
-                    text.parse()
-                        .map_err(|_| format!("ips[{index}].gateway {text:?} is not IPv4"))?,
-                ),
-            };
+            let gateway = parse_next_hop(ip.get("gateway"), address, &format!("{at}.gateway"))?;
             let interface = match ip.get("interface") {
                 None | Some(Value::Null) => None,
-                Some(v) => Some(
-                    v.as_u64()
-                        .ok_or(format!("ips[{index}].interface is not an index"))?
-                        as usize,
-                ),
+                Some(v) => Some(v.as_u64().ok_or(format!("{at}.interface is not an index"))? as usize),
             };
             result.ips.push(IpConfig {
                 address,
@@ -194,33 +194,47 @@ impl CniResult {
             });
         }
         for (index, route) in array(object, "routes")?.iter().enumerate() {
+            let at = format!("routes[{index}]");
             let dst = route
                 .get("dst")
                 .and_then(Value::as_str)
-                .ok_or(format!("routes[{index}] has no dst"))?;
-            if dst.contains(':') {
-                continue;
-            }
-            let dst: Ipv4Net = dst
-                .parse()
-                .map_err(|_| format!("routes[{index}].dst {dst:?} is not an IPv4 CIDR"))?;
-            let gw = match route.get("gw").and_then(Value::as_str) {
-                None => None,
-                Some(text) => Some(
-                    text.parse()
-                        .map_err(|_| format!("routes[{index}].gw {text:?} is not IPv4"))?,
-                ),
-            };
+                .ok_or(format!("{at} has no dst"))?;
+            let dst = parse_cidr(dst, &format!("{at}.dst"))?;
+            let gw = parse_next_hop(route.get("gw"), dst, &format!("{at}.gw"))?;
             result.routes.push(Route { dst, gw });
         }
         Ok(result)
     }
 }
 
+/// `address/prefix` of either family; `what` names the field in the error.
+fn parse_cidr(text: &str, what: &str) -> Result<IpNet, String> {
+    text.parse().map_err(|_| {
+        let family = if text.contains(':') { "IPv6 " } else { "" };
+        format!("{what} {text:?} is not an {family}address in CIDR notation")
+    })
+}
+
+/// An optional gateway, which must be of the family of `of`.
+fn parse_next_hop(value: Option<&Value>, of: IpNet, what: &str) -> Result<Option<IpAddr>, String> {
+    let text = match value {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(text)) => text,
+        Some(other) => return Err(format!("{what} {other} is not an address")),
+    };
+    let gateway: IpAddr = text
+        .parse()
+        .map_err(|_| format!("{what} {text:?} is not an address"))?;
+    if gateway.is_ipv4() != of.addr().is_ipv4() {
+        return Err(format!("{what} {gateway} is not of the family of {of}"));
+    }
+    Ok(Some(gateway))
+}
+
 impl CniResult {
-    /// The pod's address for DEL and CHECK: the first IPv4 address on the pod interface `ifname` (the one
-    /// with a `sandbox`), or the first address at all when no such interface is listed.
-    pub fn pod_address(&self, ifname: &str) -> Option<Ipv4Addr> {
+    /// The pod's address for DEL and CHECK: the first address (IPv4 or IPv6) on the pod interface `ifname`
+    /// (the one with a `sandbox`), or the first address at all when no such interface is listed.
+    pub fn pod_address(&self, ifname: &str) -> Option<IpAddr> {
         let index = self
             .interfaces
             .iter()

@@ -427,3 +427,125 @@ fn a_record_interface_with_a_device_number_out_of_range_gives_no_table() {
     assert_eq!(result("252").legacy_route_table("eth0"), None);
     assert_eq!(result("4294967295").legacy_route_table("eth0"), None);
 }
+
+/// An IPv6 pod's result in every version vpcni answers: the /128 on the pod's interface with fe80::1 as its
+/// gateway and `::/0` via fe80::1; `"version": "6"` before 1.0.0 and no `version` from 1.0.0 on. Each reads
+/// back as itself.
+#[test]
+fn ipv6_results_in_every_version() {
+    let result = CniResult {
+        interfaces: vec![
+            Interface {
+                name: "enia1b2c3d4e5f".into(),
+                mac: "02:00:00:00:00:01".into(),
+                sandbox: None,
+                mtu: None,
+            },
+            Interface {
+                name: "eth0".into(),
+                mac: "02:00:00:00:00:02".into(),
+                sandbox: Some("/var/run/netns/x".into()),
+                mtu: None,
+            },
+        ],
+        ips: vec![IpConfig {
+            address: "2600:1f14:abc:de00:1f2e::5/128".parse().unwrap(),
+            gateway: Some("fe80::1".parse().unwrap()),
+            interface: Some(1),
+        }],
+        routes: vec![Route {
+            dst: "::/0".parse().unwrap(),
+            gw: Some("fe80::1".parse().unwrap()),
+        }],
+    };
+    for text in SUPPORTED_VERSIONS {
+        let version = Version::parse(text).unwrap();
+        let json = result.to_json(text, version);
+        let ip = &json["ips"][0];
+        assert_eq!(ip["address"], "2600:1f14:abc:de00:1f2e::5/128", "{text}");
+        assert_eq!(ip["gateway"], "fe80::1", "{text}");
+        assert_eq!(ip["interface"], 1, "{text}");
+        if text.starts_with("0.") {
+            assert_eq!(ip["version"], "6", "{text}");
+        } else {
+            assert!(ip.get("version").is_none(), "{text}: {json}");
+        }
+        assert_eq!(json["routes"][0]["dst"], "::/0", "{text}");
+        assert_eq!(json["routes"][0]["gw"], "fe80::1", "{text}");
+        let back = CniResult::from_value(&json).unwrap();
+        assert_eq!(back, result, "{text}");
+        assert_eq!(
+            back.pod_address("eth0"),
+            Some("2600:1f14:abc:de00:1f2e::5".parse().unwrap())
+        );
+    }
+}
+
+/// A prevResult whose IPv6 entries do not parse is refused with the field named, never taken for a result
+/// without them (DEL and CHECK would then act on the wrong address, or none).
+#[test]
+fn an_ipv6_prev_result_that_does_not_parse_is_refused_with_the_field_named() {
+    let config = |prev: serde_json::Value| {
+        serde_json::json!({ "cniVersion": "1.0.0", "name": "vpcni", "prevResult": prev }).to_string()
+    };
+    let cases = [
+        (
+            serde_json::json!({ "ips": [{ "address": "2600:1f14::zz/128" }] }),
+            "ips[0].address \"2600:1f14::zz/128\" is not an IPv6 address in CIDR notation",
+        ),
+        (
+            serde_json::json!({ "ips": [{ "address": "2600:1f14::5/129" }] }),
+            "ips[0].address",
+        ),
+        (
+            serde_json::json!({ "ips": [{ "address": "2600:1f14::5" }] }),
+            "ips[0].address",
+        ),
+        (
+            serde_json::json!({ "ips": [{ "address": "2600:1f14::5/128", "gateway": "fe80::zz" }] }),
+            "ips[0].gateway",
+        ),
+        (
+            serde_json::json!({ "ips": [{ "address": "2600:1f14::5/128", "gateway": "169.254.1.1" }] }),
+            "ips[0].gateway 169.254.1.1 is not of the family of 2600:1f14::5/128",
+        ),
+        (
+            serde_json::json!({ "ips": [{ "version": "4", "address": "2600:1f14::5/128" }] }),
+            "ips[0].version \"4\" does not match",
+        ),
+        (
+            serde_json::json!({ "ips": [], "routes": [{ "dst": "::/0", "gw": "10.0.0.1" }] }),
+            "routes[0].gw",
+        ),
+        (
+            serde_json::json!({ "ips": [], "routes": [{ "dst": "::/x" }] }),
+            "routes[0].dst",
+        ),
+    ];
+    for (prev, needle) in cases {
+        let err = NetConf::parse(config(prev.clone()).as_bytes()).unwrap_err();
+        assert_eq!(err.code, ErrorCode::DecodeFailure, "{prev}: {err}");
+        assert_eq!(err.msg, "prevResult is not a CNI result", "{prev}");
+        assert!(err.details.contains(needle), "{prev}: {:?}", err.details);
+    }
+    // A good IPv6 prevResult gives the pod's address on eth0, not the first address of another interface.
+    let config = NetConf::parse(
+        config(serde_json::json!({
+            "interfaces": [
+                { "name": "enia1b2c3d4e5f", "mac": "02:00:00:00:00:01" },
+                { "name": "eth0", "mac": "02:00:00:00:00:02", "sandbox": "/var/run/netns/x" },
+                { "name": "v4if0", "mac": "02:00:00:00:00:03", "sandbox": "/var/run/netns/x" },
+            ],
+            "ips": [
+                { "address": "169.254.172.9/22", "interface": 2 },
+                { "address": "2600:1f14::5/128", "gateway": "fe80::1", "interface": 1 },
+            ],
+        }))
+        .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(
+        config.prev_result.unwrap().pod_address("eth0"),
+        Some("2600:1f14::5".parse().unwrap())
+    );
+}
