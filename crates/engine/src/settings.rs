@@ -147,18 +147,8 @@ impl PoolSettings {
         }
         let max_eni = env.max_eni("MAX_ENI");
         let ip_cooldown_s = env.number("IP_COOLDOWN_PERIOD", 30, 0, u32::MAX);
-        let enable_ipv4 = env.bool("ENABLE_IPv4", true);
-        let enable_ipv6 = env.bool("ENABLE_IPv6", false);
-        if enable_ipv6 {
-            env.invalid(
-                "ENABLE_IPv6",
-                "true",
-                "false: vpcni serves IPv4 clusters only, for now",
-            );
-        }
-        if !enable_ipv4 {
-            env.invalid("ENABLE_IPv4", "false", "true: vpcni serves IPv4 clusters");
-        }
+        let custom_networking = env.bool("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", false);
+        check_address_family(env, prefix_delegation, custom_networking);
         Self {
             warm_eni_target,
             warm_ip_target,
@@ -167,7 +157,7 @@ impl PoolSettings {
             prefix_delegation,
             max_eni,
             ip_cooldown_s,
-            custom_networking: env.bool("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", false),
+            custom_networking,
             pod_eni: env.bool("ENABLE_POD_ENI", false),
             disable_provisioning: env.bool("DISABLE_NETWORK_RESOURCE_PROVISIONING", false),
             imds_only: env.bool("ENABLE_IMDS_ONLY_MODE", false),
@@ -186,6 +176,58 @@ impl PoolSettings {
             prefix_delegation: self.prefix_delegation,
             ip_cooldown_ms: Millis::from(self.ip_cooldown_s) * 1000,
             ..PoolConfig::default()
+        }
+    }
+}
+
+/// ENABLE_IPv4 and ENABLE_IPv6, with the original's rules: exactly one family; IPv6 pods take their addresses
+/// from a /80 prefix, so IPv6 needs ENABLE_PREFIX_DELEGATION=true, and it cannot be combined with custom
+/// networking. (That the instance type must be Nitro is checked at start-up, where the type is known.)
+/// Every rule broken is named; IPv6 mode itself is not built yet, so ENABLE_IPv6=true is refused in any case.
+fn check_address_family<F: Fn(&str) -> Option<String>>(
+    env: &mut EnvReader<F>,
+    prefix_delegation: bool,
+    custom_networking: bool,
+) {
+    const ONE_FAMILY: &str = "exactly one of ENABLE_IPv4 and ENABLE_IPv6 is true (dual-stack pods are not supported, as in the original)";
+    let enable_ipv4 = env.bool("ENABLE_IPv4", true);
+    let enable_ipv6 = env.bool("ENABLE_IPv6", false);
+    match (enable_ipv4, enable_ipv6) {
+        (true, false) => {}
+        (true, true) => env.invalid(
+            "ENABLE_IPv4",
+            "true",
+            format!("false with ENABLE_IPv6=true: {ONE_FAMILY}"),
+        ),
+        (false, false) => env.invalid(
+            "ENABLE_IPv4",
+            "false",
+            format!("true, or ENABLE_IPv6=true: {ONE_FAMILY}"),
+        ),
+        (false, true) => {
+            if !prefix_delegation {
+                let value = env
+                    .raw("ENABLE_PREFIX_DELEGATION")
+                    .unwrap_or_else(|| "false".to_owned());
+                env.invalid(
+                    "ENABLE_PREFIX_DELEGATION",
+                    &value,
+                    "true with ENABLE_IPv6=true: IPv6 pods take their addresses from a /80 prefix on the primary ENI",
+                );
+            }
+            if custom_networking {
+                env.invalid(
+                    "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG",
+                    "true",
+                    "false with ENABLE_IPv6=true: IPv6 pods use the node's own /80, not an ENIConfig's subnet (the original refuses the pair too)",
+                );
+            }
+            // Said even when another rule is broken, so nobody fixes those first only to meet this.
+            env.invalid(
+                "ENABLE_IPv6",
+                "true",
+                "false: ipamd's IPv6 mode is not built yet (issue #14), whatever the other settings",
+            );
         }
     }
 }
@@ -389,5 +431,48 @@ mod tests {
             warnings[0].to_string(),
             "WARM_IP_TARGET=\"-3\": not a whole number 0 or more; using the default, 0, as the original does"
         );
+    }
+    /// Each broken rule of the address family is one error naming its variable and what it needs.
+    #[test]
+    fn address_family_rules_name_every_variable_they_break() {
+        let variables = |pairs: &[(&str, &str)]| -> Vec<&'static str> {
+            read(pairs).unwrap_err().iter().map(|e| e.variable).collect()
+        };
+        assert_eq!(variables(&[("ENABLE_IPv6", "true")]), ["ENABLE_IPv4"]);
+        assert_eq!(variables(&[("ENABLE_IPv4", "false")]), ["ENABLE_IPv4"]);
+        assert_eq!(
+            variables(&[("ENABLE_IPv4", "false"), ("ENABLE_IPv6", "true")]),
+            ["ENABLE_PREFIX_DELEGATION", "ENABLE_IPv6"]
+        );
+        assert_eq!(
+            variables(&[
+                ("ENABLE_IPv4", "false"),
+                ("ENABLE_IPv6", "true"),
+                ("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true"),
+            ]),
+            [
+                "ENABLE_PREFIX_DELEGATION",
+                "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG",
+                "ENABLE_IPv6"
+            ]
+        );
+        let valid_for_ipv6 = read(&[
+            ("ENABLE_IPv4", "false"),
+            ("ENABLE_IPv6", "true"),
+            ("ENABLE_PREFIX_DELEGATION", "true"),
+        ])
+        .unwrap_err();
+        assert_eq!(valid_for_ipv6.len(), 1);
+        assert_eq!(valid_for_ipv6[0].variable, "ENABLE_IPv6");
+        assert!(valid_for_ipv6[0].accepted.contains("not built yet"));
+        let both = read(&[("ENABLE_IPv6", "true")]).unwrap_err();
+        assert!(
+            both[0]
+                .to_string()
+                .contains("exactly one of ENABLE_IPv4 and ENABLE_IPv6"),
+            "{}",
+            both[0]
+        );
+        assert!(read(&[("ENABLE_IPv4", "true"), ("ENABLE_IPv6", "false")]).is_ok());
     }
 }

@@ -57,7 +57,7 @@ fn booleans() {
 fn address_families() {
     refused(
         &[("ENABLE_IPv6", "true")],
-        r#"ENABLE_IPv6="true" is not valid: expected false: vpcni serves IPv4 clusters only, for now"#,
+        r#"ENABLE_IPv4="true" is not valid: expected false with ENABLE_IPv6=true: exactly one of ENABLE_IPv4 and ENABLE_IPv6 is true (dual-stack pods are not supported, as in the original)"#,
     );
 }
 

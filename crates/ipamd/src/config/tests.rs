@@ -193,7 +193,7 @@ fn booleans() {
 fn address_families() {
     assert_eq!(
         error(&[("ENABLE_IPv6", "true")]),
-        r#"ENABLE_IPv6="true" is not valid: expected false: vpcni serves IPv4 clusters only, for now"#
+        r#"ENABLE_IPv4="true" is not valid: expected false with ENABLE_IPv6=true: exactly one of ENABLE_IPv4 and ENABLE_IPv6 is true (dual-stack pods are not supported, as in the original)"#
     );
 }
 
@@ -301,7 +301,7 @@ fn every_bad_variable_is_reported_at_once() {
 fn more_pool_and_address_settings() {
     assert_eq!(
         error(&[("ENABLE_IPv4", "false")]),
-        r#"ENABLE_IPv4="false" is not valid: expected true: vpcni serves IPv4 clusters"#
+        r#"ENABLE_IPv4="false" is not valid: expected true, or ENABLE_IPv6=true: exactly one of ENABLE_IPv4 and ENABLE_IPv6 is true (dual-stack pods are not supported, as in the original)"#
     );
     assert_eq!(
         error(&[("AWS_EXTERNAL_SERVICE_CIDRS", "10.0.0.0/33")]),
