@@ -170,6 +170,22 @@ async fn fill(
     );
 }
 
+/// Pod `n`'s address, running pool cycles while the pool grows; panics with the last refusal if 100 cycles
+/// bring none.
+async fn add_cycling(world: &World, node: &Node, n: usize) -> std::net::Ipv4Addr {
+    let mut last = None;
+    for _ in 0..100 {
+        match node.add(&pod(n)) {
+            Ok(assigned) => return assigned.ipv4,
+            Err(refusal) => {
+                last = Some((refusal.reason, refusal.message));
+                cycle(node, &world.sim).await;
+            }
+        }
+    }
+    panic!("pod {n} got no address in 100 pool cycles; last refusal: {last:?}");
+}
+
 fn in_cidr(ip: std::net::Ipv4Addr, cidr: &str) -> bool {
     cidr.parse::<Ipv4Net>().unwrap().contains(&ip)
 }
@@ -371,17 +387,7 @@ async fn a_changed_eniconfig_applies_to_new_enis_and_old_ones_keep_their_pods() 
     // 14 pods fill the first ENI.
     let mut placed = Vec::new();
     for n in 0..14 {
-        loop {
-            match node.add(&pod(n)) {
-                Ok(assigned) => {
-                    placed.push(assigned.ipv4);
-                    break;
-                }
-                Err(_) => {
-                    cycle(node, &world.sim).await;
-                }
-            }
-        }
+        placed.push(add_cycling(&world, node, n).await);
     }
     assert!(placed.iter().all(|ip| in_cidr(*ip, POD_CIDR)));
 
@@ -468,17 +474,7 @@ async fn api_source_selection_event_and_the_api_going_away() {
     .await;
     let mut given = Vec::new();
     for n in 10..20 {
-        loop {
-            match node.add(&pod(n)) {
-                Ok(assigned) => {
-                    given.push(assigned.ipv4);
-                    break;
-                }
-                Err(_) => {
-                    cycle(node, &world.sim).await;
-                }
-            }
-        }
+        given.push(add_cycling(&world, node, n).await);
     }
     assert!(given.iter().all(|ip| in_cidr(*ip, POD_CIDR)));
     assert!(world.enis().iter().any(|e| e.security_groups == ["sg-api"]));
@@ -608,17 +604,7 @@ async fn enis_in_subnets_tagged_role_cni_0_give_no_pod_addresses() {
     );
     let mut given = Vec::new();
     for n in 0..10 {
-        loop {
-            match node.add(&pod(n)) {
-                Ok(assigned) => {
-                    given.push(assigned.ipv4);
-                    break;
-                }
-                Err(_) => {
-                    cycle(node, &world.sim).await;
-                }
-            }
-        }
+        given.push(add_cycling(&world, node, n).await);
     }
     assert!(given.iter().all(|ip| in_cidr(*ip, "10.0.0.0/24")), "{given:?}");
     running.finish().await;
