@@ -117,6 +117,13 @@ pub fn iptables_restore(netns: &str, rules: &str) -> Result<(), LabError> {
     run_with_stdin(command, rules, shown_command)
 }
 
+/// `ip6tables-restore` of `rules` inside `netns`.
+pub fn ip6tables_restore(netns: &str, rules: &str) -> Result<(), LabError> {
+    let command = netns_command(netns, "ip6tables-restore");
+    let shown_command = format!("ip netns exec {netns} ip6tables-restore <<EOF\n{rules}EOF");
+    run_with_stdin(command, rules, shown_command)
+}
+
 /// Runs `command` with `input` on its stdin; a failure names the command as `shown` and carries its stderr.
 fn run_with_stdin(mut command: Command, input: &str, shown: String) -> Result<(), LabError> {
     let failed = |detail: String| LabError::Command {

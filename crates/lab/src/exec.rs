@@ -76,6 +76,25 @@ impl Lab {
         })
     }
 
+    /// Asks the lab's internet who `name` is, over IPv4 (`ipv6 = false`) or IPv6: the address it sees,
+    /// trimmed. A pod of an IPv6 lab is seen as its own IPv6 address over IPv6 and as its node's public
+    /// IPv4 address over IPv4 (its egress address SNATed to the node's, then to the public one).
+    pub fn whoami(
+        &self,
+        name: &str,
+        ipv6: bool,
+        timeout: Duration,
+    ) -> Result<Result<String, FetchError>, LabError> {
+        let url = if ipv6 {
+            crate::internet::service_url_v6()
+        } else {
+            crate::internet::service_url()
+        };
+        Ok(self
+            .http_get(name, &url, timeout)?
+            .map(|body| body.trim().to_owned()))
+    }
+
     /// GETs `url` from inside a namespace (no curl needed); the body.
     pub fn http_get(
         &self,

@@ -5,15 +5,15 @@
 //! EC2 assigns to it is routed to it by the router; detached ENIs disappear.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use vpcni_ec2::sim::{SimConfig, Simulator};
-use vpcni_ec2::{AttachmentStatus, Tags};
+use vpcni_ec2::{AddressRequest, AttachmentStatus, Tags};
 use vpcni_ec2_endpoint::topology::{InstanceSpec, SubnetSpec, VpcSpec};
 use vpcni_ec2_endpoint::{EndpointConfig, Topology};
 
@@ -40,7 +40,8 @@ pub fn topology(spec: &LabSpec) -> Topology {
             tags: Tags::new(),
             prefix_reservations: Vec::new(),
             ipv6_cidr: None,
-            ipv6_index: None,
+            // IPv6 labs: subnet i gets the VPC /56's i-th /64.
+            ipv6_index: spec.ipv6.then_some(i as u8),
         })
         .collect();
     // Custom networking: pod subnet i in node subnet i's zone.
@@ -66,7 +67,7 @@ pub fn topology(spec: &LabSpec) -> Topology {
         vpc: VpcSpec {
             cidr: spec.vpc_cidr,
             secondary_cidrs: spec.secondary_cidrs.clone(),
-            amazon_ipv6: false,
+            amazon_ipv6: spec.ipv6,
             ipv6_cidr: None,
             tags: Tags::new(),
         },
@@ -99,6 +100,9 @@ pub fn run(state_dir: &Path) -> Result<(), LabError> {
         .await
         .map_err(|e| LabError::Spec(format!("the EC2 simulator did not start: {e}")))?;
         tracing::info!(ec2 = %handle.ec2_url(), imds = %handle.imds_url(), "simulator serving");
+        if state.spec.ipv6 {
+            give_nodes_ipv6(&handle.sim, &paths)?;
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let sync = {
             let (sim, stop, paths) = (handle.sim.clone(), stop.clone(), paths.clone());
@@ -118,6 +122,38 @@ pub fn run(state_dir: &Path) -> Result<(), LabError> {
     })
 }
 
+/// IPv6 labs: every node's primary ENI gets an IPv6 address from its subnet's /64, as an instance launched
+/// with `Ipv6AddressCount=1` (an EKS IPv6 node) has. Done before any ipamd runs (the fabric is not ready
+/// yet), through the simulator's own account, so the saved account is rewritten here; a restarted fabric
+/// finds the addresses already there.
+fn give_nodes_ipv6(sim: &Simulator, paths: &StatePaths) -> Result<(), LabError> {
+    let result = sim.admin(|account, now| {
+        let primaries: Vec<String> = account
+            .instances
+            .values()
+            .filter(|i| i.state == "running")
+            .map(|i| i.primary_eni.clone())
+            .collect();
+        for eni_id in primaries {
+            let has_one = account
+                .enis
+                .get(&eni_id)
+                .is_some_and(|e| !e.ipv6_addresses.is_empty());
+            if !has_one {
+                account.assign_ipv6_addresses(&eni_id, &AddressRequest::Count(1), now)?;
+            }
+        }
+        Ok::<(), vpcni_ec2::Ec2Error>(())
+    });
+    result.map_err(|e| LabError::Spec(format!("cannot give the nodes IPv6 addresses: {e}")))?;
+    let path = paths.ec2_state_file();
+    let text = serde_json::to_vec(&sim.snapshot())
+        .map_err(|e| LabError::Spec(format!("cannot save the simulator's account: {e}")))?;
+    let temp = path.with_extension("json.fabric-tmp");
+    std::fs::write(&temp, text).map_err(LabError::io(&temp))?;
+    std::fs::rename(&temp, &path).map_err(LabError::io(&path))
+}
+
 /// One plugged ENI as the sync loop remembers it.
 #[derive(Debug, Clone)]
 struct Plugged {
@@ -125,7 +161,7 @@ struct Plugged {
     link: EniLink,
     card: u32,
     device: u32,
-    routed: BTreeSet<Ipv4Net>,
+    routed: BTreeSet<IpNet>,
 }
 
 /// One ENI as EC2 has it attached now.
@@ -137,10 +173,20 @@ struct Attached {
     card: u32,
     device: u32,
     primary_ip: Ipv4Addr,
-    addresses: BTreeSet<Ipv4Net>,
+    /// The ENI's first IPv6 address (a node's primary IPv6 address on its primary ENI).
+    ipv6: Option<Ipv6Addr>,
+    addresses: BTreeSet<IpNet>,
 }
 
-fn attached_enis(sim: &Simulator, state: &LabState) -> (Vec<FabricInstance>, String, Vec<Attached>) {
+/// What the sync loop learns from the simulator in one pass.
+struct Observed {
+    instances: Vec<FabricInstance>,
+    vpc_id: String,
+    vpc_ipv6_cidr: Option<Ipv6Net>,
+    attached: Vec<Attached>,
+}
+
+fn attached_enis(sim: &Simulator, state: &LabState) -> Observed {
     let mut instances = Vec::new();
     let mut vpc_id = String::new();
     let mut attached = Vec::new();
@@ -155,10 +201,20 @@ fn attached_enis(sim: &Simulator, state: &LabState) -> (Vec<FabricInstance>, Str
             continue;
         }
         vpc_id.clone_from(&instance.vpc_id);
+        let primary_ipv6 = instance
+            .network_interfaces
+            .iter()
+            .find(|e| {
+                e.attachment
+                    .as_ref()
+                    .is_some_and(|a| a.device_index == 0 && a.network_card_index == 0)
+            })
+            .and_then(|e| e.ipv6_addresses.first().copied());
         instances.push(FabricInstance {
             name: name.clone(),
             instance_id: instance.instance_id.clone(),
             primary_ip: instance.private_ip,
+            ipv6: primary_ipv6,
         });
         for eni in &instance.network_interfaces {
             let Some(attachment) = &eni.attachment else {
@@ -169,9 +225,16 @@ fn attached_enis(sim: &Simulator, state: &LabState) -> (Vec<FabricInstance>, Str
             {
                 continue;
             }
-            let mut addresses: BTreeSet<Ipv4Net> =
-                eni.secondary_ips.iter().map(|ip| Ipv4Net::from(*ip)).collect();
-            addresses.extend(eni.ipv4_prefixes.iter().copied());
+            let mut addresses: BTreeSet<IpNet> = eni
+                .secondary_ips
+                .iter()
+                .map(|ip| IpNet::V4(Ipv4Net::from(*ip)))
+                .collect();
+            addresses.extend(eni.ipv4_prefixes.iter().map(|p| IpNet::V4(*p)));
+            if state.spec.ipv6 {
+                addresses.extend(eni.ipv6_addresses.iter().map(|ip| IpNet::V6(Ipv6Net::from(*ip))));
+                addresses.extend(eni.ipv6_prefixes.iter().map(|p| IpNet::V6(*p)));
+            }
             attached.push(Attached {
                 node,
                 eni_id: eni.network_interface_id.clone(),
@@ -179,11 +242,22 @@ fn attached_enis(sim: &Simulator, state: &LabState) -> (Vec<FabricInstance>, Str
                 card: attachment.network_card_index,
                 device: attachment.device_index,
                 primary_ip: eni.private_ip,
+                ipv6: eni.ipv6_addresses.first().copied(),
                 addresses,
             });
         }
     }
-    (instances, vpc_id, attached)
+    let vpc_ipv6_cidr = if vpc_id.is_empty() {
+        None
+    } else {
+        sim.vpc_ipv6_cidr(&vpc_id)
+    };
+    Observed {
+        instances,
+        vpc_id,
+        vpc_ipv6_cidr,
+        attached,
+    }
 }
 
 fn sync_loop(sim: &Simulator, state: &LabState, paths: &StatePaths, stop: &AtomicBool) {
@@ -194,7 +268,12 @@ fn sync_loop(sim: &Simulator, state: &LabState, paths: &StatePaths, stop: &Atomi
     let mut faults_applied: Option<FaultSettings> = None;
     while !stop.load(Ordering::SeqCst) {
         apply_fault_settings(sim, paths, &mut faults_applied);
-        let (instances, vpc_id, attached) = attached_enis(sim, state);
+        let Observed {
+            instances,
+            vpc_id,
+            vpc_ipv6_cidr,
+            attached,
+        } = attached_enis(sim, state);
         let mut errors = Vec::new();
         let wanted: BTreeMap<(usize, u32, u32), &Attached> =
             attached.iter().map(|a| ((a.node, a.card, a.device), a)).collect();
@@ -233,8 +312,8 @@ fn sync_loop(sim: &Simulator, state: &LabState, paths: &StatePaths, stop: &Atomi
             let Some(entry) = plugged.get_mut(key) else {
                 continue;
             };
-            let add: Vec<Ipv4Net> = eni.addresses.difference(&entry.routed).copied().collect();
-            let remove: Vec<Ipv4Net> = entry.routed.difference(&eni.addresses).copied().collect();
+            let add: Vec<IpNet> = eni.addresses.difference(&entry.routed).copied().collect();
+            let remove: Vec<IpNet> = entry.routed.difference(&eni.addresses).copied().collect();
             if add.is_empty() && remove.is_empty() {
                 continue;
             }
@@ -251,6 +330,7 @@ fn sync_loop(sim: &Simulator, state: &LabState, paths: &StatePaths, stop: &Atomi
         let report = FabricReport {
             pid: std::process::id(),
             vpc_id,
+            vpc_ipv6_cidr,
             instances,
             ready,
             plugged: plugged
@@ -269,7 +349,22 @@ fn sync_loop(sim: &Simulator, state: &LabState, paths: &StatePaths, stop: &Atomi
                     router_link: p.link.router_link.clone(),
                     node_link: p.link.node_link.clone(),
                     primary_ip: p.link.primary_ip,
-                    routed: p.routed.iter().copied().collect(),
+                    routed: p
+                        .routed
+                        .iter()
+                        .filter_map(|net| match net {
+                            IpNet::V4(net) => Some(*net),
+                            IpNet::V6(_) => None,
+                        })
+                        .collect(),
+                    routed_v6: p
+                        .routed
+                        .iter()
+                        .filter_map(|net| match net {
+                            IpNet::V6(net) => Some(*net),
+                            IpNet::V4(_) => None,
+                        })
+                        .collect(),
                 })
                 .collect(),
             last_error: (!errors.is_empty()).then(|| errors.join("; ")),
@@ -335,10 +430,16 @@ fn plug(state: &LabState, router_ns: &str, eni: &Attached) -> Result<Plugged, La
         node_link,
         mac: eni.mac.clone(),
         primary_ip: eni.primary_ip,
+        link_local: if state.spec.ipv6 {
+            router::eui64_link_local(&eni.mac)
+        } else {
+            None
+        },
     };
     router::plug(router_ns, &link)?;
     if eni.card == 0 && eni.device == 0 {
-        router::configure_primary(&node.netns, &link.node_link, eni.primary_ip, node.subnet)?;
+        let ipv6 = if state.spec.ipv6 { eni.ipv6 } else { None };
+        router::configure_primary(&node.netns, &link.node_link, eni.primary_ip, node.subnet, ipv6)?;
     }
     Ok(Plugged {
         eni_id: eni.eni_id.clone(),

@@ -10,7 +10,7 @@ use axum::extract::ConnectInfo;
 use axum::routing::get;
 
 use crate::LabError;
-use crate::spec::{INTERNET_IP, INTERNET_PORT};
+use crate::spec::{INTERNET_IP, INTERNET_IP_V6, INTERNET_PORT};
 
 /// The service's URL.
 pub fn service_url() -> String {
@@ -21,33 +21,61 @@ pub fn service_url() -> String {
     }
 }
 
-/// Serves what-is-my-IP on `listen` until SIGTERM or SIGINT: `GET /` answers the caller's address and a
-/// newline, as ipinfo.io/ip does.
-pub fn serve(listen: SocketAddr) -> Result<(), LabError> {
+/// The service's URL over IPv6 (IPv6 labs).
+pub fn service_url_v6() -> String {
+    if INTERNET_PORT == 80 {
+        format!("http://[{INTERNET_IP_V6}]/")
+    } else {
+        format!("http://[{INTERNET_IP_V6}]:{INTERNET_PORT}/")
+    }
+}
+
+/// Serves what-is-my-IP on every address of `listen` (IPv4 and, in IPv6 labs, IPv6) until SIGTERM or
+/// SIGINT: `GET /` answers the caller's address and a newline, as ipinfo.io/ip does.
+pub fn serve(listen: &[SocketAddr]) -> Result<(), LabError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| LabError::Spec(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async move {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| LabError::Spec(format!("cannot listen on {listen}: {e}")))?;
         let app = Router::new().fallback(get(|ConnectInfo(caller): ConnectInfo<SocketAddr>| async move {
             tracing::info!(%caller, "GET");
-            format!("{}\n", caller.ip())
+            format!("{}\n", caller.ip().to_canonical())
         }));
+        let (stop, _) = tokio::sync::watch::channel(false);
+        let mut servers = tokio::task::JoinSet::new();
+        for address in listen {
+            let address = *address;
+            let listener = tokio::net::TcpListener::bind(address)
+                .await
+                .map_err(|e| LabError::Spec(format!("cannot listen on {address}: {e}")))?;
+            let mut stopped = stop.subscribe();
+            let app = app.clone();
+            servers.spawn(async move {
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(async move {
+                        // A dropped sender stops the server as well as `true` does.
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    })
+                    .await
+                    .map_err(|e| LabError::Spec(format!("what-is-my-IP service on {address}: {e}")))
+            });
+            tracing::info!(listen = %address, "what-is-my-IP serving");
+        }
         let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| LabError::Spec(format!("cannot watch SIGTERM: {e}")))?;
-        tracing::info!(%listen, "what-is-my-IP serving");
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                tokio::select! {
-                    _ = terminate.recv() => {}
-                    _ = tokio::signal::ctrl_c() => {}
-                }
-            })
-            .await
-            .map_err(|e| LabError::Spec(format!("what-is-my-IP service: {e}")))
+        let failed = tokio::select! {
+            _ = terminate.recv() => None,
+            _ = tokio::signal::ctrl_c() => None,
+            Some(ended) = servers.join_next() => Some(ended),
+        };
+        stop.send_replace(true);
+        while servers.join_next().await.is_some() {}
+        match failed {
+            Some(Ok(Err(error))) => Err(error),
+            Some(Err(panicked)) => Err(LabError::Spec(format!("what-is-my-IP service: {panicked}"))),
+            Some(Ok(Ok(()))) | None => Ok(()),
+        }
     })
 }
 
@@ -82,10 +110,11 @@ pub fn http_get(url: &str, timeout: Duration) -> Result<String, FetchError> {
     let (authority, path) = rest
         .split_once('/')
         .map_or((rest, "/".to_owned()), |(a, p)| (a, format!("/{p}")));
-    let with_port = if authority.contains(':') {
-        authority.to_owned()
-    } else {
+    // `host`, `[v6]` get port 80; `host:port`, `[v6]:port` keep theirs.
+    let with_port = if authority.ends_with(']') || !authority.contains(':') {
         format!("{authority}:80")
+    } else {
+        authority.to_owned()
     };
     let address = with_port
         .to_socket_addrs()

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::cmd::{LabProcess, find_tool, in_netns, is_root, netns_add, netns_command, netns_list, tail};
 use crate::down::{DownReport, down_at};
-use crate::internet::{http_get, service_url};
+use crate::internet::{http_get, service_url, service_url_v6};
 use crate::pods::{self, PodsError};
-use crate::spec::{INTERNET_IP, INTERNET_PORT, LabSpec, Names, node_name};
+use crate::spec::{INTERNET_IP, INTERNET_IP_V6, INTERNET_PORT, LabSpec, Names, node_name};
 use crate::state::{FabricReport, LabState, NodeRecord, PodRecord, StateLock, StatePaths};
 use crate::status::{self, LabStatus};
 use crate::{LabError, node, router};
@@ -63,11 +63,18 @@ pub fn preflight(spec: &LabSpec) -> Result<(), LabError> {
             });
         }
     }
-    let missing: Vec<String> = BINARIES
+    let missing: Vec<String> = spec
+        .binaries()
         .iter()
         .filter(|b| !spec.bin_dir.join(b).is_file())
         .map(|b| (*b).to_owned())
         .collect();
+    if spec.ipv6 && find_tool("ip6tables-restore").is_none() {
+        return Err(LabError::MissingTool {
+            tool: "ip6tables-restore".into(),
+            package: "iptables".into(),
+        });
+    }
     if !missing.is_empty() {
         return Err(LabError::MissingBinaries {
             dir: spec.bin_dir.clone(),
@@ -110,6 +117,7 @@ impl Lab {
                 public_ip: spec.public_ip(index),
                 subnet: spec.subnet_of(index),
                 ipamd_pid: None,
+                ipv6: None,
             })
             .collect();
         let state = LabState {
@@ -141,7 +149,7 @@ impl Lab {
         netns_add(&router_ns)?;
         netns_add(&internet_ns)?;
         for node in &self.state.nodes {
-            node::create(&self.paths, node)?;
+            node::create(&self.paths, &self.state.spec, node)?;
         }
         router::setup(&self.state, &router_ns, &internet_ns)?;
 
@@ -154,9 +162,13 @@ impl Lab {
         let mut internet = netns_command(&internet_ns, &bin);
         internet
             .args(["lab", "internet", "--listen"])
-            .arg(SocketAddr::from((INTERNET_IP, INTERNET_PORT)).to_string())
-            .arg("--state")
-            .arg(&self.paths.dir);
+            .arg(SocketAddr::from((INTERNET_IP, INTERNET_PORT)).to_string());
+        if self.state.spec.ipv6 {
+            internet
+                .arg("--listen")
+                .arg(SocketAddr::from((INTERNET_IP_V6, INTERNET_PORT)).to_string());
+        }
+        internet.arg("--state").arg(&self.paths.dir);
         let internet = LabProcess::spawn(internet, &self.paths.internet_log())?;
         self.state.internet_pid = Some(internet.pid);
         self.processes.insert("internet".into(), internet);
@@ -167,10 +179,17 @@ impl Lab {
             if let Some(instance) = report.instances.iter().find(|i| i.name == node.name) {
                 node.instance_id.clone_from(&instance.instance_id);
                 node.primary_ip = instance.primary_ip;
+                node.ipv6 = instance.ipv6;
             }
         }
-        router::install_gateway(&self.state, &router_ns)?;
+        router::install_gateway(&self.state, &router_ns, report.vpc_ipv6_cidr)?;
         self.state.save(&self.paths)?;
+        if self.state.spec.ipv6 {
+            // The egress plugin's nodeIP is the node's primary address, known now.
+            for node in &self.state.nodes {
+                node::write_cni_config(&self.paths, &self.state.spec, node)?;
+            }
+        }
         if self.state.spec.custom_networking {
             self.write_eni_configs()?;
         }
@@ -264,11 +283,15 @@ impl Lab {
     fn settle(&self) {
         let deadline = Instant::now() + POOL_SETTLE;
         while Instant::now() < deadline {
+            let ipv6 = self.state.spec.ipv6;
             let filled = self.status().is_ok_and(|status| {
-                status
-                    .nodes
-                    .iter()
-                    .all(|n| n.enis.iter().any(|e| e.pod_addresses() > 0))
+                status.nodes.iter().all(|n| {
+                    if ipv6 {
+                        n.enis.iter().any(|e| !e.ipv6_prefixes.is_empty())
+                    } else {
+                        n.enis.iter().any(|e| e.pod_addresses() > 0)
+                    }
+                })
             });
             if filled {
                 return;
@@ -277,26 +300,36 @@ impl Lab {
         }
     }
 
-    /// The whole path to the internet works: node-1 asks who it is and hears its public address.
+    /// The whole path to the internet works: node-1 asks who it is and hears its public address; in an
+    /// IPv6 lab it also asks over IPv6 and hears its own IPv6 address.
     fn check_gateway(&self) -> Result<(), LabError> {
         let node = &self.state.nodes[0];
-        let url = service_url();
-        let seen = in_netns(&node.netns, {
-            let url = url.clone();
-            move || Ok(http_get(&url, Duration::from_secs(3)))
-        })?;
-        match seen {
-            Ok(body) if body.trim() == node.public_ip.to_string() => Ok(()),
-            other => Err(LabError::Process {
-                what: "the internet gateway".into(),
-                detail: format!(
-                    "{} asked {url} who it is and got {other:?} instead of its public address {}",
-                    node.name, node.public_ip
-                ),
-                log: self.paths.internet_log(),
-                log_tail: tail(&self.paths.internet_log(), 10),
-            }),
+        let mut checks = vec![(service_url(), node.public_ip.to_string())];
+        if self.state.spec.ipv6 {
+            let own = node.ipv6.map(|ip| ip.to_string()).unwrap_or_default();
+            checks.push((service_url_v6(), own));
         }
+        for (url, expected) in checks {
+            let seen = in_netns(&node.netns, {
+                let url = url.clone();
+                move || Ok(http_get(&url, Duration::from_secs(3)))
+            })?;
+            match seen {
+                Ok(body) if body.trim() == expected => {}
+                other => {
+                    return Err(LabError::Process {
+                        what: "the internet gateway".into(),
+                        detail: format!(
+                            "{} asked {url} who it is and got {other:?} instead of its address {expected:?}",
+                            node.name
+                        ),
+                        log: self.paths.internet_log(),
+                        log_tail: tail(&self.paths.internet_log(), 10),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// What is not running that should be (fabric, internet service, a node's ipamd), with where to look.

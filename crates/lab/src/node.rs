@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use crate::cmd::{LabProcess, netns_add, netns_command, pid_alive, sysctl, tail};
 use crate::internet::http_get;
-use crate::spec::{ENI_MTU, INTROSPECTION};
+use crate::spec::{EGRESS_PLUGIN, EGRESS_V4_RANGE, ENI_MTU, INTROSPECTION, LabSpec};
 use crate::state::StateLock;
 use crate::state::{LabState, NodeRecord, StatePaths};
 use crate::{Lab, LabError};
@@ -21,12 +21,24 @@ pub const CNI_VERSION: &str = "1.0.0";
 const IPAMD_START: Duration = Duration::from_secs(45);
 
 /// Creates the node's namespace and directory.
-pub fn create(paths: &StatePaths, node: &NodeRecord) -> Result<(), LabError> {
+pub fn create(paths: &StatePaths, spec: &LabSpec, node: &NodeRecord) -> Result<(), LabError> {
     netns_add(&node.netns)?;
     sysctl(
         &node.netns,
         &[("net.ipv4.ip_forward", "1"), ("net.ipv4.conf.all.rp_filter", "0")],
     )?;
+    if spec.ipv6 {
+        // The node's IPv6 address and default route are configured statically (the lab has no router
+        // advertisements); nothing else may add addresses or routes behind the lab's back.
+        sysctl(
+            &node.netns,
+            &[
+                ("net.ipv6.conf.all.disable_ipv6", "0"),
+                ("net.ipv6.conf.default.accept_ra", "0"),
+                ("net.ipv6.conf.all.accept_ra", "0"),
+            ],
+        )?;
+    }
     let dir = paths.node_dir(&node.name);
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -35,33 +47,59 @@ pub fn create(paths: &StatePaths, node: &NodeRecord) -> Result<(), LabError> {
         .map_err(LabError::io(&dir))?;
     // The directory holds ipamd's socket: root only, even if it existed with wider permissions.
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).map_err(LabError::io(&dir))?;
-    write_cni_config(paths, node)
+    write_cni_config(paths, spec, node)
 }
 
-/// The node's conflist, as a container runtime would read it from the CNI configuration directory.
-pub fn conflist(paths: &StatePaths, node: &str) -> Value {
-    let dir = paths.node_dir(node);
+/// The node's conflist, as a container runtime would read it from the CNI configuration directory. IPv6
+/// labs chain the egress plugin after `vpcni`, as the original chains `egress-cni`, with its host-local
+/// data under the node's own directory (not /run/cni) so that labs never share it.
+pub fn conflist(paths: &StatePaths, spec: &LabSpec, node: &NodeRecord) -> Value {
+    let dir = paths.node_dir(&node.name);
+    let mut plugins = vec![json!({
+        "type": "vpcni",
+        "vethPrefix": "eni",
+        "mtu": ENI_MTU.to_string(),
+        "podSGEnforcingMode": "strict",
+        "pluginLogFile": dir.join("plugin.log").display().to_string(),
+        "pluginLogLevel": "debug",
+        "ipamdSocket": dir.join("ipamd.sock").display().to_string(),
+    })];
+    if spec.ipv6 {
+        plugins.push(json!({
+            "type": EGRESS_PLUGIN,
+            "name": "egress-cni",
+            "enabled": "true",
+            "mtu": ENI_MTU.to_string(),
+            "randomizeSNAT": "prng",
+            "nodeIP": node.primary_ip.to_string(),
+            "pluginLogFile": dir.join("egress-plugin.log").display().to_string(),
+            "pluginLogLevel": "debug",
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": EGRESS_V4_RANGE.to_string()}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": dir.join("egress-v4-ipam").display().to_string(),
+            },
+        }));
+    }
     json!({
         "cniVersion": CNI_VERSION,
         "name": NETWORK_NAME,
         "disableCheck": true,
-        "plugins": [{
-            "type": "vpcni",
-            "vethPrefix": "eni",
-            "mtu": ENI_MTU.to_string(),
-            "podSGEnforcingMode": "strict",
-            "pluginLogFile": dir.join("plugin.log").display().to_string(),
-            "pluginLogLevel": "debug",
-            "ipamdSocket": dir.join("ipamd.sock").display().to_string(),
-        }]
+        "plugins": plugins,
     })
 }
 
-fn write_cni_config(paths: &StatePaths, node: &NodeRecord) -> Result<(), LabError> {
+/// Writes the node's conflist into its CNI configuration directory.
+pub(crate) fn write_cni_config(
+    paths: &StatePaths,
+    spec: &LabSpec,
+    node: &NodeRecord,
+) -> Result<(), LabError> {
     let dir = paths.cni_conf_dir(&node.name);
     std::fs::create_dir_all(&dir).map_err(LabError::io(&dir))?;
     let path = dir.join(CONFLIST_FILE);
-    let text = serde_json::to_string_pretty(&conflist(paths, &node.name)).unwrap_or_default();
+    let text = serde_json::to_string_pretty(&conflist(paths, spec, node)).unwrap_or_default();
     std::fs::write(&path, text + "\n").map_err(LabError::io(path))
 }
 
@@ -70,6 +108,18 @@ pub fn spawn_ipamd(paths: &StatePaths, state: &LabState, node: &NodeRecord) -> R
     // The original's init container sets loose reverse-path filtering on the primary interface: replies
     // to NodePort traffic or to pods on secondary ENIs are asymmetric.
     sysctl(&node.netns, &[("net.ipv4.conf.eth0.rp_filter", "2")])?;
+    if state.spec.ipv6 {
+        // And in IPv6 mode: IPv6 on, forwarding on, and router advertisements still accepted on the
+        // primary interface although the node forwards (accept_ra=2).
+        sysctl(
+            &node.netns,
+            &[
+                ("net.ipv6.conf.all.disable_ipv6", "0"),
+                ("net.ipv6.conf.all.forwarding", "1"),
+                ("net.ipv6.conf.eth0.accept_ra", "2"),
+            ],
+        )?;
+    }
     let dir = paths.node_dir(&node.name);
     let _ = std::fs::remove_file(dir.join("ipamd.sock"));
     let mut command = netns_command(&node.netns, state.spec.bin_dir.join("vpcni-ipamd"));

@@ -4,7 +4,7 @@
 
 use std::fmt;
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -88,11 +88,11 @@ pub struct PodsError {
     pub not_attempted: u32,
 }
 
-/// The single-plugin configuration a runtime passes on stdin: the conflist's plugin with the network's
-/// name and version, and `prevResult` on DEL.
-fn network_config(paths: &StatePaths, node: &str, prev_result: Option<&Value>) -> Value {
-    let list = conflist(paths, node);
-    let mut config = list["plugins"][0].clone();
+/// The configuration of plugin `index` of the node's conflist as a runtime passes it on stdin: the
+/// plugin's entry with the network's name and version, and `prevResult` when there is one (the previous
+/// plugin's result on ADD, the chain's cached result on DEL).
+fn network_config(plugin: &Value, list: &Value, prev_result: Option<&Value>) -> Value {
+    let mut config = plugin.clone();
     config["cniVersion"] = json!(CNI_VERSION);
     config["name"] = list["name"].clone();
     if let Some(prev) = prev_result {
@@ -115,21 +115,62 @@ struct Call<'a> {
     prev_result: Option<&'a Value>,
 }
 
+/// Runs the node's plugin chain as a runtime does: ADD through every plugin in order, each given the
+/// previous one's result, stopping at the first failure; DEL through every plugin in reverse order, each
+/// given the cached result, reporting the first failure after all have run.
 fn run_plugin(
     paths: &StatePaths,
     state: &LabState,
     node: &NodeRecord,
     call: &Call<'_>,
 ) -> Result<PluginRun, LabError> {
+    let list = conflist(paths, &state.spec, node);
+    let plugins: Vec<Value> = list["plugins"].as_array().cloned().unwrap_or_default();
+    if call.command == "DEL" {
+        let mut first_failure = None;
+        for plugin in plugins.iter().rev() {
+            let config = network_config(plugin, &list, call.prev_result);
+            let run = run_one(state, node, call, &config)?;
+            if !run.ok && first_failure.is_none() {
+                first_failure = Some(run);
+            }
+        }
+        return Ok(first_failure.unwrap_or(PluginRun {
+            ok: true,
+            output: Value::Null,
+        }));
+    }
+    let mut result: Option<Value> = call.prev_result.cloned();
+    for plugin in &plugins {
+        let config = network_config(plugin, &list, result.as_ref());
+        let run = run_one(state, node, call, &config)?;
+        if !run.ok {
+            return Ok(run);
+        }
+        result = Some(run.output);
+    }
+    Ok(PluginRun {
+        ok: true,
+        output: result.unwrap_or(Value::Null),
+    })
+}
+
+/// One plugin of the chain, run inside the node's namespace with the CNI environment.
+fn run_one(
+    state: &LabState,
+    node: &NodeRecord,
+    call: &Call<'_>,
+    config: &Value,
+) -> Result<PluginRun, LabError> {
     let Call {
         command,
         pod,
         container_id,
         netns,
-        prev_result,
+        ..
     } = *call;
-    let config = network_config(paths, &node.name, prev_result);
-    let mut process = netns_command(&node.netns, state.spec.bin_dir.join("vpcni"));
+    let plugin = config["type"].as_str().unwrap_or("vpcni");
+    let mut process = netns_command(&node.netns, state.spec.bin_dir.join(plugin));
     process
         .env("CNI_COMMAND", command)
         .env("CNI_CONTAINERID", container_id)
@@ -146,7 +187,7 @@ fn run_plugin(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let failed = |detail: String| LabError::Command {
-        command: format!("CNI_COMMAND={command} vpcni (pod {pod} on {})", node.name),
+        command: format!("CNI_COMMAND={command} {plugin} (pod {pod} on {})", node.name),
         detail,
     };
     let mut child = process.spawn().map_err(|e| failed(e.to_string()))?;
@@ -228,31 +269,47 @@ pub(crate) fn add_with_id(
         };
         let run = run_plugin(paths, state, node, &call);
         let failure = match run {
-            Ok(PluginRun { ok: true, output }) => match result_ip(&output) {
-                Some(ip) if routed_by_the_vpc(paths, &node.name, ip) => {
-                    return Ok(PodRecord {
-                        name: name.to_owned(),
-                        node: node.name.clone(),
-                        netns,
-                        container_id,
-                        ip,
-                        result: output,
-                    });
+            Ok(PluginRun { ok: true, output }) => {
+                let (v4, v6) = result_ips(&output);
+                // The address the VPC must route: the IPv4 one, or in an IPv6 lab the IPv6 one (its
+                // IPv4 address is the node-local egress one, which the VPC never sees).
+                let vpc_ip: Option<IpAddr> = if state.spec.ipv6 {
+                    v6.map(IpAddr::V6)
+                } else {
+                    v4.map(IpAddr::V4)
+                };
+                match vpc_ip {
+                    Some(ip) if routed_by_the_vpc(paths, &node.name, ip) => {
+                        let egress_ipv4 = if state.spec.ipv6 { v4 } else { None };
+                        return Ok(PodRecord {
+                            name: name.to_owned(),
+                            node: node.name.clone(),
+                            netns,
+                            container_id,
+                            ip: v4.unwrap_or(Ipv4Addr::UNSPECIFIED),
+                            result: output,
+                            ipv6: if state.spec.ipv6 { v6 } else { None },
+                            egress_ipv4,
+                        });
+                    }
+                    Some(ip) => lab_failure(
+                        LabError::Spec(format!(
+                            "the VPC fabric did not route {ip} to {}'s ENIs within {} s; see {}",
+                            node.name,
+                            ROUTED_WITHIN.as_secs(),
+                            paths.fabric_log().display()
+                        )),
+                        attempts,
+                    ),
+                    None => lab_failure(
+                        LabError::Spec(format!(
+                            "the plugin's result has no {} address: {output}",
+                            if state.spec.ipv6 { "IPv6" } else { "IPv4" }
+                        )),
+                        attempts,
+                    ),
                 }
-                Some(ip) => lab_failure(
-                    LabError::Spec(format!(
-                        "the VPC fabric did not route {ip} to {}'s ENIs within {} s; see {}",
-                        node.name,
-                        ROUTED_WITHIN.as_secs(),
-                        paths.fabric_log().display()
-                    )),
-                    attempts,
-                ),
-                None => lab_failure(
-                    LabError::Spec(format!("the plugin's result has no IPv4 address: {output}")),
-                    attempts,
-                ),
-            },
+            }
             Ok(PluginRun { ok: false, output }) => PodFailure {
                 pod: name.to_owned(),
                 node: node.name.clone(),
@@ -282,12 +339,18 @@ const ROUTED_WITHIN: Duration = Duration::from_secs(30);
 /// Waits until the fabric routes `ip` to one of `node`'s ENIs. EC2 makes an assigned address reachable as
 /// soon as the call returns; the fabric follows the simulator every 50 ms, so a pod given an address
 /// ipamd has just obtained would otherwise be unreachable for that long.
-fn routed_by_the_vpc(paths: &StatePaths, node: &str, ip: Ipv4Addr) -> bool {
+fn routed_by_the_vpc(paths: &StatePaths, node: &str, ip: IpAddr) -> bool {
     let deadline = Instant::now() + ROUTED_WITHIN;
     loop {
         let routed = FabricReport::load(paths).ok().flatten().is_some_and(|report| {
             report.plugged.iter().any(|eni| {
-                eni.node == node && (eni.primary_ip == ip || eni.routed.iter().any(|net| net.contains(&ip)))
+                eni.node == node
+                    && match ip {
+                        IpAddr::V4(ip) => {
+                            eni.primary_ip == ip || eni.routed.iter().any(|net| net.contains(&ip))
+                        }
+                        IpAddr::V6(ip) => eni.routed_v6.iter().any(|net| net.contains(&ip)),
+                    }
             })
         });
         if routed {
@@ -300,13 +363,26 @@ fn routed_by_the_vpc(paths: &StatePaths, node: &str, ip: Ipv4Addr) -> bool {
     }
 }
 
-/// The pod's address from a CNI result.
-fn result_ip(result: &Value) -> Option<Ipv4Addr> {
-    result["ips"]
-        .as_array()?
-        .iter()
-        .filter_map(|ip| ip["address"].as_str())
-        .find_map(|cidr| cidr.split('/').next()?.parse().ok())
+/// The pod's first IPv4 and first IPv6 address from a CNI result.
+fn result_ips(result: &Value) -> (Option<Ipv4Addr>, Option<Ipv6Addr>) {
+    let addresses: Vec<IpAddr> = result["ips"]
+        .as_array()
+        .map(|ips| {
+            ips.iter()
+                .filter_map(|ip| ip["address"].as_str())
+                .filter_map(|cidr| cidr.split('/').next()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    let v4 = addresses.iter().find_map(|ip| match ip {
+        IpAddr::V4(ip) => Some(*ip),
+        IpAddr::V6(_) => None,
+    });
+    let v6 = addresses.iter().find_map(|ip| match ip {
+        IpAddr::V6(ip) => Some(*ip),
+        IpAddr::V4(_) => None,
+    });
+    (v4, v6)
 }
 
 /// CNI DEL of a sandbox whose ADD failed (no `prevResult`), as kubelet sends it until it succeeds; its

@@ -660,6 +660,8 @@ fn del_again(
                 container_id: container_id.to_owned(),
                 ip: Ipv4Addr::UNSPECIFIED,
                 result: result.clone(),
+                ipv6: None,
+                egress_ipv4: None,
             };
             pods::del(paths, state, node, &record).is_ok()
         }

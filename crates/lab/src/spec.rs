@@ -1,9 +1,9 @@
 //! What a lab is made of: [`LabSpec`] (what the user asks for) and the fixed address plan around it.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 
 use crate::LabError;
@@ -21,6 +21,18 @@ pub const INTERNET_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 pub const INTERNET_NET: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(203, 0, 113, 0), 24);
 /// Port of the what-is-my-IP service.
 pub const INTERNET_PORT: u16 = 80;
+/// IPv6 labs: the internet link's network, a global range outside every VPC (the documentation prefix).
+pub const INTERNET_NET_V6: Ipv6Net =
+    Ipv6Net::new_assert(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0), 64);
+/// IPv6 labs: the router's address on the internet link.
+pub const IGW_IP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1);
+/// IPv6 labs: the internet namespace's address, where the what-is-my-IP service also listens.
+pub const INTERNET_IP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0x10);
+/// IPv6 labs: the VPC router's link-local address on every ENI link, the nodes' IPv6 default gateway (EC2
+/// announces its router's link-local address by router advertisement; the lab configures it statically).
+pub const ROUTER_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0xec2, 1);
+/// IPv6 labs: the range the egress plugin gives pods their node-local IPv4 address from (the original's).
+pub const EGRESS_V4_RANGE: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(169, 254, 172, 0), 22);
 /// Node `i` (1-based) has public address 198.51.100.(10 + i) (TEST-NET-2).
 pub const PUBLIC_BASE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 /// Where ipamd's introspection listens inside each node namespace (its default).
@@ -29,6 +41,8 @@ pub const INTROSPECTION: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::LOCALHOST, 6
 pub const ENI_MTU: u32 = 9001;
 /// The most nodes one lab holds (public addresses run from .11 to .60).
 pub const MAX_NODES: u32 = 50;
+/// The chained egress plugin of IPv6 labs (the original's `egress-cni`).
+pub const EGRESS_PLUGIN: &str = "vpcni-egress";
 /// Default namespace-name prefix.
 pub const DEFAULT_PREFIX: &str = "vpcni-";
 /// Default state directory.
@@ -39,7 +53,7 @@ pub const REGION: &str = "us-west-2";
 pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// Environment ipamd gets from the lab itself; `--env` may not override these.
-pub const LAB_OWNED_ENV: [&str; 10] = [
+pub const LAB_OWNED_ENV: [&str; 12] = [
     "VPCNI_EC2_BACKEND",
     "AWS_EC2_ENDPOINT",
     "AWS_EC2_METADATA_SERVICE_ENDPOINT",
@@ -50,6 +64,8 @@ pub const LAB_OWNED_ENV: [&str; 10] = [
     "AWS_VPC_K8S_CNI_BACKING_STORE",
     "INTROSPECTION_BIND_ADDRESS",
     "ENABLE_PREFIX_DELEGATION",
+    "ENABLE_IPv4",
+    "ENABLE_IPv6",
 ];
 
 /// The directory cargo put the workspace's binaries in, found from the running executable: a test in
@@ -96,6 +112,10 @@ pub struct LabSpec {
     /// CIDRs added to the VPC (for pod subnets outside the VPC's CIDR, such as 100.64.0.0/16).
     #[serde(default)]
     pub secondary_cidrs: Vec<Ipv4Net>,
+    /// Dual stack: the VPC gets an IPv6 /56 and each subnet a /64, nodes an IPv6 address, and ipamd runs in
+    /// IPv6 mode (one /80 per node) with the `vpcni-egress` plugin chained for IPv4 egress.
+    #[serde(default)]
+    pub ipv6: bool,
 }
 
 impl LabSpec {
@@ -115,6 +135,7 @@ impl LabSpec {
             custom_networking: false,
             pod_subnets: Vec::new(),
             secondary_cidrs: Vec::new(),
+            ipv6: false,
         }
     }
 
@@ -193,6 +214,7 @@ impl LabSpec {
             ));
         }
         self.validate_custom_networking()?;
+        self.validate_ipv6()?;
         for (key, _) in &self.ipamd_env {
             let name_ok = !key.is_empty()
                 && key
@@ -206,11 +228,46 @@ impl LabSpec {
             if LAB_OWNED_ENV.contains(&key.as_str()) {
                 let hint = if key == "ENABLE_PREFIX_DELEGATION" {
                     "use --prefix-delegation"
+                } else if key.starts_with("ENABLE_IPv") {
+                    "use --ipv6 for an IPv6 lab"
                 } else {
                     "it wires ipamd to the lab's EC2 and metadata"
                 };
                 return bad(format!("--env {key}: the lab sets this variable itself ({hint})"));
             }
+        }
+        Ok(())
+    }
+
+    /// An IPv6 lab needs what ipamd's IPv6 mode needs: prefix delegation, a Nitro (or bare-metal) type with
+    /// IPv6, and no custom networking.
+    fn validate_ipv6(&self) -> Result<(), LabError> {
+        if !self.ipv6 {
+            return Ok(());
+        }
+        let bad = |what: String| Err(LabError::Spec(what));
+        if self.custom_networking {
+            return bad("--ipv6 and --custom-networking cannot be combined: ipamd's IPv6 mode has no custom networking (as the original)".into());
+        }
+        if !self.prefix_delegation {
+            return bad("--ipv6 needs prefix delegation (ENABLE_PREFIX_DELEGATION=true): each node gets one /80 prefix; add --prefix-delegation".into());
+        }
+        if let Ok(limits) = vpcni_limits::builtin().get(&self.instance_type) {
+            if !limits.supports_prefix_delegation() {
+                return bad(format!(
+                    "--ipv6 needs a Nitro (or bare-metal) instance type for its /80 prefixes: {} is not; use e.g. m5.xlarge",
+                    self.instance_type
+                ));
+            }
+            if limits.ipv6_per_eni == Some(0) {
+                return bad(format!(
+                    "--ipv6: {} has no IPv6 addresses per ENI; use e.g. m5.xlarge",
+                    self.instance_type
+                ));
+            }
+        }
+        if self.subnets.len() > 256 {
+            return bad("--ipv6: a VPC's /56 holds 256 subnet /64s at most".into());
         }
         Ok(())
     }
@@ -301,6 +358,15 @@ impl LabSpec {
         Ipv4Addr::from(u32::from(PUBLIC_BASE) + index)
     }
 
+    /// The binaries this lab runs: `vpcnictl`, `vpcni-ipamd`, `vpcni`, and in IPv6 labs `vpcni-egress`.
+    pub fn binaries(&self) -> Vec<&'static str> {
+        let mut binaries = crate::BINARIES.to_vec();
+        if self.ipv6 {
+            binaries.push(EGRESS_PLUGIN);
+        }
+        binaries
+    }
+
     /// The subnet's gateway (its `.1`), held by the router.
     pub fn gateway(subnet: Ipv4Net) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(subnet.network()) + 1)
@@ -339,6 +405,10 @@ impl LabSpec {
                 self.prefix_delegation.to_string(),
             ),
         ];
+        if self.ipv6 {
+            env.push(("ENABLE_IPv4".into(), "false".into()));
+            env.push(("ENABLE_IPv6".into(), "true".into()));
+        }
         if let Some(name) = node_dir.file_name().and_then(|n| n.to_str()) {
             env.push(("MY_NODE_NAME".into(), name.to_owned()));
         }

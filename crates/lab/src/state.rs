@@ -3,10 +3,10 @@
 //! never lose each other's pods.
 
 use std::fs::{File, OpenOptions};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -121,6 +121,9 @@ pub struct NodeRecord {
     pub subnet: Ipv4Net,
     /// ipamd's process id while it runs.
     pub ipamd_pid: Option<u32>,
+    /// IPv6 labs: the primary ENI's IPv6 address (known once the fabric has assigned it).
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 /// One pod.
@@ -134,10 +137,17 @@ pub struct PodRecord {
     pub netns: String,
     /// The container id given to the plugin.
     pub container_id: String,
-    /// Its address.
+    /// Its IPv4 address: its VPC address in an IPv4 lab; in an IPv6 lab its node-local egress address
+    /// (the same as `egress_ipv4`), or 0.0.0.0 when it has none.
     pub ip: Ipv4Addr,
-    /// The plugin's ADD result, passed back as `prevResult` on DEL.
+    /// The plugin chain's ADD result, passed back as `prevResult` on DEL.
     pub result: serde_json::Value,
+    /// IPv6 labs: its VPC IPv6 address, from its node's /80.
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Addr>,
+    /// IPv6 labs: its node-local IPv4 egress address (from 169.254.172.0/22), SNATed to the node's.
+    #[serde(default)]
+    pub egress_ipv4: Option<Ipv4Addr>,
 }
 
 /// The lab's state file.
@@ -198,6 +208,9 @@ pub struct PluggedEni {
     pub primary_ip: Ipv4Addr,
     /// Secondary addresses and prefixes routed to it.
     pub routed: Vec<Ipv4Net>,
+    /// IPv6 addresses (as /128s) and /80 prefixes routed to it.
+    #[serde(default)]
+    pub routed_v6: Vec<Ipv6Net>,
 }
 
 /// An instance the fabric created.
@@ -209,6 +222,9 @@ pub struct FabricInstance {
     pub instance_id: String,
     /// Primary address.
     pub primary_ip: Ipv4Addr,
+    /// The primary ENI's IPv6 address, in IPv6 labs.
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 /// What the fabric reports (`fabric.json`), rewritten whenever it changes something.
@@ -218,6 +234,9 @@ pub struct FabricReport {
     pub pid: u32,
     /// VPC id.
     pub vpc_id: String,
+    /// The VPC's IPv6 /56, in IPv6 labs.
+    #[serde(default)]
+    pub vpc_ipv6_cidr: Option<Ipv6Net>,
     /// Instances, one per node.
     pub instances: Vec<FabricInstance>,
     /// Every node's primary ENI is plugged and configured.

@@ -3,14 +3,14 @@
 //! account, which the endpoint rewrites after every change.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::{Deserialize, Serialize};
 use vpcni_ec2::sim::AccountState;
 
 use crate::LabError;
-use crate::spec::{INTERNET_IP, INTERNET_PORT, INTROSPECTION};
+use crate::spec::{INTERNET_IP, INTERNET_IP_V6, INTERNET_PORT, INTROSPECTION};
 use crate::state::{LabState, StatePaths};
 
 /// The whole lab, as `lab status --output json` prints it.
@@ -24,6 +24,9 @@ pub struct LabStatus {
     pub internet: InternetStatus,
     /// The VPC's CIDRs.
     pub vpc_cidrs: Vec<Ipv4Net>,
+    /// IPv6 labs: the VPC's IPv6 /56.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vpc_ipv6_cidr: Option<Ipv6Net>,
 }
 
 /// One node.
@@ -50,6 +53,12 @@ pub struct NodeStatus {
     /// Custom networking: the ENIConfig the lab gave the node (its zone's), else `null`.
     #[serde(default)]
     pub eni_config: Option<String>,
+    /// IPv6 labs: the primary ENI's IPv6 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
+    /// IPv6 labs: the /80 prefixes on its ENIs, which its pods' addresses come from (absent in IPv4 labs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_prefixes: Option<Vec<Ipv6Net>>,
 }
 
 /// One attached ENI.
@@ -69,6 +78,12 @@ pub struct EniStatus {
     /// That subnet's CIDR, if the simulator knows the subnet.
     #[serde(default)]
     pub subnet_cidr: Option<Ipv4Net>,
+    /// Its IPv6 addresses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipv6s: Vec<Ipv6Addr>,
+    /// Its IPv6 /80 prefixes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ipv6_prefixes: Vec<Ipv6Net>,
 }
 
 impl EniStatus {
@@ -85,6 +100,10 @@ impl EniStatus {
     fn holds(&self, ip: Ipv4Addr) -> bool {
         self.ips.iter().skip(1).any(|a| *a == ip) || self.prefixes.iter().any(|p| p.contains(&ip))
     }
+
+    fn holds_v6(&self, ip: Ipv6Addr) -> bool {
+        self.ipv6_prefixes.iter().any(|p| p.contains(&ip))
+    }
 }
 
 /// One pod.
@@ -96,12 +115,19 @@ pub struct PodStatus {
     pub netns: String,
     /// Node name.
     pub node: String,
-    /// Its address.
+    /// Its IPv4 address: the VPC one in an IPv4 lab; in an IPv6 lab the node-local egress one (as
+    /// `egress_ipv4`), or 0.0.0.0 without one.
     pub ip: Ipv4Addr,
-    /// The ENI its address is on (`None` if EC2 no longer has the address on that node).
+    /// The ENI its VPC address is on (`None` if EC2 no longer has the address on that node).
     pub eni: Option<String>,
     /// That ENI's device number.
     pub device_number: Option<u32>,
+    /// IPv6 labs: its VPC IPv6 address, from its node's /80.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
+    /// IPv6 labs: its node-local IPv4 egress address, SNATed to the node's primary IPv4 address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress_ipv4: Option<Ipv4Addr>,
 }
 
 /// The internet service.
@@ -111,6 +137,9 @@ pub struct InternetStatus {
     pub ip: Ipv4Addr,
     /// Its port.
     pub port: u16,
+    /// IPv6 labs: its IPv6 address (it answers on both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipv6: Option<Ipv6Addr>,
 }
 
 /// Builds the status from the lab's state and the simulator's account.
@@ -142,6 +171,8 @@ pub fn collect(paths: &StatePaths, state: &LabState) -> Result<LabStatus, LabErr
                     prefixes: e.prefixes.keys().copied().collect(),
                     subnet_id: e.subnet_id.clone(),
                     subnet_cidr: account.subnets.get(&e.subnet_id).map(|s| s.addresses.cidr()),
+                    ipv6s: e.ipv6_addresses.keys().copied().collect(),
+                    ipv6_prefixes: e.ipv6_prefixes.keys().copied().collect(),
                 })
                 .collect();
             enis.sort_by_key(|e| e.device_number);
@@ -158,6 +189,12 @@ pub fn collect(paths: &StatePaths, state: &LabState) -> Result<LabStatus, LabErr
                     .display()
                     .to_string(),
                 introspection: INTROSPECTION.to_string(),
+                ipv6_prefixes: state.spec.ipv6.then(|| {
+                    enis.iter()
+                        .flat_map(|e| e.ipv6_prefixes.iter().copied())
+                        .collect()
+                }),
+                ipv6: node.ipv6,
                 enis,
                 eni_config: state.spec.eni_config_of(node.index),
             }
@@ -167,10 +204,12 @@ pub fn collect(paths: &StatePaths, state: &LabState) -> Result<LabStatus, LabErr
         .pods
         .iter()
         .map(|pod| {
-            let eni = nodes
-                .iter()
-                .find(|n| n.name == pod.node)
-                .and_then(|n| n.enis.iter().find(|e| e.holds(pod.ip)));
+            let eni = nodes.iter().find(|n| n.name == pod.node).and_then(|n| {
+                n.enis.iter().find(|e| match pod.ipv6 {
+                    Some(ipv6) => e.holds_v6(ipv6),
+                    None => e.holds(pod.ip),
+                })
+            });
             PodStatus {
                 name: pod.name.clone(),
                 netns: pod.netns.clone(),
@@ -178,6 +217,8 @@ pub fn collect(paths: &StatePaths, state: &LabState) -> Result<LabStatus, LabErr
                 ip: pod.ip,
                 eni: eni.map(|e| e.id.clone()),
                 device_number: eni.map(|e| e.device_number),
+                ipv6: pod.ipv6,
+                egress_ipv4: pod.egress_ipv4,
             }
         })
         .collect();
@@ -186,14 +227,17 @@ pub fn collect(paths: &StatePaths, state: &LabState) -> Result<LabStatus, LabErr
         .values()
         .flat_map(|v| v.cidrs.iter().copied())
         .collect();
+    let vpc_ipv6_cidr = account.vpcs.values().find_map(|v| v.ipv6_cidr);
     Ok(LabStatus {
         nodes,
         pods,
         internet: InternetStatus {
             ip: INTERNET_IP,
             port: INTERNET_PORT,
+            ipv6: state.spec.ipv6.then_some(INTERNET_IP_V6),
         },
         vpc_cidrs,
+        vpc_ipv6_cidr: vpc_ipv6_cidr.filter(|_| state.spec.ipv6),
     })
 }
 
@@ -228,6 +272,9 @@ pub fn table(rows: &[Vec<String>]) -> String {
 impl LabStatus {
     /// The pod table, as `kubectl get pod -o wide`.
     pub fn pods_table(&self) -> String {
+        if self.internet.ipv6.is_some() {
+            return self.pods_table_v6();
+        }
         let mut rows = vec![
             vec!["NAME", "IP", "NODE", "ENI", "DEVICE"]
                 .into_iter()
@@ -246,8 +293,77 @@ impl LabStatus {
         table(&rows)
     }
 
+    /// The pod table of an IPv6 lab: the pod's IPv6 address and its IPv4 egress address.
+    fn pods_table_v6(&self) -> String {
+        let mut rows = vec![
+            vec!["NAME", "IPV6", "EGRESS IPV4", "NODE", "ENI", "DEVICE"]
+                .into_iter()
+                .map(str::to_owned)
+                .collect::<Vec<_>>(),
+        ];
+        for pod in &self.pods {
+            rows.push(vec![
+                pod.name.clone(),
+                pod.ipv6.map_or_else(|| "-".into(), |ip| ip.to_string()),
+                pod.egress_ipv4.map_or_else(|| "-".into(), |ip| ip.to_string()),
+                pod.node.clone(),
+                pod.eni.clone().unwrap_or_else(|| "-".into()),
+                pod.device_number.map_or_else(|| "-".into(), |d| d.to_string()),
+            ]);
+        }
+        table(&rows)
+    }
+
+    /// The node table of an IPv6 lab: addresses of both families and the /80 pods come from.
+    fn nodes_table_v6(&self) -> String {
+        let mut rows = vec![
+            [
+                "NODE",
+                "INSTANCE",
+                "TYPE",
+                "PRIMARY IP",
+                "PUBLIC IP",
+                "IPV6",
+                "/80 PREFIXES",
+                "PODS",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect::<Vec<_>>(),
+        ];
+        for node in &self.nodes {
+            let prefixes = node.ipv6_prefixes.as_deref().unwrap_or_default();
+            rows.push(vec![
+                node.name.clone(),
+                node.instance_id.clone(),
+                node.instance_type.clone(),
+                node.primary_ip.to_string(),
+                node.public_ip.to_string(),
+                node.ipv6.map_or_else(|| "-".into(), |ip| ip.to_string()),
+                if prefixes.is_empty() {
+                    "-".into()
+                } else {
+                    prefixes
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",")
+                },
+                self.pods
+                    .iter()
+                    .filter(|p| p.node == node.name)
+                    .count()
+                    .to_string(),
+            ]);
+        }
+        table(&rows)
+    }
+
     /// The node table: ENIs, pod addresses held, pods, free.
     pub fn nodes_table(&self) -> String {
+        if self.internet.ipv6.is_some() {
+            return self.nodes_table_v6();
+        }
         let mut rows = vec![
             [
                 "NODE",

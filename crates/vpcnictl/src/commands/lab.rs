@@ -31,7 +31,7 @@ pub struct LabArgs {
 enum LabCommand {
     /// Bring a lab up: a VPC router, N nodes each running vpcni-ipamd, an internet gateway.
     #[command(
-        after_help = "Examples:\n  vpcnictl lab up\n  vpcnictl lab up --nodes 2 --instance-type t3.medium\n  vpcnictl lab up --prefix-delegation --env WARM_PREFIX_TARGET=2\n  vpcnictl lab up --subnet 10.0.0.0/24 --subnet 10.0.1.0/24"
+        after_help = "Examples:\n  vpcnictl lab up\n  vpcnictl lab up --nodes 2 --instance-type t3.medium\n  vpcnictl lab up --prefix-delegation --env WARM_PREFIX_TARGET=2\n  vpcnictl lab up --subnet 10.0.0.0/24 --subnet 10.0.1.0/24\n  vpcnictl lab up --ipv6 --nodes 2"
     )]
     Up(UpArgs),
     /// Add or delete pods (namespaces wired by the vpcni plugin through CNI).
@@ -77,9 +77,9 @@ enum LabCommand {
     /// (internal) The what-is-my-IP service, run in the internet namespace.
     #[command(hide = true)]
     Internet {
-        /// Address to listen on.
-        #[arg(long)]
-        listen: SocketAddr,
+        /// Address to listen on (repeat: IPv4 and IPv6).
+        #[arg(long, required = true)]
+        listen: Vec<SocketAddr>,
     },
 }
 
@@ -101,6 +101,11 @@ pub struct UpArgs {
     /// ENABLE_PREFIX_DELEGATION: /28 prefixes instead of single addresses.
     #[arg(long)]
     prefix_delegation: bool,
+    /// Dual-stack VPC (an IPv6 /56, a /64 per subnet) with ipamd in IPv6 mode: each node gets a /80 its
+    /// pods take IPv6 addresses from, and pods reach IPv4 through the chained vpcni-egress plugin
+    /// (ENABLE_IPv6=true, ENABLE_IPv4=false, ENABLE_PREFIX_DELEGATION=true; Nitro types only).
+    #[arg(long)]
+    ipv6: bool,
     /// ipamd setting for every node, e.g. WARM_IP_TARGET=5 (repeatable).
     #[arg(long = "env", value_name = "KEY=VALUE", value_parser = parse_env)]
     env: Vec<(String, String)>,
@@ -227,7 +232,9 @@ impl UpArgs {
             .unwrap_or_else(|| default_type.to_owned());
         spec.subnets.clone_from(&self.subnets);
         spec.vpc_cidr = self.vpc_cidr;
-        spec.prefix_delegation = self.prefix_delegation;
+        // IPv6 mode needs prefix delegation (one /80 per node); --ipv6 implies it.
+        spec.prefix_delegation = self.prefix_delegation || self.ipv6;
+        spec.ipv6 = self.ipv6;
         spec.attach_delay_ms = self.attach_delay_ms;
         spec.custom_networking = self.custom_networking;
         spec.pod_subnets.clone_from(&self.pod_subnets);
@@ -315,7 +322,7 @@ pub fn run(args: LabArgs) -> anyhow::Result<ExitCode> {
         }
         LabCommand::Internet { listen } => {
             init_logging();
-            vpcni_lab::internet::serve(listen).map(|()| ExitCode::SUCCESS)
+            vpcni_lab::internet::serve(&listen).map(|()| ExitCode::SUCCESS)
         }
     };
     result.or_else(|error| match error {
@@ -365,6 +372,40 @@ pub fn bring_up(spec: LabSpec) -> Result<Lab, LabError> {
         );
     }
     let second = if lab.state().nodes.len() > 1 { "2" } else { "1" };
+    if lab.state().spec.ipv6 {
+        for (command, why) in [
+            (
+                format!("vpcnictl lab pods add --node 1 && vpcnictl lab pods add --node {second}"),
+                "pods get IPv6 addresses from their node's /80".to_owned(),
+            ),
+            (
+                "vpcnictl lab status".to_owned(),
+                "pods' IPv6 and egress IPv4 addresses, nodes' /80s".to_owned(),
+            ),
+            (
+                "vpcnictl lab exec pod-1 -- ping -c 2 <IPv6 of pod-2>".to_owned(),
+                "pod to pod across nodes over IPv6".to_owned(),
+            ),
+            (
+                format!(
+                    "vpcnictl lab exec pod-1 -- curl -s {}",
+                    vpcni_lab::internet::service_url_v6()
+                ),
+                "over IPv6 the internet sees the pod's own address".to_owned(),
+            ),
+            (
+                format!(
+                    "vpcnictl lab exec pod-1 -- curl -s {}",
+                    vpcni_lab::internet::service_url()
+                ),
+                "over IPv4 (egress) it sees node-1's public address".to_owned(),
+            ),
+            ("vpcnictl lab down".to_owned(), "remove everything".to_owned()),
+        ] {
+            say!("  {command:<72} # {why}");
+        }
+        return Ok(lab);
+    }
     for (command, why) in [
         (
             "vpcnictl lab pods add --node 1 --count 2".to_owned(),
@@ -463,7 +504,14 @@ fn del_pods(
 
 /// The status as text: pods, nodes, ENIs.
 pub fn status_text(status: &LabStatus) -> String {
-    let cidrs: Vec<String> = status.vpc_cidrs.iter().map(ToString::to_string).collect();
+    let mut cidrs: Vec<String> = status.vpc_cidrs.iter().map(ToString::to_string).collect();
+    if let Some(block) = status.vpc_ipv6_cidr {
+        cidrs.push(block.to_string());
+    }
+    let mut internet = vpcni_lab::internet::service_url();
+    if status.internet.ipv6.is_some() {
+        internet = format!("{internet} and {}", vpcni_lab::internet::service_url_v6());
+    }
     format!(
         "{}\n{}\n{}\nVPC {} · internet: {} (what-is-my-IP)\n",
         if status.pods.is_empty() {
@@ -474,7 +522,7 @@ pub fn status_text(status: &LabStatus) -> String {
         status.nodes_table(),
         status.enis_table(),
         cidrs.join(", "),
-        vpcni_lab::internet::service_url()
+        internet
     )
 }
 
@@ -484,6 +532,11 @@ fn run_soak(args: &SoakArgs) -> anyhow::Result<ExitCode> {
             "--ec2-fault-rate {} is not a share between 0 and 1",
             args.ec2_fault_rate
         )));
+    }
+    if args.up.ipv6 {
+        return Ok(usage_error(
+            "the soak runs IPv4 labs only: its audit counts IPv4 addresses on ENIs; drop --ipv6",
+        ));
     }
     // A lab of its own, so a storm never touches the lab someone is using.
     let name = format!("vs{}", std::process::id());
