@@ -216,15 +216,7 @@ impl LabSpec {
         self.validate_custom_networking()?;
         self.validate_ipv6()?;
         for (key, _) in &self.ipamd_env {
-            let name_ok = !key.is_empty()
-                && key
-                    .bytes()
-                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
-            if !name_ok {
-                return bad(format!(
-                    "--env {key:?}: expected KEY=VALUE with an upper-case variable name such as WARM_IP_TARGET"
-                ));
-            }
+            // Lab-owned names first: the original's ENABLE_IPv4/ENABLE_IPv6 are not all upper case.
             if LAB_OWNED_ENV.contains(&key.as_str()) {
                 let hint = if key == "ENABLE_PREFIX_DELEGATION" {
                     "use --prefix-delegation"
@@ -234,6 +226,15 @@ impl LabSpec {
                     "it wires ipamd to the lab's EC2 and metadata"
                 };
                 return bad(format!("--env {key}: the lab sets this variable itself ({hint})"));
+            }
+            let name_ok = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+            if !name_ok {
+                return bad(format!(
+                    "--env {key:?}: expected KEY=VALUE with an upper-case variable name such as WARM_IP_TARGET"
+                ));
             }
         }
         Ok(())

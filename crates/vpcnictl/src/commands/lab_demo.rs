@@ -1,7 +1,9 @@
 //! `vpcnictl lab demo`: the articles' story, for real, on this machine. Pods on different nodes get VPC
 //! addresses and ping each other with no overlay; a pod asks the internet who it is and sees its node's
-//! public address; a node is scaled past its max pods and ipamd says why the next pod gets no address; and,
-//! in a second small lab, custom networking puts pods in a subnet of a secondary CIDR.
+//! public address; a node is scaled past its max pods and ipamd says why the next pod gets no address; in a
+//! second small lab, custom networking puts pods in a subnet of a secondary CIDR; and in a third, an IPv6
+//! cluster gives each node a /80 and its pods VPC IPv6 addresses, with IPv4 egress through the node.
+//! `vpcnictl lab demo --ipv6` (or a demo on an IPv6 lab already up) tells only the IPv6 chapter.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -22,6 +24,15 @@ fn shell(line: &str) {
 
 /// Runs the tour on the lab at `spec.state_dir`, bringing one up first if there is none.
 pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
+    let ipv6_lab = match Lab::open(&spec.state_dir) {
+        Ok(lab) => lab.state().spec.ipv6,
+        Err(_) => spec.ipv6,
+    };
+    if ipv6_lab {
+        // The IPv4 chapters (VPC IPv4 addresses, max pods) do not apply to an IPv6 cluster.
+        ipv6_chapter(spec, 1, false)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     step(1, "A VPC with nodes (EC2 instances), each running vpcni-ipamd");
     let mut lab = match Lab::open(&spec.state_dir) {
         Ok(lab) => {
@@ -235,6 +246,7 @@ pub fn run(spec: LabSpec) -> Result<ExitCode, LabError> {
     step(7, "Where things stand");
     say_raw!("{}", status_text(&lab.status()?));
     custom_networking_chapter(lab.state().spec.clone())?;
+    ipv6_chapter(lab.state().spec.clone(), 9, true)?;
     say!(
         "\nKeep exploring: vpcnictl lab exec node-1 -- curl -s http://127.0.0.1:61679/v1/enis   (ipamd's view)\n\
          Remove everything: vpcnictl lab down"
@@ -319,6 +331,149 @@ fn custom_networking_chapter(first: LabSpec) -> Result<(), LabError> {
     }
     shell("vpcnictl lab down   (for this second lab)");
     lab.down()?;
+    Ok(())
+}
+
+/// The articles' way out of IPv4 exhaustion: an IPv6 cluster. Each node holds one /80 on its primary ENI,
+/// pods take VPC IPv6 addresses from it, and reach IPv4-only services through the node (the chained egress
+/// plugin's 169.254.172.0/22 address, SNATed to the node's). With `own_lab`, a lab of its own (two
+/// m5.xlarge nodes beside the first), taken down at the end; otherwise the lab at `spec.state_dir`.
+fn ipv6_chapter(first: LabSpec, number: u32, own_lab: bool) -> Result<(), LabError> {
+    step(
+        number,
+        "IPv6: a /80 per node, pods with VPC IPv6 addresses, IPv4 egress through the node",
+    );
+    let mut spec = first;
+    let mut lab = if own_lab {
+        spec.nodes = 2;
+        spec.instance_type = "m5.xlarge".into();
+        spec.prefix = format!("{}v6-", spec.prefix);
+        spec.state_dir = spec.state_dir.with_file_name(format!(
+            "{}-ipv6",
+            spec.state_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("vpcni-lab")
+        ));
+        spec.subnets.truncate(1);
+        spec.custom_networking = false;
+        spec.pod_subnets.clear();
+        spec.secondary_cidrs.clear();
+        spec.ipv6 = true;
+        spec.prefix_delegation = true;
+        shell(&format!(
+            "vpcnictl lab up --ipv6 --nodes 2 --instance-type m5.xlarge --state {} --prefix {}",
+            spec.state_dir.display(),
+            spec.prefix
+        ));
+        Lab::up(spec)?
+    } else {
+        match Lab::open(&spec.state_dir) {
+            Ok(lab) => {
+                say!("using the IPv6 lab already up in {}", spec.state_dir.display());
+                lab
+            }
+            Err(LabError::NotUp(_)) => {
+                shell(&format!(
+                    "vpcnictl lab up --ipv6 --nodes {} --instance-type {}",
+                    spec.nodes, spec.instance_type
+                ));
+                Lab::up(spec)?
+            }
+            Err(error) => return Err(error),
+        }
+    };
+    let status = lab.status()?;
+    say!(
+        "The VPC has an IPv6 /56 ({}), each subnet a /64; ipamd runs with ENABLE_IPv6=true and holds one /80
+         on each node's primary ENI (no warm pool: a /80 is enough for any number of pods):",
+        status
+            .vpc_ipv6_cidr
+            .map_or_else(|| "?".to_owned(), |c| c.to_string())
+    );
+    say_raw!("{}", status.nodes_table());
+    let nodes: Vec<String> = lab.state().nodes.iter().map(|n| n.name.clone()).collect();
+    let mut pods = Vec::new();
+    for node in nodes.iter().take(2) {
+        shell(&format!("vpcnictl lab pods add --node {node}"));
+        pods.extend(
+            lab.add_pods(node, 1, Duration::from_secs(60))
+                .map_err(pods_failed)?,
+        );
+    }
+    shell("vpcnictl lab status");
+    say_raw!("{}", lab.status()?.pods_table());
+    let Some(pod) = pods.first().cloned() else {
+        return Ok(());
+    };
+    say!(
+        "{} has its IPv6 address on eth0 (a /128, gateway fe80::1) and a second interface with its egress-only
+         IPv4 address:",
+        pod.name
+    );
+    shell(&format!("vpcnictl lab exec {} -- ip -brief address", pod.name));
+    lab.exec(&pod.name, &["ip".into(), "-brief".into(), "address".into()])?;
+    if let (Some(other), Some(to)) = (pods.get(1), pods.get(1).and_then(|p| p.ipv6)) {
+        let ping: Vec<String> = ["ping", "-c", "2", "-W", "2"]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain([to.to_string()])
+            .collect();
+        shell(&format!("vpcnictl lab exec {} -- {}", pod.name, ping.join(" ")));
+        if vpcni_lab::find_tool("ping").is_some() {
+            lab.exec(&pod.name, &ping)?;
+        }
+        say!(
+            "The VPC router routes {}'s /80 to {}'s ENI:",
+            other.node,
+            other.node
+        );
+        shell(&format!("vpcnictl lab exec router -- ip -6 route get {to}"));
+        lab.exec(
+            "router",
+            &[
+                "ip".into(),
+                "-6".into(),
+                "route".into(),
+                "get".into(),
+                to.to_string(),
+            ],
+        )?;
+    }
+    let node = lab.node(&pod.node)?.clone();
+    for (ipv6, url) in [
+        (true, vpcni_lab::internet::service_url_v6()),
+        (false, vpcni_lab::internet::service_url()),
+    ] {
+        shell(&format!("vpcnictl lab exec {} -- curl -s {url}", pod.name));
+        let seen = lab
+            .whoami(&pod.name, ipv6, Duration::from_secs(5))?
+            .unwrap_or_else(|e| format!("failed: {e}"));
+        let verdict = if ipv6 && Some(seen.as_str()) == pod.ipv6.map(|a| a.to_string()).as_deref() {
+            "= the pod's own address: the VPC's /56 is public, no NAT".to_owned()
+        } else if !ipv6 && seen == node.public_ip.to_string() {
+            format!(
+                "= {}'s public address: {} is SNATed to {}, then by the internet gateway",
+                node.name,
+                pod.egress_ipv4
+                    .map_or_else(|| "the egress address".to_owned(), |a| a.to_string()),
+                node.primary_ip
+            )
+        } else {
+            "(not what the lab expects: see vpcnictl lab status)".to_owned()
+        };
+        say!("{seen:<24} {verdict}");
+    }
+    say!(
+        "The egress address is for leaving only: {} rejects new connections to 169.254.172.0/22 arriving from elsewhere:",
+        node.name
+    );
+    shell(&format!("vpcnictl lab exec {} -- iptables -S FORWARD", node.name));
+    lab.exec(&node.name, &["iptables".into(), "-S".into(), "FORWARD".into()])?;
+    if own_lab {
+        shell("vpcnictl lab down   (for this IPv6 lab)");
+        lab.down()?;
+    }
     Ok(())
 }
 
