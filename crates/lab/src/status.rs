@@ -400,12 +400,21 @@ impl LabStatus {
 
     /// Per ENI: node, device, primary address, pod addresses, pods on it.
     pub fn enis_table(&self) -> String {
-        let mut rows = vec![
-            ["ENI", "NODE", "DEVICE", "PRIMARY IP", "IPS", "PREFIXES", "PODS"]
-                .iter()
-                .map(|s| (*s).to_owned())
-                .collect::<Vec<_>>(),
-        ];
+        let ipv6 = self.internet.ipv6.is_some();
+        let header: &[&str] = if ipv6 {
+            &[
+                "ENI",
+                "NODE",
+                "DEVICE",
+                "PRIMARY IP",
+                "IPV6",
+                "/80 PREFIXES",
+                "PODS",
+            ]
+        } else {
+            &["ENI", "NODE", "DEVICE", "PRIMARY IP", "IPS", "PREFIXES", "PODS"]
+        };
+        let mut rows = vec![header.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()];
         for node in &self.nodes {
             for eni in &node.enis {
                 let pods = self
@@ -413,13 +422,21 @@ impl LabStatus {
                     .iter()
                     .filter(|p| p.eni.as_deref() == Some(eni.id.as_str()))
                     .count();
+                let (addresses, prefixes) = if ipv6 {
+                    (
+                        eni.ipv6s.first().map_or_else(|| "-".into(), ToString::to_string),
+                        eni.ipv6_prefixes.len().to_string(),
+                    )
+                } else {
+                    (eni.pod_addresses().to_string(), eni.prefixes.len().to_string())
+                };
                 rows.push(vec![
                     eni.id.clone(),
                     node.name.clone(),
                     eni.device_number.to_string(),
                     eni.ips.first().map_or_else(|| "-".into(), ToString::to_string),
-                    eni.pod_addresses().to_string(),
-                    eni.prefixes.len().to_string(),
+                    addresses,
+                    prefixes,
                     pods.to_string(),
                 ]);
             }

@@ -385,7 +385,7 @@ fn ipv6_chapter(first: LabSpec, number: u32, own_lab: bool) -> Result<(), LabErr
     };
     let status = lab.status()?;
     say!(
-        "The VPC has an IPv6 /56 ({}), each subnet a /64; ipamd runs with ENABLE_IPv6=true and holds one /80
+        "The VPC has an IPv6 /56 ({}), each subnet a /64; ipamd runs with ENABLE_IPv6=true and holds one /80\n\
          on each node's primary ENI (no warm pool: a /80 is enough for any number of pods):",
         status
             .vpc_ipv6_cidr
@@ -407,7 +407,7 @@ fn ipv6_chapter(first: LabSpec, number: u32, own_lab: bool) -> Result<(), LabErr
         return Ok(());
     };
     say!(
-        "{} has its IPv6 address on eth0 (a /128, gateway fe80::1) and a second interface with its egress-only
+        "{} has its IPv6 address on eth0 (a /128, gateway fe80::1) and a second interface with its egress-only\n\
          IPv4 address:",
         pod.name
     );
