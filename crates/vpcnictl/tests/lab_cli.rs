@@ -216,6 +216,25 @@ fn bad_requests_say_what_to_do_and_create_nothing() {
             "overlaps the VPC's 10.0.0.0/16",
         ),
         (vec!["up", "--pod-subnet", "100.64.0.0/24"], "--custom-networking"),
+        (
+            vec!["up", "--ipv6", "--instance-type", "t2.medium"],
+            "Nitro (or bare-metal) instance type",
+        ),
+        (
+            vec!["up", "--env", "ENABLE_IPv6=true"],
+            "the lab sets this variable itself (use --ipv6",
+        ),
+        (
+            vec![
+                "up",
+                "--ipv6",
+                "--custom-networking",
+                "--pod-subnet",
+                "10.0.1.0/24",
+            ],
+            "--ipv6 and --custom-networking cannot be combined",
+        ),
+        (vec!["soak", "--ipv6"], "the soak runs IPv4 labs only"),
     ] {
         let output = cli.run(&args);
         assert_eq!(
