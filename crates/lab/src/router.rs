@@ -97,9 +97,14 @@ pub fn source_check_rules() -> String {
 /// known).
 pub fn install_gateway(state: &LabState, router: &str, vpc_ipv6: Option<Ipv6Net>) -> Result<(), LabError> {
     iptables_restore(router, &gateway_rules(state))?;
-    match vpc_ipv6 {
-        Some(block) if state.spec.ipv6 => ip6tables_restore(router, &gateway_rules_v6(block)),
-        _ => Ok(()),
+    match (state.spec.ipv6, vpc_ipv6) {
+        (true, Some(block)) => ip6tables_restore(router, &gateway_rules_v6(block)),
+        (true, None) => Err(LabError::Spec(
+            "the fabric reported no IPv6 block for the VPC, so the internet gateway cannot tell the VPC's \
+             addresses from others; see fabric.log in the lab's state directory"
+                .into(),
+        )),
+        (false, _) => Ok(()),
     }
 }
 
