@@ -230,3 +230,52 @@ impl Lab {
         self.state.save(&self.paths)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node() -> NodeRecord {
+        NodeRecord {
+            index: 1,
+            name: "node-1".into(),
+            netns: "vpcni-node-1".into(),
+            instance_id: "i-1".into(),
+            primary_ip: "10.0.0.11".parse().unwrap(),
+            public_ip: "198.51.100.11".parse().unwrap(),
+            subnet: "10.0.0.0/24".parse().unwrap(),
+            ipamd_pid: None,
+            ipv6: None,
+        }
+    }
+
+    #[test]
+    fn an_ipv4_lab_chains_only_vpcni() {
+        let spec = LabSpec::new("/bin");
+        let list = conflist(&StatePaths::new("/run/lab"), &spec, &node());
+        let plugins = list["plugins"].as_array().unwrap();
+        assert_eq!(plugins.len(), 1, "{list}");
+        assert_eq!(plugins[0]["type"], "vpcni");
+    }
+
+    #[test]
+    fn an_ipv6_lab_chains_the_egress_plugin_with_the_nodes_address_and_its_own_data_dir() {
+        let mut spec = LabSpec::new("/bin");
+        spec.ipv6 = true;
+        let list = conflist(&StatePaths::new("/run/lab"), &spec, &node());
+        let plugins = list["plugins"].as_array().unwrap();
+        assert_eq!(plugins.len(), 2, "{list}");
+        let egress = &plugins[1];
+        assert_eq!(egress["type"], EGRESS_PLUGIN);
+        assert_eq!(egress["name"], "egress-cni");
+        assert_eq!(egress["nodeIP"], "10.0.0.11");
+        assert_eq!(egress["enabled"], "true");
+        assert_eq!(egress["ipam"]["type"], "host-local");
+        assert_eq!(egress["ipam"]["ranges"][0][0]["subnet"], "169.254.172.0/22");
+        assert_eq!(egress["ipam"]["routes"][0]["dst"], "0.0.0.0/0");
+        assert_eq!(
+            egress["ipam"]["dataDir"], "/run/lab/nodes/node-1/egress-v4-ipam",
+            "under the lab's node directory, never /run/cni"
+        );
+    }
+}

@@ -444,3 +444,43 @@ impl LabStatus {
         table(&rows)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_labs_print_no_ipv6_fields() {
+        let pod = PodStatus {
+            name: "pod-1".into(),
+            netns: "vpcni-pod-1".into(),
+            node: "node-1".into(),
+            ip: "10.0.0.21".parse().unwrap(),
+            eni: None,
+            device_number: None,
+            ipv6: None,
+            egress_ipv4: None,
+        };
+        let json = serde_json::to_value(&pod).unwrap();
+        assert!(
+            json.get("ipv6").is_none() && json.get("egress_ipv4").is_none(),
+            "{json}"
+        );
+        let internet = serde_json::to_value(InternetStatus {
+            ip: INTERNET_IP,
+            port: INTERNET_PORT,
+            ipv6: None,
+        })
+        .unwrap();
+        assert_eq!(internet, serde_json::json!({"ip": "203.0.113.10", "port": 80}));
+
+        let v6 = PodStatus {
+            ipv6: Some("2600:1f14::1".parse().unwrap()),
+            egress_ipv4: Some("169.254.172.2".parse().unwrap()),
+            ..pod
+        };
+        let json = serde_json::to_value(&v6).unwrap();
+        assert_eq!(json["ipv6"], "2600:1f14::1");
+        assert_eq!(json["egress_ipv4"], "169.254.172.2");
+    }
+}
