@@ -468,7 +468,8 @@ impl AddressBook for Node {
             let free = block.size().saturating_sub(1 + block.assigned() as u64);
             return PoolStatus {
                 ready: self.ready.load(Ordering::SeqCst),
-                available: u32::try_from(free).unwrap_or(u32::MAX),
+                // The reply's field is an int32.
+                available: u32::try_from(free.min(i32::MAX as u64)).unwrap_or(0),
                 remaining_pods: pool.limits().max_pods.saturating_sub(block.assigned() as u32 + 2),
                 refusal: (free == 0).then(|| Refusal {
                     reason: FailureReason::NodeAddressLimit,

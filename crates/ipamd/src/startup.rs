@@ -185,6 +185,17 @@ pub async fn start(
         config.pool.custom_networking,
     );
     node_limits.unmanaged_enis = enis.iter().filter(|e| e.role == EniRole::Unmanaged).count() as u32;
+    if config.pool.ipv6 {
+        // The pods an IPv6 node takes: prefix delegation's number, as EKS gives it (STATUS reports it).
+        let options = vpcni_limits::max_pods::MaxPodsOptions {
+            max_eni: config.pool.max_eni,
+            security_groups_for_pods: config.pool.pod_eni,
+            ..Default::default()
+        };
+        if let Ok(ipv6) = vpcni_limits::max_pods::max_pods_ipv6(limits, &options) {
+            node_limits.max_pods = ipv6.max_pods;
+        }
+    }
     let mut pool = Pool::new(pool_config, node_limits);
     let now = now_ms();
     let excluded_subnets = excluded_subnets(&enis, ec2, &config).await;
