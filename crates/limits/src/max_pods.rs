@@ -467,7 +467,8 @@ mod tests {
         assert_eq!(big.max_pods, 250);
         // The smallest Nitro types stay under the cap, as with prefix delegation.
         let nano = max_pods_ipv6(builtin().get("t3.nano").unwrap(), &capped).unwrap();
-        assert_eq!(nano.max_pods, 2 * (2 - 1) * 16 + 2);
+        // 2 ENIs × (2 − 1) prefixes × 16 + 2.
+        assert_eq!(nano.max_pods, 34);
         assert!(
             m5.derivation()
                 .starts_with("ipv6: 3 ENIs × (10 − 1) prefixes × 16 IPs"),
