@@ -2,7 +2,7 @@
 //! daemon runs in (netlink and iptables through `vpcni-dataplane`); [`NoHost`] does nothing, for tests of
 //! the pool logic that run without a namespace.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -104,6 +104,11 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     async fn veth_exists(&self, name: &str) -> Result<bool, DataplaneError>;
     /// Removes a released pod's host rules (priorities 512 and 1536).
     async fn remove_pod_rules(&self, veth: &str, ip: Ipv4Addr) -> Result<(), DataplaneError>;
+    /// IPv6 mode: removes a released pod's host rule (512 in the IPv6 rule list) and its veth. Hosts that
+    /// program nothing do nothing.
+    async fn remove_ipv6_pod_rules(&self, _veth: &str, _ip: Ipv6Addr) -> Result<(), DataplaneError> {
+        Ok(())
+    }
 }
 
 /// The host the daemon runs on (its network namespace).
@@ -158,6 +163,10 @@ impl Host for LinuxHost {
     }
 
     async fn remove_pod_rules(&self, veth: &str, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        vpcni_dataplane::teardown_pod(veth, Some(ip)).await
+    }
+
+    async fn remove_ipv6_pod_rules(&self, veth: &str, ip: Ipv6Addr) -> Result<(), DataplaneError> {
         vpcni_dataplane::teardown_pod(veth, Some(ip)).await
     }
 }

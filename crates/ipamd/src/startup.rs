@@ -385,15 +385,17 @@ async fn release_pods_without_veth(config: &Config, pool: &mut Pool, host: &dyn 
             let veth = host_veth_name(&config.network.veth_prefix, &pod.namespace, &pod.name);
             match host.veth_exists(&veth).await {
                 Ok(true) => {}
-                // An IPv6 pod has no host rules (its /128 route leaves with its veth), so there is
-                // nothing to remove. A young one may be mid-ADD: it stays, and the CNI's DEL or GC
-                // releases it if it never comes (IPv6 mode runs no reconcile to look again).
+                // A young one may be mid-ADD: it stays, and the CNI's DEL or GC releases it if it never
+                // comes (IPv6 mode runs no reconcile to look again).
                 Ok(false) if now >= assignment.assigned_at.saturating_add(VETH_GRACE_MS) => {
                     block.unassign(&key);
                     tracing::warn!(
                         pod = %format!("{}/{}", pod.namespace, pod.name), ip = %assignment.ip, %veth,
                         "released: the pod's host veth is gone"
                     );
+                    if let Err(error) = host.remove_ipv6_pod_rules(&veth, assignment.ip).await {
+                        tracing::warn!(%veth, "removing its rules: {error}");
+                    }
                 }
                 Ok(false) => {}
                 Err(error) => tracing::warn!(%veth, "checking: {error}"),

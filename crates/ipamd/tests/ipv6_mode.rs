@@ -187,3 +187,47 @@ async fn nothing_calls_ec2_after_start_up() {
     sweep.await.unwrap();
     assert_eq!(world.sim.counters().total_calls(), calls);
 }
+
+/// A restored pod whose host veth went while the daemon was down is released (once its address is older
+/// than the grace period); one whose veth is there keeps its address.
+#[tokio::test]
+async fn a_pod_whose_veth_is_gone_is_released_at_start_up() {
+    let world = World::ipv6("m5.large");
+    let primary = world.enis().remove(0).network_interface_id;
+    let prefix = world
+        .sim
+        .assign_ipv6_prefixes(&primary, &AddressRequest::Count(1))
+        .await
+        .unwrap()[0];
+    let address = |n: u128| Ipv6Addr::from(u128::from(prefix.network()) | n);
+    let an_hour_ago = (vpcni_ipamd::clock::now_ms() - 3_600_000) * 1_000_000;
+    let allocation = |pod: &str, n: u128| {
+        format!(
+            r#"{{"networkName":"aws-cni","containerID":"{pod}","ifName":"eth0","ipv6":"{}","allocationTimestamp":{an_hour_ago},"metadata":{{"k8sPodNamespace":"default","k8sPodName":"{pod}","interfacesCount":1}}}}"#,
+            address(n)
+        )
+    };
+    std::fs::write(
+        world.checkpoint(),
+        format!(
+            r#"{{"version":"vpc-cni-ipam/1","allocations":[{},{}]}}"#,
+            allocation("gone", 5),
+            allocation("here", 6)
+        ),
+    )
+    .unwrap();
+    let host = RecordingHost::new();
+    host.missing_veths
+        .lock()
+        .unwrap()
+        .insert(vpcni_dataplane::naming::host_veth_name("eni", "default", "gone"));
+    let node = ready(&world, &IPV6, host).await;
+    let pool = node.pool();
+    let block = pool.ipv6_block().unwrap();
+    let held: Vec<(String, Ipv6Addr)> = block
+        .allocations()
+        .into_iter()
+        .map(|(key, _, a)| (key.container_id, a.ip))
+        .collect();
+    assert_eq!(held, [("here".to_owned(), address(6))]);
+}
