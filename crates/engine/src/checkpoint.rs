@@ -13,14 +13,19 @@
 //!
 //! `vpcniCooling` is vpcni's addition (the original ignores unknown fields): addresses released shortly
 //! before a restart keep their cooldown. Timestamps are Unix nanoseconds, as the original writes them.
+//!
+//! In IPv6 mode each allocation has `ipv6` instead of `ipv4`, as the original writes it, and
+//! `vpcniIpv6Cursor` (vpcni's addition) keeps the offset in the node's /80 from which the next address is
+//! looked for, so an address released just before a restart is not handed out again at once after it.
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::ipv6::{Ipv6Block, Ipv6Error};
 use crate::model::{Millis, PodInfo, PodKey};
 use crate::pool::{Pool, PoolError};
 
@@ -42,9 +47,9 @@ pub struct Allocation {
     /// The address.
     #[serde(rename = "ipv4", default, skip_serializing_if = "Option::is_none")]
     pub ipv4: Option<Ipv4Addr>,
-    /// IPv6 address (kept as written; vpcni is IPv4-only).
+    /// The address in IPv6 mode.
     #[serde(rename = "ipv6", default, skip_serializing_if = "Option::is_none")]
-    pub ipv6: Option<String>,
+    pub ipv6: Option<Ipv6Addr>,
     /// Unix nanoseconds.
     #[serde(rename = "allocationTimestamp", default)]
     pub allocation_timestamp: u64,
@@ -98,6 +103,9 @@ pub struct Checkpoint {
     /// vpcni: addresses still cooling down.
     #[serde(rename = "vpcniCooling", default, skip_serializing_if = "Vec::is_empty")]
     pub cooling: Vec<Cooling>,
+    /// vpcni, IPv6 mode: the offset in the node's /80 the next address is looked for from.
+    #[serde(rename = "vpcniIpv6Cursor", default, skip_serializing_if = "Option::is_none")]
+    pub ipv6_cursor: Option<u64>,
 }
 
 /// Why a checkpoint could not be read or written.
@@ -136,7 +144,7 @@ const NANOS_PER_MILLI: u64 = 1_000_000;
 impl Checkpoint {
     /// A checkpoint of the pool's allocations and cooling addresses at `now`.
     pub fn from_pool(pool: &Pool, now: Millis) -> Self {
-        let allocations = pool
+        let mut allocations: Vec<Allocation> = pool
             .allocations()
             .into_iter()
             .map(|(key, pod, assignment)| Allocation {
@@ -153,6 +161,26 @@ impl Checkpoint {
                 },
             })
             .collect();
+        if let Some(block) = pool.ipv6_block() {
+            allocations.extend(
+                block
+                    .allocations()
+                    .into_iter()
+                    .map(|(key, pod, assignment)| Allocation {
+                        network_name: key.network_name,
+                        container_id: key.container_id,
+                        if_name: key.if_name,
+                        ipv4: None,
+                        ipv6: Some(assignment.ip),
+                        allocation_timestamp: assignment.assigned_at.saturating_mul(NANOS_PER_MILLI),
+                        metadata: Metadata {
+                            pod_namespace: pod.namespace,
+                            pod_name: pod.name,
+                            interfaces_count: 1,
+                        },
+                    }),
+            );
+        }
         let mut cooling: Vec<Cooling> = pool
             .cooling_addresses(now)
             .into_iter()
@@ -166,6 +194,7 @@ impl Checkpoint {
             version: VERSION.to_owned(),
             allocations,
             cooling,
+            ipv6_cursor: pool.ipv6_block().map(Ipv6Block::cursor),
         }
     }
 
@@ -240,8 +269,10 @@ impl Checkpoint {
     /// collide with another, are returned as dropped (with why) rather than failing the restore.
     pub fn restore_into(&self, pool: &mut Pool) -> Vec<(Allocation, PoolError)> {
         let mut dropped = Vec::new();
+        if let (Some(cursor), Some(block)) = (self.ipv6_cursor, pool.ipv6_block_mut()) {
+            block.advance_cursor(cursor);
+        }
         for allocation in &self.allocations {
-            let Some(ip) = allocation.ipv4 else { continue };
             let key = PodKey::new(
                 &allocation.network_name,
                 &allocation.container_id,
@@ -250,6 +281,22 @@ impl Checkpoint {
             let pod = PodInfo {
                 namespace: allocation.metadata.pod_namespace.clone(),
                 name: allocation.metadata.pod_name.clone(),
+            };
+            let at = allocation.allocation_timestamp / NANOS_PER_MILLI;
+            let Some(ip) = allocation.ipv4 else {
+                if let Some(ip) = allocation.ipv6 {
+                    let restored = match pool.ipv6_block_mut() {
+                        Some(block) => block.restore(&key, &pod, ip, at).map(|_| ()),
+                        None => Err(Ipv6Error::OutsidePrefix {
+                            ip,
+                            prefix: "none: the node is not in IPv6 mode".to_owned(),
+                        }),
+                    };
+                    if let Err(error) = restored {
+                        dropped.push((allocation.clone(), PoolError::from(error)));
+                    }
+                }
+                continue;
             };
             if let Err(error) =
                 pool.restore(&key, &pod, ip, allocation.allocation_timestamp / NANOS_PER_MILLI)

@@ -14,12 +14,14 @@
 
 pub mod checkpoint;
 pub mod forecast;
+mod ipv6;
 mod model;
 mod policy;
 mod pool;
 pub mod settings;
 pub mod subnets;
 
+pub use ipv6::{IPV6_PREFIX_LEN, Ipv6Assignment, Ipv6Block, Ipv6Error};
 pub use model::{Cidr, Eni, EniFlags, Millis, PodInfo, PodKey, Slot};
 pub use policy::{Decision, NodeLimits, PoolConfig};
 pub use pool::{Assignment, EniStats, GrowFailure, NoAddress, NoAddressReason, Pool, PoolError, Stats};

@@ -208,6 +208,14 @@ impl Pool {
 
     /// Decides this cycle's action at `now`.
     pub fn decide(&self, now: Millis) -> Decision {
+        if let Some(block) = self.ipv6_block() {
+            return Decision::Nothing {
+                why: format!(
+                    "IPv6 mode: pods take addresses from {}, which never runs short; there is no pool to manage",
+                    block.prefix()
+                ),
+            };
+        }
         if self.eni_attach_in_progress {
             return Decision::Nothing {
                 why: "an ENI attach is in progress".into(),

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
+use crate::ipv6::Ipv6Block;
 use crate::model::{Cidr, Eni, Millis, PodInfo, PodKey};
 use crate::policy::{NodeLimits, PoolConfig};
 
@@ -123,6 +124,9 @@ pub enum PoolError {
         /// The other.
         second: String,
     },
+    /// An IPv6 allocation could not be restored.
+    #[error(transparent)]
+    Ipv6(#[from] crate::ipv6::Ipv6Error),
 }
 
 /// Address counts, over the addresses of the current mode on ENIs that carry pods.
@@ -171,6 +175,8 @@ pub struct Pool {
     pub(crate) last_release_at: Option<Millis>,
     pub(crate) last_grow_failure: Option<(GrowFailure, Millis)>,
     pub(crate) eni_attach_in_progress: bool,
+    /// IPv6 mode: the node's /80 and its pods (`None` in IPv4 mode).
+    ipv6: Option<Ipv6Block>,
 }
 
 impl Pool {
@@ -184,7 +190,23 @@ impl Pool {
             last_release_at: None,
             last_grow_failure: None,
             eni_attach_in_progress: false,
+            ipv6: None,
         }
+    }
+
+    /// IPv6 mode: sets the node's /80 (replacing any block held before, with its pods).
+    pub fn set_ipv6_block(&mut self, block: Ipv6Block) {
+        self.ipv6 = Some(block);
+    }
+
+    /// IPv6 mode's block, `None` in IPv4 mode.
+    pub fn ipv6_block(&self) -> Option<&Ipv6Block> {
+        self.ipv6.as_ref()
+    }
+
+    /// IPv6 mode's block, to assign and release.
+    pub fn ipv6_block_mut(&mut self) -> Option<&mut Ipv6Block> {
+        self.ipv6.as_mut()
     }
 
     /// The configuration.

@@ -100,6 +100,8 @@ pub struct PoolSettings {
     pub disable_leaked_eni_cleanup: bool,
     /// ENABLE_SUBNET_DISCOVERY (default true).
     pub subnet_discovery: bool,
+    /// ENABLE_IPv6=true (with ENABLE_IPv4=false): pods get IPv6 addresses from the primary ENI's /80.
+    pub ipv6: bool,
 }
 
 impl Default for PoolSettings {
@@ -148,7 +150,7 @@ impl PoolSettings {
         let max_eni = env.max_eni("MAX_ENI");
         let ip_cooldown_s = env.number("IP_COOLDOWN_PERIOD", 30, 0, u32::MAX);
         let custom_networking = env.bool("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", false);
-        check_address_family(env, prefix_delegation, custom_networking);
+        let ipv6 = check_address_family(env, prefix_delegation, custom_networking);
         Self {
             warm_eni_target,
             warm_ip_target,
@@ -163,6 +165,7 @@ impl PoolSettings {
             imds_only: env.bool("ENABLE_IMDS_ONLY_MODE", false),
             disable_leaked_eni_cleanup: env.bool("DISABLE_LEAKED_ENI_CLEANUP", false),
             subnet_discovery: env.bool("ENABLE_SUBNET_DISCOVERY", true),
+            ipv6,
         }
     }
 
@@ -183,27 +186,33 @@ impl PoolSettings {
 /// ENABLE_IPv4 and ENABLE_IPv6, with the original's rules: exactly one family; IPv6 pods take their addresses
 /// from a /80 prefix, so IPv6 needs ENABLE_PREFIX_DELEGATION=true, and it cannot be combined with custom
 /// networking. (That the instance type must be Nitro is checked at start-up, where the type is known.)
-/// Every rule broken is named; IPv6 mode itself is not built yet, so ENABLE_IPv6=true is refused in any case.
+/// Every rule broken is named. Returns whether the node is in IPv6 mode.
 fn check_address_family<F: Fn(&str) -> Option<String>>(
     env: &mut EnvReader<F>,
     prefix_delegation: bool,
     custom_networking: bool,
-) {
+) -> bool {
     const ONE_FAMILY: &str = "exactly one of ENABLE_IPv4 and ENABLE_IPv6 is true (dual-stack pods are not supported, as in the original)";
     let enable_ipv4 = env.bool("ENABLE_IPv4", true);
     let enable_ipv6 = env.bool("ENABLE_IPv6", false);
     match (enable_ipv4, enable_ipv6) {
-        (true, false) => {}
-        (true, true) => env.invalid(
-            "ENABLE_IPv4",
-            "true",
-            format!("false with ENABLE_IPv6=true: {ONE_FAMILY}"),
-        ),
-        (false, false) => env.invalid(
-            "ENABLE_IPv4",
-            "false",
-            format!("true, or ENABLE_IPv6=true: {ONE_FAMILY}"),
-        ),
+        (true, false) => false,
+        (true, true) => {
+            env.invalid(
+                "ENABLE_IPv4",
+                "true",
+                format!("false with ENABLE_IPv6=true: {ONE_FAMILY}"),
+            );
+            false
+        }
+        (false, false) => {
+            env.invalid(
+                "ENABLE_IPv4",
+                "false",
+                format!("true, or ENABLE_IPv6=true: {ONE_FAMILY}"),
+            );
+            false
+        }
         (false, true) => {
             if !prefix_delegation {
                 let value = env
@@ -222,12 +231,7 @@ fn check_address_family<F: Fn(&str) -> Option<String>>(
                     "false with ENABLE_IPv6=true: IPv6 pods use the node's own /80, not an ENIConfig's subnet (the original refuses the pair too)",
                 );
             }
-            // Said even when another rule is broken, so nobody fixes those first only to meet this.
-            env.invalid(
-                "ENABLE_IPv6",
-                "true",
-                "false: ipamd's IPv6 mode is not built yet (issue #14), whatever the other settings",
-            );
+            true
         }
     }
 }
@@ -442,7 +446,7 @@ mod tests {
         assert_eq!(variables(&[("ENABLE_IPv4", "false")]), ["ENABLE_IPv4"]);
         assert_eq!(
             variables(&[("ENABLE_IPv4", "false"), ("ENABLE_IPv6", "true")]),
-            ["ENABLE_PREFIX_DELEGATION", "ENABLE_IPv6"]
+            ["ENABLE_PREFIX_DELEGATION"]
         );
         assert_eq!(
             variables(&[
@@ -450,21 +454,16 @@ mod tests {
                 ("ENABLE_IPv6", "true"),
                 ("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true"),
             ]),
-            [
-                "ENABLE_PREFIX_DELEGATION",
-                "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG",
-                "ENABLE_IPv6"
-            ]
+            ["ENABLE_PREFIX_DELEGATION", "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG"]
         );
-        let valid_for_ipv6 = read(&[
+        let (ipv6, _) = read(&[
             ("ENABLE_IPv4", "false"),
             ("ENABLE_IPv6", "true"),
             ("ENABLE_PREFIX_DELEGATION", "true"),
         ])
-        .unwrap_err();
-        assert_eq!(valid_for_ipv6.len(), 1);
-        assert_eq!(valid_for_ipv6[0].variable, "ENABLE_IPv6");
-        assert!(valid_for_ipv6[0].accepted.contains("not built yet"));
+        .unwrap();
+        assert!(ipv6.ipv6);
+        assert!(!read(&[]).unwrap().0.ipv6);
         let both = read(&[("ENABLE_IPv6", "true")]).unwrap_err();
         assert!(
             both[0]

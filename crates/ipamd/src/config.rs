@@ -100,6 +100,8 @@ pub struct PoolSettings {
     pub subnet_discovery: bool,
     /// MANAGE_UNTAGGED_ENI (default true).
     pub manage_untagged_eni: bool,
+    /// ENABLE_IPv6=true: IPv6 mode (one /80 on the primary ENI, no warm pool).
+    pub ipv6: bool,
 }
 
 /// Node data-plane settings (`/v1/networkutils-env-settings`).
@@ -218,10 +220,13 @@ impl Config {
             disable_leaked_eni_cleanup: shared.disable_leaked_eni_cleanup,
             subnet_discovery: shared.subnet_discovery,
             manage_untagged_eni: env.bool("MANAGE_UNTAGGED_ENI", true),
+            ipv6: shared.ipv6,
         };
 
-        let eni_mtu = env.number("AWS_VPC_ENI_MTU", 9001, 576, 9001);
-        let pod_mtu = env.number("POD_MTU", eni_mtu, 576, 9001);
+        // IPv6 needs at least 1280 bytes on every link (RFC 8200), as the original's entrypoint checks.
+        let mtu_min = if pool.ipv6 { 1280 } else { 576 };
+        let eni_mtu = env.number("AWS_VPC_ENI_MTU", 9001, mtu_min, 9001);
+        let pod_mtu = env.number("POD_MTU", eni_mtu, mtu_min, 9001);
         let connmark = match env.raw("AWS_VPC_K8S_CNI_CONNMARK") {
             None => 0x80,
             Some(value) => match parse_with_base_prefix(&value) {

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use vpcni_ec2::{Ec2, Ec2Error, Imds, ImdsInterface, NetworkInterface};
 
 /// Tag that keeps an ENI out of ipamd's hands.
@@ -43,6 +43,8 @@ pub struct NodeIdentity {
     pub primary_subnet_cidr: Ipv4Net,
     /// VPC CIDRs (primary and secondary).
     pub vpc_cidrs: Vec<Ipv4Net>,
+    /// The VPC's IPv6 CIDRs (`vpc-ipv6-cidr-blocks`; empty when it has none).
+    pub vpc_ipv6_cidrs: Vec<Ipv6Net>,
     /// The VPC (from EC2's view of the primary ENI; empty until ENIs are discovered).
     pub vpc_id: String,
     /// Primary ENI's security groups (new ENIs get the same).
@@ -148,6 +150,7 @@ pub async fn discover_identity(imds: &dyn Imds) -> Result<NodeIdentity, Discover
         primary_subnet_id: primary.subnet_id,
         primary_subnet_cidr: primary.subnet_ipv4_cidr_block,
         vpc_cidrs: primary.vpc_ipv4_cidr_blocks,
+        vpc_ipv6_cidrs: primary.vpc_ipv6_cidr_blocks,
         vpc_id: String::new(),
         security_groups: primary.security_group_ids,
     })
@@ -338,6 +341,7 @@ mod tests {
             primary_subnet_id: "subnet-1".into(),
             primary_subnet_cidr: "10.0.0.0/24".parse().unwrap(),
             vpc_cidrs: vec!["10.0.0.0/16".parse().unwrap()],
+            vpc_ipv6_cidrs: vec![],
             vpc_id: "vpc-1".into(),
             security_groups: vec![],
         }

@@ -2,7 +2,7 @@
 //! daemon runs in (netlink and iptables through `vpcni-dataplane`); [`NoHost`] does nothing, for tests of
 //! the pool logic that run without a namespace.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -26,6 +26,9 @@ pub struct NodeNetwork {
     pub rules: NodeRules,
     /// AWS_VPC_ENI_MTU, for the primary interface too.
     pub mtu: u32,
+    /// IPv6 mode: the IPv6 sysctls instead of the IPv4 rules, SNAT and CONNMARK (the original programs
+    /// nothing in iptables for IPv6 pods: their addresses are the VPC's, with no NAT).
+    pub ipv6: bool,
 }
 
 impl NodeNetwork {
@@ -55,8 +58,30 @@ impl NodeNetwork {
                 external_service_cidrs: network.external_service_cidrs.clone(),
             },
             mtu: network.eni_mtu,
+            ipv6: config.pool.ipv6,
         }
     }
+}
+
+/// The IPv6 sysctls the original's init container sets in IPv6 mode, in order: IPv6 on, forwarding on
+/// (pods' traffic is routed through the host), and router advertisements still accepted on the primary
+/// interface (`accept_ra=2`: forwarding would otherwise turn them off, and the node's default IPv6 route
+/// comes from them).
+pub fn ipv6_sysctls(primary_interface: &str) -> Result<Vec<(String, &'static str)>, DataplaneError> {
+    Ok(vec![
+        ("net.ipv6.conf.all.disable_ipv6".to_owned(), "0"),
+        ("net.ipv6.conf.all.forwarding".to_owned(), "1"),
+        (sysctl::ipv6_conf_key(primary_interface, "accept_ra")?, "2"),
+    ])
+}
+
+/// Writes a setting unless it already has the value: in the DaemonSet the privileged init container sets
+/// them, and ipamd's own container has a read-only `/proc/sys` (as [`sysctl::set_rp_filter`] does).
+fn ensure_sysctl(key: &str, value: &str) -> Result<(), DataplaneError> {
+    if sysctl::read(key).is_ok_and(|current| current == value) {
+        return Ok(());
+    }
+    sysctl::write(key, value)
 }
 
 /// A secondary ENI to set up: the dataplane's spec.
@@ -79,6 +104,11 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     async fn veth_exists(&self, name: &str) -> Result<bool, DataplaneError>;
     /// Removes a released pod's host rules (priorities 512 and 1536).
     async fn remove_pod_rules(&self, veth: &str, ip: Ipv4Addr) -> Result<(), DataplaneError>;
+    /// IPv6 mode: removes a released pod's host rule (512 in the IPv6 rule list) and its veth. Hosts that
+    /// program nothing do nothing.
+    async fn remove_ipv6_pod_rules(&self, _veth: &str, _ip: Ipv6Addr) -> Result<(), DataplaneError> {
+        Ok(())
+    }
 }
 
 /// The host the daemon runs on (its network namespace).
@@ -92,6 +122,13 @@ impl Host for LinuxHost {
             DataplaneError::LinkNotFound(format!("with the primary ENI's MAC {}", node.primary_mac))
         })?;
         eni::set_mtu_and_up(index, node.mtu).await?;
+        if node.ipv6 {
+            for (key, value) in ipv6_sysctls(&name)? {
+                ensure_sysctl(&key, value)?;
+            }
+            tracing::info!(primary = %name, "node network programmed for IPv6 (sysctls; no IPv4 rules, SNAT or CONNMARK)");
+            return Ok(());
+        }
         sysctl::set_rp_filter(&name, sysctl::RP_FILTER_LOOSE)?;
         let rule_changes = rules::program_node_rules(&node.rules).await?;
         let mut snat = node.snat.clone();
@@ -126,6 +163,10 @@ impl Host for LinuxHost {
     }
 
     async fn remove_pod_rules(&self, veth: &str, ip: Ipv4Addr) -> Result<(), DataplaneError> {
+        vpcni_dataplane::teardown_pod(veth, Some(ip)).await
+    }
+
+    async fn remove_ipv6_pod_rules(&self, veth: &str, ip: Ipv6Addr) -> Result<(), DataplaneError> {
         vpcni_dataplane::teardown_pod(veth, Some(ip)).await
     }
 }

@@ -77,7 +77,7 @@ pub struct CidrInfo {
     pub ip_addresses: BTreeMap<String, AddressInfo>,
     /// Whether it is a delegated prefix.
     pub is_prefix: bool,
-    /// 4.
+    /// "4", or "6" for the /80 of IPv6 mode.
     pub address_family: String,
 }
 
@@ -102,9 +102,9 @@ pub struct EniInfo {
     /// Its CIDRs.
     #[serde(rename = "AvailableIPv4Cidrs")]
     pub available_ipv4_cidrs: BTreeMap<String, CidrInfo>,
-    /// Always empty (IPv4 only).
+    /// IPv6 mode: the ENI's /80 (on the primary ENI), with the addresses pods hold; empty otherwise.
     #[serde(rename = "IPv6Cidrs")]
-    pub ipv6_cidrs: BTreeMap<String, Value>,
+    pub ipv6_cidrs: BTreeMap<String, CidrInfo>,
     /// Subnet tagged `kubernetes.io/role/cni=0`.
     #[serde(rename = "IsExcludedForPodIPs")]
     pub is_excluded_for_pod_ips: bool,
@@ -119,9 +119,9 @@ pub struct EniInfo {
 /// One network card's datastore in `/v1/enis`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CardInfo {
-    /// Addresses on the card.
+    /// Addresses on the card (in IPv6 mode the /80's size, 2^48, as the original counts it).
     #[serde(rename = "TotalIPs")]
-    pub total_ips: u32,
+    pub total_ips: u64,
     /// Addresses held by pods.
     #[serde(rename = "AssignedIPs")]
     pub assigned_ips: u32,

@@ -150,7 +150,8 @@ async fn unattached(ec2: &dyn Ec2, filters: &[Filter]) -> Result<Vec<NetworkInte
 /// changed (DISABLE_NETWORK_RESOURCE_PROVISIONING, ENABLE_IMDS_ONLY_MODE).
 pub fn enabled(node: &Node) -> bool {
     let pool = &node.config.pool;
-    !(pool.disable_leaked_eni_cleanup || pool.disable_provisioning || pool.imds_only)
+    // Off in IPv6 mode too, as in the original: that mode creates no ENIs to leak.
+    !(pool.disable_leaked_eni_cleanup || pool.disable_provisioning || pool.imds_only || pool.ipv6)
 }
 
 /// A random pause in `[0, min(5 min, interval))`.

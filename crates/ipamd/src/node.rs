@@ -2,11 +2,11 @@
 //! and the views the gRPC server and introspection read.
 
 use std::collections::{HashMap, VecDeque};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use vpcni_engine::checkpoint::{Checkpoint, CheckpointError};
 use vpcni_engine::{Decision, Millis, NoAddressReason, PodInfo, Pool};
 use vpcni_layout::ORIGINAL_NETWORK_NAME;
@@ -254,6 +254,28 @@ impl Node {
             }
         }
         let seq = self.journal.stage(checkpoint);
+        if let Some(block) = pool.ipv6_block() {
+            // IPv6 mode, counted as the original counts it: the /80's size and the pods in it.
+            let assigned = block.assigned() as i64;
+            self.metrics
+                .total_ip_addresses
+                .set(i64::try_from(block.size()).unwrap_or(i64::MAX));
+            self.metrics.assigned_ip_addresses.set(assigned);
+            self.metrics.total_ipv4_prefixes.set(0);
+            self.metrics.eni_allocated.set(pool.enis().count() as i64);
+            self.metrics.cooling_ip_addresses.set(0);
+            self.metrics.assigned_ip_per_eni.reset();
+            self.metrics
+                .assigned_ip_per_eni
+                .with_label_values(&[block.eni_id()])
+                .set(assigned);
+            self.metrics.assigned_ip_per_cidr.reset();
+            self.metrics
+                .assigned_ip_per_cidr
+                .with_label_values(&[block.prefix().to_string().as_str()])
+                .set(assigned);
+            return seq;
+        }
         let stats = pool.stats(now);
         self.metrics.total_ip_addresses.set(stats.total as i64);
         self.metrics.assigned_ip_addresses.set(stats.assigned as i64);
@@ -296,15 +318,72 @@ impl Node {
     /// with the conflist's. The same sandbox and interface is the same pod, so that allocation is the pod's.
     fn pool_key(pool: &Pool, key: &PodKey) -> vpcni_engine::PodKey {
         let exact = Self::engine_key(key);
-        if pool.lookup(&exact).is_some() || key.network_name == ORIGINAL_NETWORK_NAME {
+        if Self::holds(pool, &exact) || key.network_name == ORIGINAL_NETWORK_NAME {
             return exact;
         }
         let migrated = vpcni_engine::PodKey::new(ORIGINAL_NETWORK_NAME, &key.container_id, &key.if_name);
-        if pool.lookup(&migrated).is_some() {
+        if Self::holds(pool, &migrated) {
             migrated
         } else {
             exact
         }
+    }
+
+    /// Whether the key holds an address (of either family).
+    fn holds(pool: &Pool, key: &vpcni_engine::PodKey) -> bool {
+        match pool.ipv6_block() {
+            Some(block) => block.lookup(key).is_some(),
+            None => pool.lookup(key).is_some(),
+        }
+    }
+
+    /// Gives the key an address of the node's family.
+    fn assign(
+        pool: &mut Pool,
+        key: &vpcni_engine::PodKey,
+        pod: &PodInfo,
+    ) -> Result<Assigned, vpcni_engine::NoAddress> {
+        let now = now_ms();
+        match pool.ipv6_block_mut() {
+            Some(block) => block.assign(key, pod, now).map(|a| ipv6_assigned(&a)),
+            None => pool.assign(key, pod, now).map(|a| ipv4_assigned(&a)),
+        }
+    }
+
+    /// Releases the key's address, of either family.
+    fn release(pool: &mut Pool, key: &vpcni_engine::PodKey) -> Option<Assigned> {
+        match pool.ipv6_block_mut() {
+            Some(block) => block.unassign(key).map(|a| ipv6_assigned(&a)),
+            None => pool.unassign(key, now_ms()).map(|a| ipv4_assigned(&a)),
+        }
+    }
+
+    /// Every key holding an address, of either family.
+    fn keys(pool: &Pool) -> Vec<vpcni_engine::PodKey> {
+        match pool.ipv6_block() {
+            Some(block) => block.allocations().into_iter().map(|(key, _, _)| key).collect(),
+            None => pool.allocations().into_iter().map(|(key, _, _)| key).collect(),
+        }
+    }
+}
+
+fn ipv4_assigned(assignment: &vpcni_engine::Assignment) -> Assigned {
+    Assigned {
+        ipv4: assignment.ip,
+        ipv6: None,
+        device_number: assignment.device_number,
+        route_table_id: assignment.route_table_id,
+        eni_id: assignment.eni_id.clone(),
+    }
+}
+
+fn ipv6_assigned(assignment: &vpcni_engine::Ipv6Assignment) -> Assigned {
+    Assigned {
+        ipv4: Ipv4Addr::UNSPECIFIED,
+        ipv6: Some(assignment.ip),
+        device_number: assignment.device_number,
+        route_table_id: assignment.route_table_id,
+        eni_id: assignment.eni_id.clone(),
     }
 }
 
@@ -323,15 +402,19 @@ impl AddressBook for Node {
             name: request.pod_name.clone(),
         };
         let key = Self::pool_key(&pool, &request.key);
-        match pool.assign(&key, &pod, now_ms()) {
+        match Self::assign(&mut pool, &key, &pod) {
             Ok(assignment) => {
                 let seq = self.stage(&pool);
                 drop(pool);
                 // The reply waits until the checkpoint holds the allocation: a crash after it must not forget it.
                 if let Err(error) = self.commit(seq) {
                     let mut pool = self.pool();
-                    if pool.lookup(&key).is_some_and(|a| a.ip == assignment.ip) {
-                        pool.unassign(&key, now_ms());
+                    let still_held = match pool.ipv6_block() {
+                        Some(block) => block.lookup(&key).map(|a| Ipv6Addr::into(a.ip)),
+                        None => pool.lookup(&key).map(|a| a.ip.into()),
+                    };
+                    if still_held == Some(assignment.address()) {
+                        Self::release(&mut pool, &key);
                         self.stage(&pool);
                     }
                     tracing::error!("{error}");
@@ -342,12 +425,7 @@ impl AddressBook for Node {
                         ),
                     });
                 }
-                Ok(Assigned {
-                    ipv4: assignment.ip,
-                    device_number: assignment.device_number,
-                    route_table_id: assignment.route_table_id,
-                    eni_id: assignment.eni_id,
-                })
+                Ok(assignment)
             }
             Err(no) => {
                 self.metrics.no_available_ip_addresses.inc();
@@ -371,7 +449,7 @@ impl AddressBook for Node {
             .inc();
         let mut pool = self.pool();
         let key = Self::pool_key(&pool, key);
-        let released = pool.unassign(&key, now_ms())?;
+        let released = Self::release(&mut pool, &key)?;
         let seq = self.stage(&pool);
         drop(pool);
         if let Err(error) = self.commit(seq) {
@@ -379,17 +457,29 @@ impl AddressBook for Node {
             // pod's missing veth releases it then.
             tracing::error!("{error}");
         }
-        Some(Assigned {
-            ipv4: released.ip,
-            device_number: released.device_number,
-            route_table_id: released.route_table_id,
-            eni_id: released.eni_id,
-        })
+        Some(released)
     }
 
     fn status(&self) -> PoolStatus {
         let pool = self.pool();
         let now = now_ms();
+        if let Some(block) = pool.ipv6_block() {
+            // A /80 never runs short: every address but the first and the held ones is free.
+            let free = block.size().saturating_sub(1 + block.assigned() as u64);
+            return PoolStatus {
+                ready: self.ready.load(Ordering::SeqCst),
+                // The reply's field is an int32.
+                available: u32::try_from(free.min(i32::MAX as u64)).unwrap_or(0),
+                remaining_pods: pool.limits().max_pods.saturating_sub(block.assigned() as u32 + 2),
+                refusal: (free == 0).then(|| Refusal {
+                    reason: FailureReason::NodeAddressLimit,
+                    message: format!(
+                        "every address of the node's IPv6 prefix {} is held",
+                        block.prefix()
+                    ),
+                }),
+            };
+        }
         let stats = pool.stats(now);
         let usable = stats.available.saturating_sub(stats.cooling) as u32;
         let refusal = (usable == 0).then(|| {
@@ -409,11 +499,8 @@ impl AddressBook for Node {
 
     fn garbage_collect(&self, network_name: &str, valid: &[PodKey]) -> Vec<PodKey> {
         let mut pool = self.pool();
-        let now = now_ms();
-        let stale: Vec<vpcni_engine::PodKey> = pool
-            .allocations()
+        let stale: Vec<vpcni_engine::PodKey> = Self::keys(&pool)
             .into_iter()
-            .map(|(key, _, _)| key)
             // The original's allocations are this network's pods too (see `pool_key`).
             .filter(|key| key.network_name == network_name || key.network_name == ORIGINAL_NETWORK_NAME)
             .filter(|key| {
@@ -423,7 +510,7 @@ impl AddressBook for Node {
             })
             .collect();
         for key in &stale {
-            pool.unassign(key, now);
+            Self::release(&mut pool, key);
         }
         if !stale.is_empty() {
             self.persist(&pool);
@@ -444,5 +531,9 @@ impl AddressBook for Node {
             cidrs.extend(self.config.network.exclude_snat_cidrs.iter().copied());
         }
         (cidrs, self.config.network.external_snat)
+    }
+
+    fn vpc_ipv6_cidrs(&self) -> Vec<Ipv6Net> {
+        self.identity.vpc_ipv6_cidrs.clone()
     }
 }

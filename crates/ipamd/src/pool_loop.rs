@@ -66,6 +66,18 @@ pub async fn cycle(node: &Node, ec2: &dyn Ec2) -> (Decision, bool) {
 /// Runs the pool manager until `stop` changes; the cycle under way when it does is finished first, and no
 /// ENI is ever detached on the way out.
 pub async fn run(manager: PoolManager, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if manager.node.config.pool.ipv6 {
+        // IPv6 mode: the /80 taken at start-up is all the node ever needs, so there is nothing to grow,
+        // shrink or reconcile (the original's pool manager does nothing after start-up either).
+        tracing::info!("IPv6 mode: no pool management after start-up");
+        // `changed` fails only once the sender is gone, which also means stop.
+        while !*stop.borrow() {
+            if stop.changed().await.is_err() {
+                break;
+            }
+        }
+        return;
+    }
     let interval = manager.node.config.pool_interval;
     let reconcile_interval = manager.node.config.reconcile_interval;
     let mut last_action = Instant::now();

@@ -5,12 +5,12 @@
 //! serves the CNI STATUS and GC verbs, and the standard health service answers probes.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use tokio::net::UnixListener;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
@@ -47,14 +47,23 @@ pub struct PodRequest {
 /// An address given to a pod.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Assigned {
-    /// The pod's address.
+    /// The pod's IPv4 address (`0.0.0.0`, and not sent, when [`Assigned::ipv6`] is set).
     pub ipv4: Ipv4Addr,
+    /// IPv6 mode: the pod's IPv6 address.
+    pub ipv6: Option<Ipv6Addr>,
     /// Device number of the ENI that holds it.
     pub device_number: u32,
     /// Route table of that ENI (254 = main, for the primary ENI).
     pub route_table_id: u32,
     /// The ENI.
     pub eni_id: String,
+}
+
+impl Assigned {
+    /// The pod's address, whichever the family.
+    pub fn address(&self) -> std::net::IpAddr {
+        self.ipv6.map_or(self.ipv4.into(), Into::into)
+    }
 }
 
 /// Why no address was given.
@@ -91,6 +100,10 @@ pub trait AddressBook: Send + Sync + 'static {
     fn garbage_collect(&self, network_name: &str, valid: &[PodKey]) -> Vec<PodKey>;
     /// VPC CIDRs plus SNAT exclusions (the plugin keeps these off SNAT), and whether SNAT is external.
     fn snat_info(&self) -> (Vec<Ipv4Net>, bool);
+    /// IPv6 mode: the VPC's IPv6 CIDRs (AddNetworkReply's VPCv6CIDRs).
+    fn vpc_ipv6_cidrs(&self) -> Vec<Ipv6Net> {
+        Vec::new()
+    }
 }
 
 #[derive(Debug)]
@@ -107,10 +120,16 @@ fn pod_key(network_name: &str, container_id: &str, if_name: &str) -> PodKey {
     }
 }
 
+/// The reply's address entry: one family only, as the original sends it (the plugin wires the family
+/// whose field is set).
 fn metadata(assigned: &Assigned) -> IpAllocationMetadata {
+    let (i_pv4_addr, i_pv6_addr) = match assigned.ipv6 {
+        Some(ipv6) => (String::new(), ipv6.to_string()),
+        None => (assigned.ipv4.to_string(), String::new()),
+    };
     IpAllocationMetadata {
-        i_pv4_addr: assigned.ipv4.to_string(),
-        i_pv6_addr: String::new(),
+        i_pv4_addr,
+        i_pv6_addr,
         device_number: assigned.device_number as i32,
         route_table_id: assigned.route_table_id as i32,
     }
@@ -142,16 +161,32 @@ impl<B: AddressBook + ?Sized> CniBackend for Service<B> {
             Ok(assigned) => {
                 tracing::info!(
                     pod = %format!("{}/{}", pod.pod_namespace, pod.pod_name),
-                    container = %pod.key.container_id, ip = %assigned.ipv4, eni = %assigned.eni_id,
+                    container = %pod.key.container_id, ip = %assigned.address(), eni = %assigned.eni_id,
                     "assigned"
                 );
-                AddNetworkReply {
-                    success: true,
-                    ip_allocation_metadata: vec![metadata(&assigned)],
-                    use_external_snat: external_snat,
-                    vp_cv4_cid_rs: cidrs.iter().map(ToString::to_string).collect(),
-                    eniid: assigned.eni_id,
-                    ..Default::default()
+                if assigned.ipv6.is_some() {
+                    // IPv6 mode, as the original answers it: the VPC's IPv6 CIDRs, no IPv4 ones, no SNAT.
+                    AddNetworkReply {
+                        success: true,
+                        ip_allocation_metadata: vec![metadata(&assigned)],
+                        vp_cv6_cid_rs: self
+                            .book
+                            .vpc_ipv6_cidrs()
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect(),
+                        eniid: assigned.eni_id,
+                        ..Default::default()
+                    }
+                } else {
+                    AddNetworkReply {
+                        success: true,
+                        ip_allocation_metadata: vec![metadata(&assigned)],
+                        use_external_snat: external_snat,
+                        vp_cv4_cid_rs: cidrs.iter().map(ToString::to_string).collect(),
+                        eniid: assigned.eni_id,
+                        ..Default::default()
+                    }
                 }
             }
             Err(refusal) => {
@@ -183,7 +218,7 @@ impl<B: AddressBook + ?Sized> CniBackend for Service<B> {
             .await
             .map_err(|e| Status::internal(format!("address book worker: {e}")))?;
         if let Some(assigned) = &released {
-            tracing::info!(container = %key.container_id, ip = %assigned.ipv4, reason = %request.reason, "released");
+            tracing::info!(container = %key.container_id, ip = %assigned.address(), reason = %request.reason, "released");
         }
         Ok(Response::new(DelNetworkReply {
             success: true,

@@ -63,6 +63,39 @@ impl IntrospectionSource for Node {
                     },
                 );
             }
+            let mut ipv6_cidrs = BTreeMap::new();
+            if let Some(block) = pool.ipv6_block().filter(|b| b.eni_id() == eni.id) {
+                let addresses = block
+                    .allocations()
+                    .into_iter()
+                    .map(|(key, pod, assignment)| {
+                        let info = AddressInfo {
+                            address: assignment.ip.to_string(),
+                            ipam_key: IpamKey {
+                                network_name: key.network_name,
+                                ..IpamKey::default()
+                            },
+                            ipam_metadata: IpamMetadata {
+                                pod_namespace: pod.namespace,
+                                pod_name: pod.name,
+                                interfaces_count: 1,
+                            },
+                            assigned_time: rfc3339(assignment.assigned_at),
+                            unassigned_time: ZERO_TIME.to_owned(),
+                        };
+                        (assignment.ip.to_string(), info)
+                    })
+                    .collect();
+                ipv6_cidrs.insert(
+                    block.prefix().to_string(),
+                    CidrInfo {
+                        cidr: block.prefix().to_string(),
+                        ip_addresses: addresses,
+                        is_prefix: true,
+                        address_family: "6".into(),
+                    },
+                );
+            }
             enis.insert(
                 eni.id.clone(),
                 EniInfo {
@@ -72,16 +105,20 @@ impl IntrospectionSource for Node {
                     is_efa: eni.flags.efa,
                     device_number: eni.device_number,
                     available_ipv4_cidrs: cidrs,
-                    ipv6_cidrs: BTreeMap::new(),
+                    ipv6_cidrs,
                     is_excluded_for_pod_ips: eni.flags.excluded,
                     route_table_id: eni.route_table_id(),
                     subnet_id: eni.subnet_id.clone(),
                 },
             );
         }
+        let (total_ips, assigned_ips) = match pool.ipv6_block() {
+            Some(block) => (block.size(), block.assigned() as u32),
+            None => (stats.total as u64, stats.assigned as u32),
+        };
         let card = CardInfo {
-            total_ips: stats.total as u32,
-            assigned_ips: stats.assigned as u32,
+            total_ips,
+            assigned_ips,
             enis,
         };
         BTreeMap::from([("0".to_owned(), card)])
@@ -89,6 +126,20 @@ impl IntrospectionSource for Node {
 
     fn pods(&self) -> Value {
         let pool = self.pool();
+        if let Some(block) = pool.ipv6_block() {
+            let pods: Vec<Value> = block
+                .allocations()
+                .into_iter()
+                .map(|(key, pod, assignment)| {
+                    json!({
+                        "namespace": pod.namespace, "name": pod.name, "containerID": key.container_id, "ifName": key.if_name,
+                        "networkName": key.network_name, "ipv6": assignment.ip.to_string(), "eni": assignment.eni_id,
+                        "deviceNumber": assignment.device_number, "routeTableId": assignment.route_table_id,
+                    })
+                })
+                .collect();
+            return Value::Array(pods);
+        }
         let pods: Vec<Value> = pool
             .allocations()
             .into_iter()
@@ -115,7 +166,35 @@ impl IntrospectionSource for Node {
                     .collect()
             })
             .unwrap_or_default();
+        if let Some(block) = pool.ipv6_block() {
+            // IPv6 mode: no warm pool and no decisions, the /80 and who holds what in it.
+            let assignments: Vec<Value> = block
+                .allocations()
+                .into_iter()
+                .map(|(key, pod, assignment)| {
+                    json!({
+                        "namespace": pod.namespace, "name": pod.name, "containerID": key.container_id,
+                        "ifName": key.if_name, "networkName": key.network_name,
+                        "ipv6": assignment.ip.to_string(), "assignedAt": rfc3339(assignment.assigned_at),
+                    })
+                })
+                .collect();
+            return json!({
+                "family": "ipv6",
+                "ipv6": {
+                    "prefix": block.prefix().to_string(),
+                    "eni": block.eni_id(),
+                    "size": block.size(),
+                    "assigned": block.assigned(),
+                    "assignments": assignments,
+                },
+                "limits": pool.limits(),
+                "config": pool.config(),
+                "recentDecisions": decisions,
+            });
+        }
         json!({
+            "family": "ipv4",
             "stats": pool.stats(now),
             "enis": pool.eni_stats(now),
             "limits": pool.limits(),
@@ -162,6 +241,8 @@ impl IntrospectionSource for Node {
             "AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG": p.custom_networking,
             "AWS_MANAGE_ENIS_NON_SCHEDULABLE": p.manage_enis_non_schedulable,
             "ENABLE_SUBNET_DISCOVERY": p.subnet_discovery,
+            "ENABLE_IPv4": !p.ipv6,
+            "ENABLE_IPv6": p.ipv6,
         })
     }
 }

@@ -53,11 +53,44 @@ fn booleans() {
     );
 }
 
+/// The bad IPv6 inputs, each a start-up error naming its variables (a non-Nitro type, known only once the
+/// daemon reads instance metadata, is in `daemon_ipv6.rs`).
 #[test]
 fn address_families() {
+    // Both families.
     refused(
         &[("ENABLE_IPv6", "true")],
         r#"ENABLE_IPv4="true" is not valid: expected false with ENABLE_IPv6=true: exactly one of ENABLE_IPv4 and ENABLE_IPv6 is true (dual-stack pods are not supported, as in the original)"#,
+    );
+    // Neither.
+    refused(
+        &[("ENABLE_IPv4", "false")],
+        r#"ENABLE_IPv4="false" is not valid: expected true, or ENABLE_IPv6=true: exactly one of ENABLE_IPv4 and ENABLE_IPv6 is true (dual-stack pods are not supported, as in the original)"#,
+    );
+    // IPv6 without prefix delegation.
+    refused(
+        &[("ENABLE_IPv4", "false"), ("ENABLE_IPv6", "true")],
+        r#"ENABLE_PREFIX_DELEGATION="false" is not valid: expected true with ENABLE_IPv6=true: IPv6 pods take their addresses from a /80 prefix on the primary ENI"#,
+    );
+    // Custom networking together with IPv6.
+    refused(
+        &[
+            ("ENABLE_IPv4", "false"),
+            ("ENABLE_IPv6", "true"),
+            ("ENABLE_PREFIX_DELEGATION", "true"),
+            ("AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG", "true"),
+        ],
+        r#"AWS_VPC_K8S_CNI_CUSTOM_NETWORK_CFG="true" is not valid: expected false with ENABLE_IPv6=true: IPv6 pods use the node's own /80, not an ENIConfig's subnet (the original refuses the pair too)"#,
+    );
+    // IPv6 needs 1280 bytes on every link.
+    refused(
+        &[
+            ("ENABLE_IPv4", "false"),
+            ("ENABLE_IPv6", "true"),
+            ("ENABLE_PREFIX_DELEGATION", "true"),
+            ("AWS_VPC_ENI_MTU", "1000"),
+        ],
+        r#"AWS_VPC_ENI_MTU="1000" is not valid: expected a whole number from 1280 to 9001"#,
     );
 }
 

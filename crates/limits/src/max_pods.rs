@@ -5,6 +5,10 @@
 //! The `+ 2` is for the host-network pods (aws-node, kube-proxy). ENIs are those of the default network card,
 //! less the ones that carry no pod addresses (custom networking's primary ENI, a trunk ENI's slot).
 //! Managed node groups then cap the result: 110 for types with 30 vCPUs or fewer, 250 above.
+//!
+//! IPv6 ([`max_pods_ipv6`]): pods take /128s from the primary ENI's /80, so addresses do not limit density;
+//! EKS gives IPv6 nodes the prefix-delegation number (the formula above with × 16) under the same cap, which
+//! is the cap on every type but the smallest. Nitro and bare-metal types only: EC2 delegates /80s to no other.
 
 use serde::Serialize;
 
@@ -29,6 +33,8 @@ pub enum AddressMode {
     SecondaryIp,
     /// One /28 prefix (16 addresses) per ENI slot.
     PrefixDelegation,
+    /// IPv6 mode: one /80 on the primary ENI; the number is prefix delegation's, as EKS computes it.
+    Ipv6,
 }
 
 impl AddressMode {
@@ -37,6 +43,7 @@ impl AddressMode {
         match self {
             Self::SecondaryIp => "secondary-ip",
             Self::PrefixDelegation => "prefix-delegation",
+            Self::Ipv6 => "ipv6",
         }
     }
 }
@@ -86,7 +93,7 @@ impl MaxPods {
     pub fn derivation(&self) -> String {
         let per_eni = match self.mode {
             AddressMode::SecondaryIp => format!("({} − 1) IPs", self.ipv4_per_eni),
-            AddressMode::PrefixDelegation => {
+            AddressMode::PrefixDelegation | AddressMode::Ipv6 => {
                 format!("({} − 1) prefixes × {IPS_PER_PREFIX} IPs", self.ipv4_per_eni)
             }
         };
@@ -105,6 +112,51 @@ impl MaxPods {
         }
         line
     }
+}
+
+/// Why a type cannot run IPv6 pods.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{instance_type} cannot run IPv6 pods: they take their addresses from a /80 prefix, which EC2 delegates to \
+     Nitro and bare-metal types only, and {instance_type} is {hypervisor} (ipamd refuses ENABLE_IPv6=true on it)"
+)]
+pub struct NoIpv6 {
+    /// The type.
+    pub instance_type: String,
+    /// Its hypervisor.
+    pub hypervisor: String,
+}
+
+/// Max pods for an IPv6 node (ENABLE_IPv6=true): prefix delegation's number, as EKS gives IPv6 nodes, then
+/// the cap; refused for types that cannot hold a /80. Custom networking does not apply (ipamd refuses it
+/// with IPv6), so it is ignored here with a note.
+pub fn max_pods_ipv6(limits: &InstanceLimits, options: &MaxPodsOptions) -> Result<MaxPods, NoIpv6> {
+    if !limits.supports_prefix_delegation() {
+        return Err(NoIpv6 {
+            instance_type: limits.instance_type.clone(),
+            hypervisor: limits.hypervisor.to_string(),
+        });
+    }
+    let mut result = max_pods(
+        limits,
+        &MaxPodsOptions {
+            prefix_delegation: true,
+            custom_networking: false,
+            ..*options
+        },
+    );
+    result.mode = AddressMode::Ipv6;
+    let mut notes = vec![
+        "IPv6: pods take /128s from the primary ENI's /80 (2^48 addresses), so addresses do not limit density; \
+         the number is prefix delegation's, as EKS gives IPv6 nodes"
+            .to_owned(),
+    ];
+    if options.custom_networking {
+        notes.push("custom networking does not apply to IPv6 (ipamd refuses the pair): ignored".to_owned());
+    }
+    notes.append(&mut result.notes);
+    result.notes = notes;
+    Ok(result)
 }
 
 /// Computes max pods for one type.
@@ -168,7 +220,7 @@ pub fn max_pods(limits: &InstanceLimits, options: &MaxPodsOptions) -> MaxPods {
     let slots_per_eni = limits.ipv4_per_eni.saturating_sub(1);
     let ips_per_eni = match mode {
         AddressMode::SecondaryIp => slots_per_eni,
-        AddressMode::PrefixDelegation => slots_per_eni * IPS_PER_PREFIX,
+        AddressMode::PrefixDelegation | AddressMode::Ipv6 => slots_per_eni * IPS_PER_PREFIX,
     };
     if enis == 0 {
         notes.push("no ENI is left for pod addresses: only host-network pods can run".to_owned());
@@ -398,6 +450,49 @@ mod tests {
             },
         );
         assert_eq!((result.enis_used, result.max_pods), (0, 2));
+    }
+
+    #[test]
+    fn ipv6_is_prefix_delegations_number_under_the_cap_and_nitro_only() {
+        let capped = MaxPodsOptions {
+            show_max_allowed: false,
+            ..UNCAPPED
+        };
+        let m5 = max_pods_ipv6(builtin().get("m5.large").unwrap(), &capped).unwrap();
+        assert_eq!(
+            (m5.mode, m5.ip_limited_max_pods, m5.max_pods),
+            (AddressMode::Ipv6, 434, 110)
+        );
+        let big = max_pods_ipv6(builtin().get("m5.24xlarge").unwrap(), &capped).unwrap();
+        assert_eq!(big.max_pods, 250);
+        // The smallest Nitro types stay under the cap, as with prefix delegation.
+        let nano = max_pods_ipv6(builtin().get("t3.nano").unwrap(), &capped).unwrap();
+        // 2 ENIs × (2 − 1) prefixes × 16 + 2.
+        assert_eq!(nano.max_pods, 34);
+        assert!(
+            m5.derivation()
+                .starts_with("ipv6: 3 ENIs × (10 − 1) prefixes × 16 IPs"),
+            "{}",
+            m5.derivation()
+        );
+        let refused = max_pods_ipv6(builtin().get("m4.large").unwrap(), &capped).unwrap_err();
+        assert!(
+            refused.to_string().contains("m4.large") && refused.to_string().contains("xen"),
+            "{refused}"
+        );
+        for limits in builtin().iter() {
+            let pd = max_pods(
+                limits,
+                &MaxPodsOptions {
+                    prefix_delegation: true,
+                    ..capped
+                },
+            );
+            match max_pods_ipv6(limits, &capped) {
+                Ok(ipv6) => assert_eq!(ipv6.max_pods, pd.max_pods, "{}", limits.instance_type),
+                Err(_) => assert!(!limits.supports_prefix_delegation(), "{}", limits.instance_type),
+            }
+        }
     }
 
     #[test]

@@ -22,6 +22,7 @@ pub struct TestNodeBuilder {
     pub(crate) topology_extra: String,
     pub(crate) start_ipamd: bool,
     pub(crate) hotplug: bool,
+    pub(crate) ipv6: bool,
 }
 
 impl Default for TestNodeBuilder {
@@ -38,6 +39,7 @@ impl Default for TestNodeBuilder {
             topology_extra: String::new(),
             start_ipamd: true,
             hotplug: true,
+            ipv6: false,
         }
     }
 }
@@ -85,6 +87,15 @@ impl TestNodeBuilder {
         self.ipamd_env("ENABLE_PREFIX_DELEGATION", "true")
     }
 
+    /// A dual-stack VPC (an Amazon-provided IPv6 /56, the node's subnet with its first /64) and ipamd in
+    /// IPv6 mode (`ENABLE_IPv6=true`, `ENABLE_IPv4=false`, `ENABLE_PREFIX_DELEGATION=true`).
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self.ipamd_env("ENABLE_IPv6", "true")
+            .ipamd_env("ENABLE_IPv4", "false")
+            .prefix_delegation()
+    }
+
     /// A line in the topology's `[sim]` table, e.g. `("attach_delay_ms", "500")` (value in TOML).
     pub fn sim_setting(mut self, key: &str, toml_value: &str) -> Self {
         self.sim_settings.push(format!("{key} = {toml_value}"));
@@ -111,11 +122,16 @@ impl TestNodeBuilder {
     }
 
     pub(crate) fn topology(&self) -> String {
-        let mut text = format!("[vpc]\ncidr = \"{}\"\n\n", self.vpc_cidr);
+        let mut text = format!("[vpc]\ncidr = \"{}\"\n", self.vpc_cidr);
+        if self.ipv6 {
+            text.push_str("amazon_ipv6 = true\n");
+        }
+        text.push('\n');
         let _ = writeln!(
             text,
-            "[[subnets]]\nname = \"primary\"\ncidr = \"{}\"\n",
-            self.subnet
+            "[[subnets]]\nname = \"primary\"\ncidr = \"{}\"\n{}",
+            self.subnet,
+            if self.ipv6 { "ipv6_index = 0\n" } else { "" }
         );
         for (i, cidr) in self.extra_subnets.iter().enumerate() {
             let _ = writeln!(

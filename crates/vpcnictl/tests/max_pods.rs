@@ -428,3 +428,58 @@ fn every_command_that_prints_survives_a_reader_gone_before_it_starts() {
         assert!(output.status.success(), "{args:?}: {:?} {errors}", output.status);
     }
 }
+
+/// `--ipv6`: prefix delegation's number under the cap (addresses do not limit an IPv6 node), refused with
+/// the reason on a type that cannot hold a /80, and such types left out of `--all`.
+#[test]
+fn ipv6_nodes_get_prefix_delegations_number_on_nitro_only() {
+    let output = vpcnictl(&["max-pods", "--instance-type", "m5.large", "--ipv6"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let text = stdout(&output);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("110"));
+    assert_eq!(
+        lines.next(),
+        Some(
+            "m5.large: ipv6: 3 ENIs × (10 − 1) prefixes × 16 IPs + 2 host-network pods = 434, capped at 110 → 110"
+        )
+    );
+    assert!(text.contains("addresses do not limit density"), "{text}");
+    let value = json(&[
+        "max-pods",
+        "--instance-type",
+        "m5.large",
+        "--ipv6",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(value["mode"], "ipv6");
+    assert_eq!(value["max_pods"], 110);
+
+    let refused = vpcnictl(&["max-pods", "--instance-type", "m4.large", "--ipv6"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+    let why = stderr(&refused);
+    assert!(
+        why.contains("m4.large") && why.contains("xen") && why.contains("/80"),
+        "{why}"
+    );
+
+    let all = vpcnictl(&["max-pods", "--all", "--ipv6"]);
+    assert!(all.status.success(), "{}", stderr(&all));
+    let listed = stdout(&all);
+    assert!(listed.lines().any(|l| l == "m5.large 110"), "m5.large is listed");
+    assert!(
+        !listed.lines().any(|l| l.starts_with("m4.large ")),
+        "m4.large is left out"
+    );
+    assert!(stderr(&all).contains("left out"), "{}", stderr(&all));
+
+    let conflict = vpcnictl(&[
+        "max-pods",
+        "--instance-type",
+        "m5.large",
+        "--ipv6",
+        "--custom-networking",
+    ]);
+    assert!(!conflict.status.success());
+}

@@ -139,6 +139,35 @@ impl World {
         }
     }
 
+    /// A dual-stack VPC (an Amazon-provided /56, the subnet with its first /64) and one instance.
+    pub fn ipv6(instance_type: &str) -> Self {
+        let sim = Simulator::new(SimConfig::default(), Arc::new(WallClock));
+        let vpc = sim
+            .create_vpc("10.0.0.0/16".parse().unwrap(), Tags::new())
+            .unwrap();
+        let block = sim.associate_vpc_ipv6_cidr(&vpc, None).unwrap();
+        let first_64 = ipnet::Ipv6Net::new(block.network(), 64).unwrap();
+        let subnet = sim
+            .create_subnet_with_ipv6(
+                &vpc,
+                "10.0.0.0/24".parse().unwrap(),
+                first_64,
+                "us-west-2a",
+                Tags::new(),
+            )
+            .unwrap();
+        let instance = sim
+            .run_instance(instance_type, &subnet, None, Tags::new())
+            .unwrap();
+        Self {
+            sim,
+            instance,
+            subnet,
+            vpc,
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
     pub fn checkpoint(&self) -> std::path::PathBuf {
         self.dir.path().join("ipam.json")
     }

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Args;
-use vpcni_limits::max_pods::{MaxPods, MaxPodsOptions, max_pods};
+use vpcni_limits::max_pods::{MaxPods, MaxPodsOptions, max_pods, max_pods_ipv6};
 
 use crate::output::{OutputFormat, print_json, say, usage_error};
 
@@ -11,9 +11,11 @@ use crate::output::{OutputFormat, print_json, say, usage_error};
 ///
 /// Secondary-IP mode: ENIs × (IPv4 per ENI − 1) + 2. Prefix delegation: ENIs × (IPv4 per ENI − 1) × 16 + 2
 /// on Nitro and bare-metal types. Then the managed-node-group cap: 110 for 30 vCPUs or fewer, 250 above.
+/// IPv6 (--ipv6): addresses come from a /80 and do not limit density; the number is prefix delegation's,
+/// as EKS gives IPv6 nodes, under the same cap; Nitro and bare-metal types only.
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Examples:\n  vpcnictl max-pods --instance-type m5.xlarge\n  vpcnictl max-pods --instance-type m5.large --prefix-delegation --output json\n  vpcnictl max-pods --all --show-max-allowed > eni-max-pods.txt"
+    after_help = "Examples:\n  vpcnictl max-pods --instance-type m5.xlarge\n  vpcnictl max-pods --instance-type m5.large --prefix-delegation --output json\n  vpcnictl max-pods --instance-type m5.large --ipv6\n  vpcnictl max-pods --all --show-max-allowed > eni-max-pods.txt"
 )]
 pub struct MaxPodsArgs {
     /// EC2 instance type, e.g. m5.xlarge.
@@ -33,6 +35,9 @@ pub struct MaxPodsArgs {
     /// Custom networking (ENIConfig): the primary ENI carries no pod addresses.
     #[arg(long)]
     custom_networking: bool,
+    /// IPv6 nodes (ENABLE_IPv6=true): pods get /128s from the primary ENI's /80; Nitro and bare metal only.
+    #[arg(long, conflicts_with = "custom_networking")]
+    ipv6: bool,
     /// Attach at most N ENIs (MAX_ENI).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     max_eni: Option<u32>,
@@ -63,8 +68,25 @@ impl MaxPodsArgs {
 pub fn run(args: &MaxPodsArgs) -> anyhow::Result<ExitCode> {
     let table = vpcni_limits::builtin();
     let options = args.options();
+    let compute = |limits| {
+        if args.ipv6 {
+            max_pods_ipv6(limits, &options)
+        } else {
+            Ok(max_pods(limits, &options))
+        }
+    };
     if args.all {
-        let results: Vec<MaxPods> = table.iter().map(|limits| max_pods(limits, &options)).collect();
+        // With --ipv6, types that cannot hold a /80 are left out, and counted on stderr.
+        let mut left_out = 0;
+        let results: Vec<MaxPods> = table
+            .iter()
+            .filter_map(|limits| compute(limits).map_err(|_| left_out += 1).ok())
+            .collect();
+        if left_out > 0 {
+            eprintln!(
+                "note: {left_out} types left out: IPv6 needs a Nitro or bare-metal type (EC2 delegates /80 prefixes to no other)"
+            );
+        }
         match args.output {
             OutputFormat::Text => {
                 for result in &results {
@@ -82,7 +104,10 @@ pub fn run(args: &MaxPodsArgs) -> anyhow::Result<ExitCode> {
         Ok(limits) => limits,
         Err(unknown) => return Ok(usage_error(unknown)),
     };
-    let result = max_pods(limits, &options);
+    let result = match compute(limits) {
+        Ok(result) => result,
+        Err(no_ipv6) => return Ok(usage_error(no_ipv6)),
+    };
     match args.output {
         OutputFormat::Text => {
             say!("{}", result.max_pods);
