@@ -8,11 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use vpcni_dataplane::eni::EniSpec;
+use vpcni_dataplane::iptables::egress::EgressFamily;
 use vpcni_dataplane::iptables::{SnatPorts, SnatSettings};
 use vpcni_dataplane::rules::NodeRules;
 use vpcni_dataplane::{DataplaneError, eni, iptables, rules, sysctl};
 
-use crate::config::{Config, RandomizeSnat};
+use crate::config::{Config, EgressReject, RandomizeSnat};
 use crate::discovery::NodeIdentity;
 
 /// The node-wide settings the host needs.
@@ -26,6 +27,9 @@ pub struct NodeNetwork {
     pub rules: NodeRules,
     /// AWS_VPC_ENI_MTU, for the primary interface too.
     pub mtu: u32,
+    /// The egress range new connections are refused to, if any (the original's "Block Node Local Pod
+    /// access" rule).
+    pub egress_reject: Option<EgressFamily>,
 }
 
 impl NodeNetwork {
@@ -55,6 +59,10 @@ impl NodeNetwork {
                 external_service_cidrs: network.external_service_cidrs.clone(),
             },
             mtu: network.eni_mtu,
+            egress_reject: network.egress_reject.map(|family| match family {
+                EgressReject::V4 => EgressFamily::V4,
+                EgressReject::V6 => EgressFamily::V6,
+            }),
         }
     }
 }
@@ -96,9 +104,19 @@ impl Host for LinuxHost {
         let rule_changes = rules::program_node_rules(&node.rules).await?;
         let mut snat = node.snat.clone();
         snat.primary_interface = name.clone();
-        let iptables_changes = tokio::task::spawn_blocking(move || iptables::apply(&snat))
-            .await
-            .map_err(|e| DataplaneError::System(format!("iptables worker: {e}")))??;
+        let egress_reject = node.egress_reject;
+        let iptables_changes = tokio::task::spawn_blocking(move || {
+            let changes = iptables::apply(&snat)?;
+            // As the original's ipamd: nothing from outside the node opens a connection to an egress
+            // address (the egress plugin ensures the same rule on each ADD; both are idempotent).
+            let reject = match egress_reject {
+                Some(family) => usize::from(iptables::egress::ensure_reject(family)?),
+                None => 0,
+            };
+            Ok::<_, DataplaneError>(changes + reject)
+        })
+        .await
+        .map_err(|e| DataplaneError::System(format!("iptables worker: {e}")))??;
         tracing::info!(primary = %name, rule_changes, iptables_changes, "node network programmed");
         Ok(())
     }
