@@ -800,3 +800,44 @@ fn ipv4_pods_reach_ipv6_outside_with_v6_egress() {
     assert_eq!(after.rules, before.rules);
     assert!(after.veths.is_empty() && after.files.is_empty(), "{after:?}");
 }
+
+/// GC (1.1.0) releases the address, chain and veth of every attachment the runtime no longer lists, and
+/// keeps the ones it lists.
+#[test]
+fn gc_releases_what_the_runtime_no_longer_lists() {
+    let node = Node::start();
+    let before = node.egress_state();
+    let (main, egress) = (node.main_config("1.1.0"), node.egress_config("1.1.0"));
+    let kept = Netns::new("p");
+    let kept_result = node.add_chain("kept-0", &kept, &main, &egress);
+    let (kept_v4, _) = address_on(&kept_result, "v4if0").unwrap();
+    let gone = Netns::new("p");
+    node.add_chain("gone-0", &gone, &main, &egress);
+    drop(gone);
+
+    let mut gc = egress.clone();
+    gc["cni.dev/valid-attachments"] = json!([{ "containerID": "ctr-kept-0", "ifname": "eth0" }]);
+    let output = node.egress("GC", "", None, &gc);
+    assert!(output.status.success(), "{output:?}");
+    let state = node.egress_state();
+    assert_eq!(state.files, BTreeSet::from([kept_v4.clone()]));
+    assert_eq!(
+        state.rules.iter().filter(|l| l.starts_with(":CNI-E4-")).count(),
+        1
+    );
+    assert_eq!(state.veths.len(), 1, "{state:?}");
+    let listener = listen(&node.outside, OUTSIDE_V4);
+    connect(&kept, OUTSIDE_V4, DEADLINE).unwrap();
+    assert_eq!(
+        peer(&listener),
+        NODE_V4,
+        "the kept pod still leaves through the node"
+    );
+
+    gc["cni.dev/valid-attachments"] = json!([]);
+    let output = node.egress("GC", "", None, &gc);
+    assert!(output.status.success(), "{output:?}");
+    let after = node.egress_state();
+    assert_eq!(after.rules, before.rules);
+    assert!(after.veths.is_empty() && after.files.is_empty(), "{after:?}");
+}

@@ -158,11 +158,17 @@ struct Plan {
     ports: SnatPorts,
     /// `v4if0` or `v6if0`.
     ifname: &'static str,
+    /// `E4-` or `E6-`.
+    infix: &'static str,
     chain: String,
     comment: String,
 }
 
 fn plan(invocation: &Invocation, config: &NetConf, egress: &EgressConf) -> Result<Plan, CniError> {
+    plan_for(&invocation.container_id, config, egress)
+}
+
+fn plan_for(container_id: &str, config: &NetConf, egress: &EgressConf) -> Result<Plan, CniError> {
     let node_ip = egress.node_ip.ok_or_else(|| {
         invalid(
             "nodeIP is missing from the egress plugin's configuration",
@@ -223,8 +229,9 @@ fn plan(invocation: &Invocation, config: &NetConf, egress: &EgressConf) -> Resul
             .unwrap_or_else(|| PathBuf::from(default_dir)),
         ports: egress.ports,
         ifname,
-        chain: chain_name(infix, &config.name, &invocation.container_id),
-        comment: chain_comment(&config.name, &invocation.container_id),
+        infix,
+        chain: chain_name(infix, &config.name, container_id),
+        comment: chain_comment(&config.name, container_id),
     })
 }
 
@@ -259,7 +266,8 @@ pub fn run(
         Command::Add => add(invocation, config, egress).map(Some),
         Command::Del => del(invocation, config, egress).map(|()| None),
         Command::Check => check(invocation, config, egress).map(|()| None),
-        Command::Status | Command::Gc => Ok(None),
+        Command::Gc => garbage_collect(config, egress).map(|()| None),
+        Command::Status => Ok(None),
         Command::Version => Ok(Some(crate::spec::version_reply(&config.cni_version))),
     }
 }
@@ -418,4 +426,49 @@ fn check(invocation: &Invocation, config: &NetConf, egress: &EgressConf) -> Resu
         ));
     }
     Ok(())
+}
+
+/// GC (1.1.0): every address the store holds for an attachment the runtime no longer lists is released,
+/// with the attachment's SNAT chain and host veth (the pod's namespace is gone: the runtime said so). The
+/// original's plugin has no GC; a pod whose DEL never came keeps its address there until the node reboots.
+fn garbage_collect(config: &NetConf, egress: &EgressConf) -> Result<(), CniError> {
+    if !egress.enabled {
+        return Ok(());
+    }
+    let Some(valid) = &config.valid_attachments else {
+        return Err(invalid("GC needs cni.dev/valid-attachments", ""));
+    };
+    let family_plan = plan_for("", config, egress)?;
+    let store = Store::open(&family_plan.data_dir, &config.name).map_err(store_error)?;
+    let runtime = runtime()?;
+    let mut errors = Vec::new();
+    for (ip, id, ifname, _) in store.entries().map_err(store_error)? {
+        let kept = valid
+            .iter()
+            .any(|a| a.container_id == id && (a.ifname == ifname || ifname.is_empty()));
+        if kept || !family_plan.range.contains(ip) {
+            continue;
+        }
+        let chain = chain_name(family_plan.infix, &config.name, &id);
+        let comment = chain_comment(&config.name, &id);
+        if let Err(error) = remove_snat(family_plan.family, &chain, &comment) {
+            errors.push(format!("{chain}: {error}"));
+        }
+        let veth = host_veth_name(&id, &ifname);
+        if let Err(error) = runtime.block_on(teardown_egress(None, family_plan.ifname, &veth)) {
+            errors.push(format!("{veth}: {error}"));
+        }
+        match store.release(&id, &ifname) {
+            Ok(released) => tracing::info!(container = %id, ?released, "GC: egress released"),
+            Err(error) => errors.push(error.to_string()),
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(internal(
+            "GC could not release every egress address",
+            errors.join("; "),
+        ))
+    }
 }
