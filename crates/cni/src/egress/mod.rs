@@ -308,6 +308,13 @@ fn add(invocation: &Invocation, config: &NetConf, egress: &EgressConf) -> Result
             if let Err(undo) = remove_snat(plan.family, &plan.chain, &plan.comment) {
                 tracing::warn!("removing {} after the failed ADD: {undo}", plan.chain);
             }
+            let undo = runtime().and_then(|r| {
+                r.block_on(teardown_egress(Some(&netns), plan.ifname, &host_veth))
+                    .map_err(|e| internal("removing the egress interface", e))
+            });
+            if let Err(undo) = undo {
+                tracing::warn!("removing {host_veth} after the failed ADD: {undo}");
+            }
             Err(error)
         }
     }
@@ -396,18 +403,29 @@ fn del(invocation: &Invocation, config: &NetConf, egress: &EgressConf) -> Result
     let released = store
         .release(&invocation.container_id, &invocation.ifname)
         .map_err(store_error)?;
+    // Every step is tried, whatever the others do: a DEL the runtime repeats finds less to do.
     let host_veth = host_veth_name(&invocation.container_id, &invocation.ifname);
-    runtime()?
-        .block_on(teardown_egress(
-            invocation.netns.as_deref(),
-            plan.ifname,
-            &host_veth,
-        ))
-        .map_err(|e| internal("failed to remove the egress interface", e))?;
-    let chain_removed = remove_snat(plan.family, &plan.chain, &plan.comment)
-        .map_err(|e| internal("failed to remove the SNAT chain", e))?;
+    let mut errors = Vec::new();
+    if let Err(error) = runtime()?.block_on(teardown_egress(
+        invocation.netns.as_deref(),
+        plan.ifname,
+        &host_veth,
+    )) {
+        errors.push(format!("the egress interface: {error}"));
+    }
+    let chain_removed = match remove_snat(plan.family, &plan.chain, &plan.comment) {
+        Ok(removed) => removed,
+        Err(error) => {
+            errors.push(format!("the SNAT chain {}: {error}", plan.chain));
+            false
+        }
+    };
     tracing::info!(container = %invocation.container_id, ?released, chain_removed, "egress released");
-    Ok(())
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(internal("DEL could not remove everything", errors.join("; ")))
+    }
 }
 
 fn check(invocation: &Invocation, config: &NetConf, egress: &EgressConf) -> Result<(), CniError> {
