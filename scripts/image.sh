@@ -4,9 +4,9 @@
 #
 #   scripts/image.sh [--release]    -> $CARGO_TARGET_DIR/image/vpcni-<version>.tar, image localhost/vpcni:<version>
 #
-# The image holds /app/vpcni-ipamd, /app/vpcnictl, /app/cni/{vpcni,loopback,portmap} (installed on the node
-# by `vpcnictl node init`), iptables (nft backend, with its extensions, which ipamd runs) and the shared
-# libraries these need, found with ldd. The plugin is linked statically (glibc crt-static) because it runs
+# The image holds /app/vpcni-ipamd, /app/vpcnictl, /app/cni/{vpcni,vpcni-egress,loopback,portmap} (installed on
+# the node by `vpcnictl node init`), iptables and ip6tables (nft backend, with its extensions, which ipamd
+# runs) and the shared libraries these need, found with ldd. The plugin is linked statically (glibc crt-static) because it runs
 # on the node with the node's C library, whatever its version; the daemon runs inside the image with the
 # image's libraries. Debug builds by default: the test suite has built them already, and a release build
 # compiles the AWS SDK a second time (numbers in BENCHMARKS.md).
@@ -54,22 +54,26 @@ install -m 0755 "$CARGO_TARGET_DIR/$profile/vpcnictl" "$rootfs/app/vpcnictl"
 
 # An explicit --target keeps the static build's artifacts apart from the shared dynamic ones.
 target=x86_64-unknown-linux-gnu
-echo "==> building the plugin vpcni, statically linked ($profile)" >&2
+echo "==> building the plugins vpcni and vpcni-egress, statically linked ($profile)" >&2
 RUSTFLAGS="-C target-feature=+crt-static" \
-    cargo build --locked "${cargo_profile[@]}" --target "$target" -p vpcni-cni --bin vpcni
+    cargo build --locked "${cargo_profile[@]}" --target "$target" -p vpcni-cni --bin vpcni --bin vpcni-egress
 plugin="$CARGO_TARGET_DIR/$target/$profile/vpcni"
-if ! ldd "$plugin" 2>&1 | grep -q -E 'statically linked|not a dynamic executable'; then
-    echo "scripts/image.sh: $plugin is not static" >&2
-    exit 1
-fi
+egress_plugin="$CARGO_TARGET_DIR/$target/$profile/vpcni-egress"
+for binary in "$plugin" "$egress_plugin"; do
+    if ! ldd "$binary" 2>&1 | grep -q -E 'statically linked|not a dynamic executable'; then
+        echo "scripts/image.sh: $binary is not static" >&2
+        exit 1
+    fi
+done
 
 
 # Binaries, without their debug information (the image ships programs, not symbols).
 install -m 0755 "$plugin" "$rootfs/app/cni/vpcni"
+install -m 0755 "$egress_plugin" "$rootfs/app/cni/vpcni-egress"
 install -m 0755 /usr/lib/cni/loopback /usr/lib/cni/portmap "$rootfs/app/cni/"
-strip --strip-debug "$rootfs/app/vpcni-ipamd" "$rootfs/app/vpcnictl" "$rootfs/app/cni/vpcni"
+strip --strip-debug "$rootfs/app/vpcni-ipamd" "$rootfs/app/vpcnictl" "$rootfs/app/cni/vpcni" "$rootfs/app/cni/vpcni-egress"
 install -m 0755 "$iptables_multi" "$rootfs/usr/sbin/xtables-nft-multi"
-for name in iptables iptables-save iptables-restore; do
+for name in iptables iptables-save iptables-restore ip6tables ip6tables-save ip6tables-restore; do
     ln -s xtables-nft-multi "$rootfs/usr/sbin/$name"
 done
 mkdir -p "$rootfs$xtables_modules"

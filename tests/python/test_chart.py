@@ -213,3 +213,16 @@ def test_values_reach_the_daemonset(helm, tmp_path):
     assert everything[("ConfigMap", "vpcni")]["data"]["10-vpcni.conflist"] == '{"name":"mine"}'
     assert {"name": "cni-config", "mountPath": "/app/10-vpcni.conflist", "subPath": "10-vpcni.conflist",
             "readOnly": True} in main["volumeMounts"]
+
+
+def test_egress_variables_carry_the_originals_defaults(rendered, helm):
+    pod = objects(rendered)[("DaemonSet", "vpcni")]["spec"]["template"]
+    main = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    init = {e["name"]: e.get("value") for e in pod["spec"]["initContainers"][0]["env"]}
+    assert (main["ENABLE_IPv6"], main["ENABLE_V4_EGRESS"], main["ENABLE_V6_EGRESS"]) == ("false", "true", "false")
+    assert (init["ENABLE_IPv6"], init["ENABLE_V6_EGRESS"]) == ("false", "false")
+    text = render(helm, CHART, "--set", "env.ENABLE_IPv6=true", "--set", "env.ENABLE_IPv4=false",
+                  "--set", "init.env.ENABLE_IPv6=true", "--set", "env.ENABLE_V4_EGRESS=false")
+    pod = objects(text)[("DaemonSet", "vpcni")]["spec"]["template"]
+    main = {e["name"]: e.get("value") for e in pod["spec"]["containers"][0]["env"]}
+    assert (main["ENABLE_IPv6"], main["ENABLE_IPv4"], main["ENABLE_V4_EGRESS"]) == ("true", "false", "false")

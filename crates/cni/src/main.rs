@@ -7,10 +7,12 @@
 // Only `emit` writes to stdout (clippy.toml disallows `std::io::stdout` everywhere else in this crate).
 #![deny(clippy::print_stdout, clippy::print_stderr, clippy::disallowed_methods)]
 
-use std::io::{Read, Write};
+mod cli;
+
 use std::process::ExitCode;
 
-use vpcni_cni::spec::{CniError, Command, Invocation, SUPPORTED_VERSIONS, read_config, version_reply};
+use cli::{emit, fail, requested_version};
+use vpcni_cni::spec::{Command, Invocation, read_config, version_reply};
 
 fn main() -> ExitCode {
     let invocation = match Invocation::from_env(|name| std::env::var(name).ok()) {
@@ -43,40 +45,4 @@ fn main() -> ExitCode {
             fail(&error, &version)
         }
     }
-}
-
-/// VERSION answers in the version the runtime's stdin names, when we speak it; the newest otherwise.
-fn requested_version() -> String {
-    let mut text = String::new();
-    // VERSION needs no stdin (the spec sends one, runtimes may not): unreadable means "not named".
-    if std::io::stdin()
-        .lock()
-        .take(64 * 1024)
-        .read_to_string(&mut text)
-        .is_err()
-    {
-        text.clear();
-    }
-    serde_json::from_str::<serde_json::Value>(&text)
-        .ok()
-        .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_owned))
-        .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| "1.1.0".to_owned())
-}
-
-/// The plugin's one writer of stdout: the result, or the error result.
-#[allow(clippy::disallowed_methods)]
-fn emit(text: &str) -> ExitCode {
-    let mut stdout = std::io::stdout().lock();
-    if writeln!(stdout, "{text}").and_then(|()| stdout.flush()).is_err() {
-        return ExitCode::FAILURE;
-    }
-    ExitCode::SUCCESS
-}
-
-fn fail(error: &CniError, version: &str) -> ExitCode {
-    // If stdout is gone the runtime cannot read the error anyway; the exit code below still fails the call.
-    emit(&error.to_json(version));
-    // The spec asks for a non-zero exit; the code itself travels in the JSON.
-    ExitCode::from(u8::try_from(error.code.code()).unwrap_or(1).max(1))
 }

@@ -14,6 +14,7 @@
 // nix's setns is safe; nothing here needs unsafe.
 #![forbid(unsafe_code)]
 
+pub mod egress;
 pub mod eni;
 pub mod iptables;
 pub mod naming;

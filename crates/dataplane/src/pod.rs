@@ -153,7 +153,7 @@ async fn wire(host: &Handle, spec: &PodSpec) -> Result<Wired, DataplaneError> {
 }
 
 /// Brings the pod's interface (and `lo`) up; returns the interface's index and MAC.
-async fn pod_link_up(pod: &Handle, ifname: &str) -> Result<(u32, Vec<u8>), DataplaneError> {
+pub(crate) async fn pod_link_up(pod: &Handle, ifname: &str) -> Result<(u32, Vec<u8>), DataplaneError> {
     let link = link_by_name(pod, ifname)
         .await?
         .ok_or_else(|| DataplaneError::LinkNotFound(ifname.to_owned()))?;
@@ -322,7 +322,7 @@ fn address_of(message: &AddressMessage) -> Option<IpAddr> {
 }
 
 /// The IPv6 addresses on a link, with their flags.
-async fn ipv6_addresses(
+pub(crate) async fn ipv6_addresses(
     handle: &Handle,
     index: u32,
 ) -> Result<Vec<(Ipv6Addr, u8, AddressFlags)>, DataplaneError> {
@@ -352,7 +352,7 @@ fn describe(addresses: &[(Ipv6Addr, u8, AddressFlags)]) -> String {
 }
 
 /// Polls `done` every 20 ms until it says yes, fails, or [`IPV6_SETTLE_DEADLINE`] passes.
-async fn settle<F, Fut>(mut done: F, what: impl Fn(&str) -> String) -> Result<(), DataplaneError>
+pub(crate) async fn settle<F, Fut>(mut done: F, what: impl Fn(&str) -> String) -> Result<(), DataplaneError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<Result<(), String>, DataplaneError>>,

@@ -426,3 +426,111 @@ fn snat_carries_pod_traffic_out_of_the_vpc() {
         "with SNAT the pod reaches outside the VPC"
     );
 }
+
+/// The egress plugin's rules, as ipamd and the plugin call them: the reject rule is inserted first in
+/// FORWARD once however often it is ensured, for each family; a pod's SNAT chain and its POSTROUTING jump
+/// are written once (a second add changes nothing), coexist with ipamd's own SNAT rules, and go on removal
+/// (twice is fine), leaving ipamd's rules as they were.
+#[test]
+fn egress_snat_chains_and_the_reject_rule_are_idempotent() {
+    use vpcni_dataplane::iptables::egress::{
+        EgressFamily, EgressSnat, add_snat, chain_comment, chain_name, ensure_reject, remove_reject,
+        remove_snat,
+    };
+    let ns = Namespaces::new(1);
+    let node = ns.0[0].clone();
+    let save = |tool: &str, table: &str| {
+        String::from_utf8(exec(&node, &[tool, "-t", table]).stdout)
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with('-') || l.starts_with(':'))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    on_node(ns.path(0), || apply(&snat_settings()).unwrap());
+    let ipamd_nat = save("iptables-save", "nat");
+    exec(&node, &["iptables", "-A", "FORWARD", "-j", "ACCEPT"]);
+
+    for family in [EgressFamily::V4, EgressFamily::V6] {
+        assert!(on_node(ns.path(0), move || ensure_reject(family).unwrap()));
+        assert!(!on_node(ns.path(0), move || ensure_reject(family).unwrap()));
+    }
+    let filter = save("iptables-save", "filter");
+    let forward: Vec<&String> = filter.iter().filter(|l| l.starts_with("-A FORWARD")).collect();
+    assert_eq!(
+        forward,
+        [
+            "-A FORWARD -d 169.254.172.0/22 -m conntrack --ctstate NEW -m comment --comment \"Block Node Local Pod access via IPv4\" -j REJECT --reject-with icmp-port-unreachable",
+            "-A FORWARD -j ACCEPT",
+        ],
+        "first in FORWARD, once"
+    );
+    let filter6 = save("ip6tables-save", "filter");
+    assert_eq!(
+        filter6
+            .iter()
+            .filter(|l| l.contains("-A FORWARD -d fd00::ac:0/118"))
+            .count(),
+        1,
+        "{filter6:?}"
+    );
+
+    let chain = chain_name("E4-", "vpcni", "ctr-1");
+    let snat = EgressSnat {
+        chain: chain.clone(),
+        comment: chain_comment("vpcni", "ctr-1"),
+        source: "169.254.172.2".parse().unwrap(),
+        node_ip: "10.0.0.5".parse().unwrap(),
+        ports: SnatPorts::Random,
+    };
+    let added = snat.clone();
+    on_node(ns.path(0), move || add_snat(&added).unwrap());
+    let once = save("iptables-save", "nat");
+    let again = snat.clone();
+    on_node(ns.path(0), move || add_snat(&again).unwrap());
+    assert_eq!(save("iptables-save", "nat"), once, "a second add changes nothing");
+    let ours: Vec<&String> = once.iter().filter(|l| l.contains(&chain)).collect();
+    assert_eq!(
+        ours,
+        [
+            &format!(":{chain} - [0:0]"),
+            &format!(
+                "-A POSTROUTING -s 169.254.172.2/32 -m comment --comment \"name: \\\"vpcni\\\" id: \\\"ctr-1\\\"\" -j {chain}"
+            ),
+            &format!(
+                "-A {chain} -d 224.0.0.0/4 -m comment --comment \"name: \\\"vpcni\\\" id: \\\"ctr-1\\\"\" -j ACCEPT"
+            ),
+            &format!(
+                "-A {chain} -m comment --comment \"name: \\\"vpcni\\\" id: \\\"ctr-1\\\"\" -j SNAT --to-source 10.0.0.5 --random"
+            ),
+        ]
+    );
+    // ipamd reprograms the node: the pod's chain and jump are not its to remove.
+    assert_eq!(on_node(ns.path(0), || apply(&snat_settings()).unwrap()), 0);
+    assert_eq!(save("iptables-save", "nat"), once);
+
+    let (c, comment) = (chain.clone(), snat.comment.clone());
+    assert!(on_node(ns.path(0), move || remove_snat(
+        EgressFamily::V4,
+        &c,
+        &comment
+    )
+    .unwrap()));
+    let (c, comment) = (chain.clone(), snat.comment.clone());
+    assert!(!on_node(ns.path(0), move || remove_snat(
+        EgressFamily::V4,
+        &c,
+        &comment
+    )
+    .unwrap()));
+    assert_eq!(save("iptables-save", "nat"), ipamd_nat);
+
+    assert_eq!(
+        on_node(ns.path(0), || remove_reject(EgressFamily::V4).unwrap()),
+        1
+    );
+    assert_eq!(
+        on_node(ns.path(0), || remove_reject(EgressFamily::V4).unwrap()),
+        0
+    );
+}

@@ -182,7 +182,7 @@ fn run_daemon_pod(
             // The init container ran to completion: the plugins are installed, the conflist is not (or is
             // the previous daemon's, on a replacement).
             assert!(plugin.is_file(), "the init container installed the plugin");
-            for reference in ["loopback", "portmap"] {
+            for reference in ["vpcni-egress", "loopback", "portmap"] {
                 assert!(host.cni_bin.join(reference).is_file(), "{reference} installed");
             }
             assert_eq!(conflist.exists(), conflist_expected_before);

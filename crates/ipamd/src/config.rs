@@ -125,6 +125,19 @@ pub struct NetworkSettings {
     pub pod_mtu: u32,
     /// AWS_VPC_K8S_CNI_VETHPREFIX (default `eni`).
     pub veth_prefix: String,
+    /// Which egress range the node refuses new connections to (filter `FORWARD`, as the original's ipamd):
+    /// IPv4 (169.254.172.0/22) in IPv6 mode (ENABLE_IPv6), IPv6 (fd00::ac:00/118) in IPv4 mode with
+    /// ENABLE_V6_EGRESS; `None` otherwise.
+    pub egress_reject: Option<EgressReject>,
+}
+
+/// The egress range a node protects (see [`NetworkSettings::egress_reject`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EgressReject {
+    /// 169.254.172.0/22, IPv6 pods' IPv4 egress addresses.
+    V4,
+    /// fd00::ac:00/118, IPv4 pods' IPv6 egress addresses.
+    V6,
 }
 
 /// The Kubernetes side of custom networking: which node this is and where its ENIConfig comes from.
@@ -280,6 +293,13 @@ impl Config {
             eni_mtu,
             pod_mtu,
             veth_prefix,
+            egress_reject: if env.bool("ENABLE_IPv6", false) {
+                Some(EgressReject::V4)
+            } else if env.bool("ENABLE_V6_EGRESS", false) {
+                Some(EgressReject::V6)
+            } else {
+                None
+            },
         };
 
         let additional_eni_tags = env.eni_tags("ADDITIONAL_ENI_TAGS");

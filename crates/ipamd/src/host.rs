@@ -8,11 +8,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ipnet::Ipv4Net;
 use vpcni_dataplane::eni::EniSpec;
+use vpcni_dataplane::iptables::egress::EgressFamily;
 use vpcni_dataplane::iptables::{SnatPorts, SnatSettings};
 use vpcni_dataplane::rules::NodeRules;
 use vpcni_dataplane::{DataplaneError, eni, iptables, rules, sysctl};
 
-use crate::config::{Config, RandomizeSnat};
+use crate::config::{Config, EgressReject, RandomizeSnat};
 use crate::discovery::NodeIdentity;
 
 /// The node-wide settings the host needs.
@@ -29,6 +30,9 @@ pub struct NodeNetwork {
     /// IPv6 mode: the IPv6 sysctls instead of the IPv4 rules, SNAT and CONNMARK (the original programs
     /// nothing in iptables for IPv6 pods: their addresses are the VPC's, with no NAT).
     pub ipv6: bool,
+    /// The egress range new connections are refused to, if any (the original's "Block Node Local Pod
+    /// access" rule).
+    pub egress_reject: Option<EgressFamily>,
 }
 
 impl NodeNetwork {
@@ -59,6 +63,10 @@ impl NodeNetwork {
             },
             mtu: network.eni_mtu,
             ipv6: config.pool.ipv6,
+            egress_reject: network.egress_reject.map(|family| match family {
+                EgressReject::V4 => EgressFamily::V4,
+                EgressReject::V6 => EgressFamily::V6,
+            }),
         }
     }
 }
@@ -111,6 +119,18 @@ pub trait Host: Send + Sync + std::fmt::Debug {
     }
 }
 
+/// As the original's ipamd: nothing from outside the node opens a connection to a pod's egress-only
+/// address (the egress plugin ensures the same rule on each ADD; both are idempotent). Returns the number
+/// of rules added.
+async fn ensure_egress_reject(family: Option<EgressFamily>) -> Result<usize, DataplaneError> {
+    let Some(family) = family else {
+        return Ok(0);
+    };
+    tokio::task::spawn_blocking(move || iptables::egress::ensure_reject(family).map(usize::from))
+        .await
+        .map_err(|e| DataplaneError::System(format!("iptables worker: {e}")))?
+}
+
 /// The host the daemon runs on (its network namespace).
 #[derive(Debug, Default)]
 pub struct LinuxHost;
@@ -126,7 +146,12 @@ impl Host for LinuxHost {
             for (key, value) in ipv6_sysctls(&name)? {
                 ensure_sysctl(&key, value)?;
             }
-            tracing::info!(primary = %name, "node network programmed for IPv6 (sysctls; no IPv4 rules, SNAT or CONNMARK)");
+            let reject_changes = ensure_egress_reject(node.egress_reject).await?;
+            tracing::info!(
+                primary = %name,
+                reject_changes,
+                "node network programmed for IPv6 (sysctls and the egress reject rule; no IPv4 rules, SNAT or CONNMARK)"
+            );
             return Ok(());
         }
         sysctl::set_rp_filter(&name, sysctl::RP_FILTER_LOOSE)?;
@@ -136,7 +161,8 @@ impl Host for LinuxHost {
         let iptables_changes = tokio::task::spawn_blocking(move || iptables::apply(&snat))
             .await
             .map_err(|e| DataplaneError::System(format!("iptables worker: {e}")))??;
-        tracing::info!(primary = %name, rule_changes, iptables_changes, "node network programmed");
+        let reject_changes = ensure_egress_reject(node.egress_reject).await?;
+        tracing::info!(primary = %name, rule_changes, iptables_changes, reject_changes, "node network programmed");
         Ok(())
     }
 

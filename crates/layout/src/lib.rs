@@ -42,6 +42,53 @@ pub const CONFLIST_FILE: &str = "10-vpcni.conflist";
 /// under this name as the same pod's.
 pub const ORIGINAL_NETWORK_NAME: &str = "aws-cni";
 
+/// The egress path of single-family pods (the original's `egress-cni`, vpcni's `vpcni-egress`): an IPv6 pod
+/// gets a second interface with a node-local IPv4 address, SNATed to the node's primary IPv4 address, and,
+/// with `ENABLE_V6_EGRESS`, an IPv4 pod gets one with a node-local IPv6 address, SNATed to the node's IPv6
+/// address. The ranges, names, chain prefixes and directories are the original's, so a node moving from
+/// aws-node keeps its pods' egress addresses and its rules look the same.
+pub mod egress {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    /// The node-local IPv4 range of IPv6 pods' egress addresses: `169.254.172.0/22` (network address).
+    pub const V4_RANGE: Ipv4Addr = Ipv4Addr::new(169, 254, 172, 0);
+    /// Prefix length of [`V4_RANGE`].
+    pub const V4_RANGE_PREFIX: u8 = 22;
+    /// The node-local IPv6 range of IPv4 pods' egress addresses: `fd00::ac:00/118` (network address).
+    pub const V6_RANGE: Ipv6Addr = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0xac, 0);
+    /// Prefix length of [`V6_RANGE`].
+    pub const V6_RANGE_PREFIX: u8 = 118;
+    /// The egress interface an IPv6 pod gets (IPv4 egress).
+    pub const V4_INTERFACE: &str = "v4if0";
+    /// The egress interface an IPv4 pod gets (IPv6 egress).
+    pub const V6_INTERFACE: &str = "v6if0";
+    /// Where the IPv4 egress addresses are recorded, one file per address (host-local's store).
+    pub const V4_DATA_DIR: &str = "/run/cni/v6pd/egress-v4-ipam";
+    /// Where the IPv6 egress addresses are recorded.
+    pub const V6_DATA_DIR: &str = "/run/cni/v4pd/egress-v6-ipam";
+    /// Multicast is never SNATed (the per-pod chain's first rule accepts it): IPv4.
+    pub const V4_MULTICAST: &str = "224.0.0.0/4";
+    /// Multicast is never SNATed: IPv6.
+    pub const V6_MULTICAST: &str = "ff00::/8";
+    /// Per-pod SNAT chains in the nat table: this prefix and sha512(network name + container id) in hex,
+    /// 28 characters in all (containernetworking's chain names, with the original's `E4-` and `E6-`).
+    pub const CHAIN_PREFIX: &str = "CNI-";
+    /// The IPv4 egress chain's infix (after [`CHAIN_PREFIX`]).
+    pub const V4_CHAIN_INFIX: &str = "E4-";
+    /// The IPv6 egress chain's infix.
+    pub const V6_CHAIN_INFIX: &str = "E6-";
+    /// Length of a chain name, as containernetworking's (iptables allows 28 characters).
+    pub const CHAIN_LENGTH: usize = 28;
+    /// Comment of the filter rule that rejects new connections to IPv4 egress addresses (FORWARD).
+    pub const V4_REJECT_COMMENT: &str = "Block Node Local Pod access via IPv4";
+    /// Comment of the rule that rejects new connections to IPv6 egress addresses.
+    pub const V6_REJECT_COMMENT: &str = "Block Node Local Pod access via IPv6";
+    /// The plugin's type in the conflist.
+    pub const PLUGIN_TYPE: &str = "vpcni-egress";
+    /// The plugin's name in the conflist (the original's; the runtime replaces it with the list's name).
+    pub const PLUGIN_NAME: &str = "egress-cni";
+}
+
 /// Priorities of the policy rules vpcni (and the original) installs; lower runs first.
 pub mod priority {
     /// `to <pod IP> lookup main`, one per pod (the plugin): traffic to a pod goes to its veth, whatever the
@@ -190,6 +237,23 @@ mod tests {
         assert_eq!(POD_GATEWAY_V6.to_string(), "fe80::1");
         assert!(POD_GATEWAY_V6.is_unicast_link_local());
         assert_eq!((POD_PREFIX_V4, POD_PREFIX_V6), (32, 128));
+    }
+
+    #[test]
+    fn egress_ranges_are_the_originals() {
+        assert_eq!(
+            format!("{}/{}", egress::V4_RANGE, egress::V4_RANGE_PREFIX),
+            "169.254.172.0/22"
+        );
+        assert_eq!(
+            format!("{}/{}", egress::V6_RANGE, egress::V6_RANGE_PREFIX),
+            "fd00::ac:0/118"
+        );
+        assert!(egress::V4_RANGE.is_link_local());
+        assert_eq!(
+            egress::CHAIN_PREFIX.len() + egress::V4_CHAIN_INFIX.len(),
+            egress::CHAIN_PREFIX.len() + egress::V6_CHAIN_INFIX.len()
+        );
     }
 
     #[test]

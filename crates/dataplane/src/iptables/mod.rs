@@ -7,6 +7,7 @@
 //! Runs in the calling thread's network namespace (child processes inherit it).
 
 mod desired;
+pub mod egress;
 mod plan;
 
 use std::io::Write;

@@ -511,3 +511,13 @@ fn custom_networking_settings_that_cannot_work_are_refused_by_name() {
         );
     }
 }
+
+/// The egress reject rule follows the original's ipamd: the IPv4 range in IPv6 mode, the IPv6 range in
+/// IPv4 mode with ENABLE_V6_EGRESS, nothing otherwise. (IPv6 mode itself is the pool settings' to accept.)
+#[test]
+fn the_egress_reject_rule_follows_the_cluster_family() {
+    assert_eq!(load(&[]).unwrap().network.egress_reject, None);
+    let v6_egress = load(&[("ENABLE_V6_EGRESS", "true")]).unwrap();
+    assert_eq!(v6_egress.network.egress_reject, Some(EgressReject::V6));
+    assert!(error(&[("ENABLE_V6_EGRESS", "maybe")]).contains("ENABLE_V6_EGRESS"));
+}

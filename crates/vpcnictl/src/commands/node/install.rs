@@ -5,6 +5,7 @@
 
 use std::fs::{self, File};
 use std::io::Write;
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
@@ -77,6 +78,46 @@ pub fn default_route_interface(route_table: &str) -> Option<String> {
     })
 }
 
+/// The address the egress plugin SNATs to, among the node's addresses `(interface, address)`: the first
+/// address of the egress family on the primary interface (the IPv4 default route's), as the original's
+/// entrypoint takes `local-ipv4` or `ipv6` from instance metadata, which name the primary ENI's. An IPv6
+/// address must be global: not link-local, loopback or unique-local.
+pub fn egress_node_ip(
+    egress: super::settings::Egress,
+    primary_interface: &str,
+    addresses: &[(String, IpAddr)],
+) -> Option<IpAddr> {
+    addresses
+        .iter()
+        .filter(|(interface, ip)| interface == primary_interface && egress.matches(*ip))
+        .map(|(_, ip)| *ip)
+        .find(|ip| match ip {
+            IpAddr::V4(ip) => !ip.is_loopback() && !ip.is_link_local() && !ip.is_unspecified(),
+            IpAddr::V6(ip) => {
+                !(ip.is_loopback()
+                    || ip.is_unspecified()
+                    || ip.is_unicast_link_local()
+                    || ip.is_unique_local())
+            }
+        })
+}
+
+/// Every address of the node's interfaces, `(interface, address)`.
+pub fn node_addresses() -> anyhow::Result<Vec<(String, IpAddr)>> {
+    let addresses = nix::ifaddrs::getifaddrs().context("listing the node's addresses")?;
+    Ok(addresses
+        .filter_map(|a| {
+            let address = a.address?;
+            let ip = if let Some(v4) = address.as_sockaddr_in() {
+                IpAddr::V4(v4.ip())
+            } else {
+                IpAddr::V6(address.as_sockaddr_in6()?.ip())
+            };
+            Some((a.interface_name, ip))
+        })
+        .collect())
+}
+
 /// The sysctls the original's init container sets (IPv4): loose reverse-path filtering on the primary
 /// interface (replies to NodePort traffic and to pods on secondary ENIs are asymmetric), and TCP early
 /// demux on unless DISABLE_TCP_EARLY_DEMUX (kubelet's TCP probes to pods with their own security group).
@@ -91,6 +132,24 @@ pub fn node_sysctls(primary_interface: &str, disable_tcp_early_demux: bool) -> V
             value: if disable_tcp_early_demux { "0" } else { "1" }.into(),
         },
     ]
+}
+
+/// The forwarding the egress path needs, as the original sets it: IPv4 forwarding for IPv4 egress (its
+/// plugin switches it on too, as vpcni-egress does), and `net.ipv6.conf.all.forwarding` for IPv6 egress
+/// (ENABLE_V6_EGRESS; the original's init container sets it).
+pub fn egress_sysctls(egress: Option<super::settings::Egress>) -> Vec<Sysctl> {
+    use super::settings::Egress;
+    match egress {
+        None => Vec::new(),
+        Some(Egress::V4) => vec![Sysctl {
+            key: "net/ipv4/ip_forward".into(),
+            value: "1".into(),
+        }],
+        Some(Egress::V6) => vec![Sysctl {
+            key: "net/ipv6/conf/all/forwarding".into(),
+            value: "1".into(),
+        }],
+    }
 }
 
 /// Writes each setting under `proc_sys` (normally `/proc/sys`; needs a writable one, hence the init
@@ -184,6 +243,32 @@ mod tests {
     }
 
     #[test]
+    fn the_egress_node_ip_is_the_primary_interfaces() {
+        use super::super::settings::Egress;
+        let addresses: Vec<(String, IpAddr)> = [
+            ("lo", "127.0.0.1"),
+            ("eth1", "10.0.2.9"),
+            ("ens5", "fe80::1:2"),
+            ("ens5", "fd00::5"),
+            ("ens5", "10.0.1.7"),
+            ("ens5", "10.0.1.8"),
+            ("ens5", "2600:1f14::7"),
+        ]
+        .iter()
+        .map(|(i, a)| ((*i).to_owned(), a.parse().unwrap()))
+        .collect();
+        assert_eq!(
+            egress_node_ip(Egress::V4, "ens5", &addresses),
+            Some("10.0.1.7".parse().unwrap())
+        );
+        assert_eq!(
+            egress_node_ip(Egress::V6, "ens5", &addresses),
+            Some("2600:1f14::7".parse().unwrap())
+        );
+        assert_eq!(egress_node_ip(Egress::V6, "eth1", &addresses), None);
+    }
+
+    #[test]
     fn sysctls_are_written_as_the_init_container_does() {
         let dir = tempfile::tempdir().unwrap();
         fs::create_dir_all(dir.path().join("net/ipv4/conf/ens5")).unwrap();
@@ -199,6 +284,15 @@ mod tests {
         apply_sysctls(dir.path(), &node_sysctls("ens5", false)).unwrap();
         assert_eq!(
             fs::read_to_string(dir.path().join("net/ipv4/tcp_early_demux")).unwrap(),
+            "1"
+        );
+        use super::super::settings::Egress;
+        assert!(egress_sysctls(None).is_empty());
+        assert_eq!(egress_sysctls(Some(Egress::V4))[0].key, "net/ipv4/ip_forward");
+        fs::create_dir_all(dir.path().join("net/ipv6/conf/all")).unwrap();
+        apply_sysctls(dir.path(), &egress_sysctls(Some(Egress::V6))).unwrap();
+        assert_eq!(
+            fs::read_to_string(dir.path().join("net/ipv6/conf/all/forwarding")).unwrap(),
             "1"
         );
         let error = apply_sysctls(dir.path(), &node_sysctls("absent0", false)).unwrap_err();

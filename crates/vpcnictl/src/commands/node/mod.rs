@@ -24,7 +24,7 @@ use self::install::Migration;
 use self::settings::{CONFLIST_FILE, NodeSettings};
 
 /// The plugins `node init` installs: ours, and the reference ones the conflist and the runtime use.
-pub const PLUGINS: [&str; 3] = ["vpcni", "loopback", "portmap"];
+pub const PLUGINS: [&str; 4] = ["vpcni", "vpcni-egress", "loopback", "portmap"];
 
 /// Node install steps, run by the vpcni DaemonSet (see docs/install.md).
 #[derive(Debug, Subcommand)]
@@ -62,6 +62,9 @@ pub struct RunArgs {
     /// A conflist to write instead of the generated one, when the file exists (the chart's `cniConfig`).
     #[arg(long, value_name = "FILE", default_value = "/app/10-vpcni.conflist")]
     conflist_override: PathBuf,
+    /// The node's IPv4 routing table, to find its primary interface (the egress plugin's nodeIP).
+    #[arg(long, value_name = "FILE", default_value = "/proc/net/route", hide = true)]
+    route_table: PathBuf,
 }
 
 /// `node probe`.
@@ -125,7 +128,8 @@ fn init(settings: &NodeSettings, args: &InitArgs) -> anyhow::Result<()> {
             args.route_table.display()
         )
     })?;
-    let sysctls = install::node_sysctls(&primary, settings.disable_tcp_early_demux);
+    let mut sysctls = install::node_sysctls(&primary, settings.disable_tcp_early_demux);
+    sysctls.extend(install::egress_sysctls(settings.egress));
     install::apply_sysctls(&args.proc_sys, &sysctls)?;
     tracing::info!(%primary, ?sysctls, "sysctls set");
     match install::import_checkpoint(&settings.original_checkpoint, &settings.backing_store)? {
@@ -207,8 +211,49 @@ async fn probe(settings: &NodeSettings, check: ProbeCheck) -> anyhow::Result<Exi
     }
 }
 
+/// The egress plugin's `nodeIP`: VPCNI_NODE_IP, or the node's address of the egress family on its primary
+/// interface. IPv4 egress without an IPv4 address is an error; IPv6 egress without a global IPv6 address
+/// leaves the plugin out, with a warning, as the original's entrypoint does.
+fn egress_node_ip(settings: &NodeSettings, route_table: &Path) -> anyhow::Result<Option<std::net::IpAddr>> {
+    let Some(egress) = settings.egress else {
+        return Ok(None);
+    };
+    if let Some(ip) = settings.node_ip {
+        return Ok(Some(ip));
+    }
+    let routes =
+        std::fs::read_to_string(route_table).with_context(|| format!("reading {}", route_table.display()))?;
+    let primary = install::default_route_interface(&routes).with_context(|| {
+        format!(
+            "no IPv4 default route in {}: cannot tell the node's primary interface for the egress plugin's \
+             nodeIP (set VPCNI_NODE_IP)",
+            route_table.display()
+        )
+    })?;
+    let found = install::egress_node_ip(egress, &primary, &install::node_addresses()?);
+    match (found, egress) {
+        (Some(ip), _) => Ok(Some(ip)),
+        (None, self::settings::Egress::V4) => anyhow::bail!(
+            "{primary} has no IPv4 address: IPv4 egress (ENABLE_V4_EGRESS) SNATs to the node's primary IPv4 \
+             address (set VPCNI_NODE_IP, or ENABLE_V4_EGRESS=false)"
+        ),
+        (None, self::settings::Egress::V6) => {
+            tracing::warn!(
+                %primary,
+                "ENABLE_V6_EGRESS is set but the primary interface has no global IPv6 address: the egress \
+                 plugin is left out of the conflist"
+            );
+            Ok(None)
+        }
+    }
+}
+
 /// The conflist to write: the override file when it exists (checked to be JSON), else the generated one.
-fn conflist_bytes(settings: &NodeSettings, override_path: &Path) -> anyhow::Result<Vec<u8>> {
+fn conflist_bytes(
+    settings: &NodeSettings,
+    override_path: &Path,
+    node_ip: Option<std::net::IpAddr>,
+) -> anyhow::Result<Vec<u8>> {
     match std::fs::read(override_path) {
         Ok(bytes) => {
             serde_json::from_slice::<serde_json::Value>(&bytes)
@@ -216,7 +261,7 @@ fn conflist_bytes(settings: &NodeSettings, override_path: &Path) -> anyhow::Resu
             Ok(bytes)
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            Ok((serde_json::to_string_pretty(&settings.conflist())? + "\n").into_bytes())
+            Ok((serde_json::to_string_pretty(&settings.conflist(node_ip))? + "\n").into_bytes())
         }
         Err(error) => Err(error).with_context(|| format!("reading {}", override_path.display())),
     }
@@ -224,7 +269,8 @@ fn conflist_bytes(settings: &NodeSettings, override_path: &Path) -> anyhow::Resu
 
 async fn supervise(settings: &NodeSettings, args: &RunArgs) -> anyhow::Result<ExitCode> {
     use tokio::signal::unix::{SignalKind, signal};
-    let conflist = conflist_bytes(settings, &args.conflist_override)?;
+    let node_ip = egress_node_ip(settings, &args.route_table)?;
+    let conflist = conflist_bytes(settings, &args.conflist_override, node_ip)?;
     if !settings.host_cni_confdir.is_dir() {
         anyhow::bail!(
             "{} is not a directory: mount the host's CNI configuration directory there (HOST_CNI_CONFDIR_PATH)",
@@ -311,14 +357,14 @@ mod tests {
         let settings = NodeSettings::from_lookup(&|_| None).unwrap();
         let path = dir.path().join("10-vpcni.conflist");
         let generated: serde_json::Value =
-            serde_json::from_slice(&conflist_bytes(&settings, &path).unwrap()).unwrap();
+            serde_json::from_slice(&conflist_bytes(&settings, &path, None).unwrap()).unwrap();
         assert_eq!(generated["plugins"][0]["type"], "vpcni");
         std::fs::write(&path, r#"{"cniVersion":"1.0.0","name":"mine","plugins":[]}"#).unwrap();
         let used: serde_json::Value =
-            serde_json::from_slice(&conflist_bytes(&settings, &path).unwrap()).unwrap();
+            serde_json::from_slice(&conflist_bytes(&settings, &path, None).unwrap()).unwrap();
         assert_eq!(used["name"], "mine");
         std::fs::write(&path, "name: yaml").unwrap();
-        let error = conflist_bytes(&settings, &path).unwrap_err();
+        let error = conflist_bytes(&settings, &path, None).unwrap_err();
         assert!(error.to_string().contains("cniConfig"), "{error}");
     }
 }

@@ -2,9 +2,51 @@
 //! container and `aws-vpc-cni` entrypoint), so the DaemonSet's `env:` moves over unchanged. A bad value
 //! is refused with a line naming the variable, never replaced by a default.
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
+use vpcni_layout::egress as egress_layout;
 pub use vpcni_layout::{CONFLIST_FILE, NETWORK_NAME};
+
+/// Which egress path the node's pods get (the original's `egress-cni`, vpcni's `vpcni-egress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Egress {
+    /// IPv6 cluster with ENABLE_V4_EGRESS (the default): IPv4 egress through the node's primary IPv4.
+    V4,
+    /// IPv4 cluster with ENABLE_V6_EGRESS: IPv6 egress through the node's IPv6 address.
+    V6,
+}
+
+impl Egress {
+    /// The egress range, as the conflist names it.
+    pub fn subnet(self) -> String {
+        match self {
+            Self::V4 => format!("{}/{}", egress_layout::V4_RANGE, egress_layout::V4_RANGE_PREFIX),
+            Self::V6 => format!("{}/{}", egress_layout::V6_RANGE, egress_layout::V6_RANGE_PREFIX),
+        }
+    }
+
+    /// The default route the egress interface gets.
+    pub fn default_route(self) -> &'static str {
+        match self {
+            Self::V4 => "0.0.0.0/0",
+            Self::V6 => "::/0",
+        }
+    }
+
+    /// host-local's data directory, the original's.
+    pub fn data_dir(self) -> &'static str {
+        match self {
+            Self::V4 => egress_layout::V4_DATA_DIR,
+            Self::V6 => egress_layout::V6_DATA_DIR,
+        }
+    }
+
+    /// Whether `ip` is of this egress's family.
+    pub fn matches(self, ip: IpAddr) -> bool {
+        ip.is_ipv4() == (self == Self::V4)
+    }
+}
 
 /// Everything the install steps need, validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +72,18 @@ pub struct NodeSettings {
     /// VPCNI_HOST_IPAMD_SOCKET: the same socket as the plugin on the host sees it (written into the
     /// conflist); by default the same path, because the chart mounts the host's directory where it lives.
     pub host_ipamd_socket: PathBuf,
+    /// The egress plugin's path, if any: ENABLE_IPv6 with ENABLE_V4_EGRESS (default true), or an IPv4
+    /// cluster with ENABLE_V6_EGRESS (default false). Which family the cluster is, and whether the
+    /// combination of ENABLE_IPv4, ENABLE_IPv6 and prefix delegation is valid, is ipamd's to decide (its
+    /// settings refuse a bad one at start-up, before `node run` writes any conflist).
+    pub egress: Option<Egress>,
+    /// AWS_VPC_K8S_CNI_RANDOMIZESNAT: the egress plugin's `randomizeSNAT`.
+    pub randomize_snat: String,
+    /// AWS_VPC_K8S_EGRESS_V4_PLUGIN_LOG_FILE or AWS_VPC_K8S_EGRESS_V6_PLUGIN_LOG_FILE (the family's).
+    pub egress_log_file: String,
+    /// VPCNI_NODE_IP: the address the egress plugin SNATs to; by default `node run` reads it from the
+    /// node's primary interface (the original's entrypoint asks instance metadata).
+    pub node_ip: Option<IpAddr>,
     /// AWS_VPC_K8S_CNI_BACKING_STORE: ipamd's checkpoint, where an imported checkpoint goes.
     pub backing_store: PathBuf,
     /// VPCNI_IMPORT_CHECKPOINT: the original's checkpoint, imported when ours does not exist yet.
@@ -155,9 +209,50 @@ impl NodeSettings {
             );
         }
         let disable_tcp_early_demux = env.bool("DISABLE_TCP_EARLY_DEMUX", false);
-        if env.bool("ENABLE_IPv6", false) {
-            env.invalid("ENABLE_IPv6", "true", "false: vpcni serves IPv4 clusters");
+        let ipv6 = env.bool("ENABLE_IPv6", false);
+        let v4_egress = env.bool("ENABLE_V4_EGRESS", true);
+        let v6_egress = env.bool("ENABLE_V6_EGRESS", false);
+        let egress = match (ipv6, v4_egress, v6_egress) {
+            (true, true, _) => Some(Egress::V4),
+            (false, _, true) => Some(Egress::V6),
+            _ => None,
+        };
+        let randomize_snat = env.string("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "prng");
+        if !["none", "hashrandom", "prng"].contains(&randomize_snat.as_str()) {
+            env.invalid(
+                "AWS_VPC_K8S_CNI_RANDOMIZESNAT",
+                &randomize_snat,
+                "none, hashrandom or prng",
+            );
         }
+        let egress_log_file = match egress {
+            Some(Egress::V6) => env.string(
+                "AWS_VPC_K8S_EGRESS_V6_PLUGIN_LOG_FILE",
+                "/var/log/aws-routed-eni/egress-v6-plugin.log",
+            ),
+            _ => env.string(
+                "AWS_VPC_K8S_EGRESS_V4_PLUGIN_LOG_FILE",
+                "/var/log/aws-routed-eni/egress-v4-plugin.log",
+            ),
+        };
+        let node_ip = match env.raw("VPCNI_NODE_IP") {
+            None => None,
+            Some(text) => match (text.parse::<IpAddr>(), egress) {
+                (Ok(ip), Some(family)) if !family.matches(ip) => {
+                    let expected = match family {
+                        Egress::V4 => "the node's primary IPv4 address (IPv4 egress of an IPv6 cluster)",
+                        Egress::V6 => "the node's IPv6 address (ENABLE_V6_EGRESS)",
+                    };
+                    env.invalid("VPCNI_NODE_IP", &text, expected);
+                    None
+                }
+                (Ok(ip), _) => Some(ip),
+                (Err(_), _) => {
+                    env.invalid("VPCNI_NODE_IP", &text, "an IP address");
+                    None
+                }
+            },
+        };
         let ipamd_socket = env.path("VPCNI_IPAMD_SOCKET", vpcni_rpc::DEFAULT_SOCKET_PATH);
         let host_ipamd_socket = match env.raw("VPCNI_HOST_IPAMD_SOCKET") {
             Some(_) => env.path("VPCNI_HOST_IPAMD_SOCKET", ""),
@@ -177,6 +272,10 @@ impl NodeSettings {
                 disable_tcp_early_demux,
                 ipamd_socket,
                 host_ipamd_socket,
+                egress,
+                randomize_snat,
+                egress_log_file,
+                node_ip,
                 backing_store,
                 original_checkpoint,
             })
@@ -185,32 +284,51 @@ impl NodeSettings {
         }
     }
 
-    /// The conflist the runtime reads, as the original's `10-aws.conflist` (without its egress plugin, which
-    /// serves IPv6 clusters): the plugin, then `portmap` for `hostPort`s.
-    pub fn conflist(&self) -> serde_json::Value {
+    /// The conflist the runtime reads, as the original's `10-aws.conflist`: the plugin, the egress plugin
+    /// when the node has an egress path (`node_ip` is the address it SNATs to), then `portmap` for
+    /// `hostPort`s. Where the original always lists `egress-cni` (with `"enabled": "false"` when off),
+    /// vpcni lists `vpcni-egress` only when it is on: a node without egress runs one plugin fewer per pod.
+    pub fn conflist(&self, node_ip: Option<IpAddr>) -> serde_json::Value {
+        let mut plugins = vec![serde_json::json!({
+            "name": NETWORK_NAME,
+            "type": "vpcni",
+            "vethPrefix": self.veth_prefix,
+            "mtu": self.pod_mtu.to_string(),
+            "podSGEnforcingMode": self.pod_sg_enforcing_mode,
+            "pluginLogFile": self.plugin_log_file,
+            "pluginLogLevel": self.plugin_log_level,
+            "ipamdSocket": self.host_ipamd_socket.display().to_string(),
+            "capabilities": {"io.kubernetes.cri.pod-annotations": true}
+        })];
+        if let (Some(egress), Some(node_ip)) = (self.egress, node_ip) {
+            plugins.push(serde_json::json!({
+                "name": egress_layout::PLUGIN_NAME,
+                "type": egress_layout::PLUGIN_TYPE,
+                "mtu": self.pod_mtu.to_string(),
+                "enabled": "true",
+                "randomizeSNAT": self.randomize_snat,
+                "nodeIP": node_ip.to_string(),
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": egress.subnet()}]],
+                    "routes": [{"dst": egress.default_route()}],
+                    "dataDir": egress.data_dir(),
+                },
+                "pluginLogFile": self.egress_log_file,
+                "pluginLogLevel": self.plugin_log_level,
+            }));
+        }
+        plugins.push(serde_json::json!({
+            "type": "portmap",
+            "capabilities": {"portMappings": true},
+            "snat": true
+        }));
         serde_json::json!({
-            // The newest version containerd 1.6 understands; the plugin speaks every version up to 1.1.0.
+            // The newest version containerd 1.6 understands; the plugins speak every version up to 1.1.0.
             "cniVersion": "1.0.0",
             "name": NETWORK_NAME,
             "disableCheck": true,
-            "plugins": [
-                {
-                    "name": NETWORK_NAME,
-                    "type": "vpcni",
-                    "vethPrefix": self.veth_prefix,
-                    "mtu": self.pod_mtu.to_string(),
-                    "podSGEnforcingMode": self.pod_sg_enforcing_mode,
-                    "pluginLogFile": self.plugin_log_file,
-                    "pluginLogLevel": self.plugin_log_level,
-                    "ipamdSocket": self.host_ipamd_socket.display().to_string(),
-                    "capabilities": {"io.kubernetes.cri.pod-annotations": true}
-                },
-                {
-                    "type": "portmap",
-                    "capabilities": {"portMappings": true},
-                    "snat": true
-                }
-            ]
+            "plugins": plugins,
         })
     }
 }
@@ -255,7 +373,7 @@ mod tests {
             ("VPCNI_HOST_IPAMD_SOCKET", "/srv/run/ipamd.sock"),
         ])
         .unwrap();
-        let list = s.conflist();
+        let list = s.conflist(None);
         assert_eq!(list["name"], "vpcni");
         let plugin = &list["plugins"][0];
         assert_eq!(plugin["type"], "vpcni");
@@ -269,7 +387,7 @@ mod tests {
         assert_eq!(portmap["capabilities"]["portMappings"], true);
         assert_eq!(list["plugins"].as_array().unwrap().len(), 2);
         let s = settings(&[("AWS_VPC_ENI_MTU", "1500"), ("POD_MTU", "1400")]).unwrap();
-        assert_eq!(s.conflist()["plugins"][0]["mtu"], "1400");
+        assert_eq!(s.conflist(None)["plugins"][0]["mtu"], "1400");
     }
 
     #[test]
@@ -281,6 +399,8 @@ mod tests {
             ("DISABLE_TCP_EARLY_DEMUX", "maybe"),
             ("HOST_CNI_BIN_PATH", "opt/cni/bin"),
             ("ENABLE_IPv6", "true"),
+            ("VPCNI_NODE_IP", "2600::1"),
+            ("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "sometimes"),
         ])
         .unwrap_err();
         let lines: Vec<&str> = error.0.iter().map(String::as_str).collect();
@@ -292,8 +412,76 @@ mod tests {
                 r#"POD_MTU="100" is not valid: expected a whole number from 576 to 9001"#,
                 r#"AWS_VPC_K8S_CNI_VETHPREFIX="eth" is not valid: expected 1 to 4 letters, digits, '_' or '-', and not eth, lo or vlan"#,
                 r#"DISABLE_TCP_EARLY_DEMUX="maybe" is not valid: expected true or false"#,
-                r#"ENABLE_IPv6="true" is not valid: expected false: vpcni serves IPv4 clusters"#,
+                r#"AWS_VPC_K8S_CNI_RANDOMIZESNAT="sometimes" is not valid: expected none, hashrandom or prng"#,
+                r#"VPCNI_NODE_IP="2600::1" is not valid: expected the node's primary IPv4 address (IPv4 egress of an IPv6 cluster)"#,
             ]
+        );
+    }
+
+    /// The egress plugin is chained between vpcni and portmap with the original's keys: IPv4 egress in
+    /// IPv6 clusters unless ENABLE_V4_EGRESS=false, IPv6 egress in IPv4 clusters with ENABLE_V6_EGRESS.
+    #[test]
+    fn egress_is_chained_as_the_original_chains_it() {
+        let node_v4: IpAddr = "10.0.1.7".parse().unwrap();
+        let s = settings(&[("ENABLE_IPv6", "true"), ("ENABLE_IPv4", "false")]).unwrap();
+        assert_eq!(s.egress, Some(Egress::V4));
+        let list = s.conflist(Some(node_v4));
+        let types: Vec<&str> = list["plugins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["vpcni", "vpcni-egress", "portmap"]);
+        assert_eq!(
+            list["plugins"][1],
+            serde_json::json!({
+                "name": "egress-cni",
+                "type": "vpcni-egress",
+                "mtu": "9001",
+                "enabled": "true",
+                "randomizeSNAT": "prng",
+                "nodeIP": "10.0.1.7",
+                "ipam": {
+                    "type": "host-local",
+                    "ranges": [[{"subnet": "169.254.172.0/22"}]],
+                    "routes": [{"dst": "0.0.0.0/0"}],
+                    "dataDir": "/run/cni/v6pd/egress-v4-ipam",
+                },
+                "pluginLogFile": "/var/log/aws-routed-eni/egress-v4-plugin.log",
+                "pluginLogLevel": "Debug",
+            })
+        );
+
+        let off = settings(&[("ENABLE_IPv6", "true"), ("ENABLE_V4_EGRESS", "false")]).unwrap();
+        assert_eq!(off.egress, None);
+        assert_eq!(
+            off.conflist(Some(node_v4))["plugins"].as_array().unwrap().len(),
+            2
+        );
+        assert_eq!(
+            settings(&[]).unwrap().egress,
+            None,
+            "IPv4 clusters: no egress by default"
+        );
+
+        let v6 = settings(&[
+            ("ENABLE_V6_EGRESS", "true"),
+            ("AWS_VPC_K8S_CNI_RANDOMIZESNAT", "none"),
+            ("VPCNI_NODE_IP", "2600:1f14::7"),
+        ])
+        .unwrap();
+        assert_eq!(v6.egress, Some(Egress::V6));
+        assert_eq!(v6.node_ip, Some("2600:1f14::7".parse().unwrap()));
+        let entry = &v6.conflist(v6.node_ip)["plugins"][1];
+        assert_eq!(entry["nodeIP"], "2600:1f14::7");
+        assert_eq!(entry["randomizeSNAT"], "none");
+        assert_eq!(entry["ipam"]["ranges"][0][0]["subnet"], "fd00::ac:0/118");
+        assert_eq!(entry["ipam"]["routes"][0]["dst"], "::/0");
+        assert_eq!(entry["ipam"]["dataDir"], "/run/cni/v4pd/egress-v6-ipam");
+        assert_eq!(
+            entry["pluginLogFile"],
+            "/var/log/aws-routed-eni/egress-v6-plugin.log"
         );
     }
 }
