@@ -67,7 +67,7 @@ pub fn conflist(paths: &StatePaths, spec: &LabSpec, node: &NodeRecord) -> Value 
     if spec.ipv6 {
         plugins.push(json!({
             "type": EGRESS_PLUGIN,
-            "name": "egress-cni",
+            "name": vpcni_layout::egress::PLUGIN_NAME,
             "enabled": "true",
             "mtu": ENI_MTU.to_string(),
             "randomizeSNAT": "prng",
@@ -78,7 +78,15 @@ pub fn conflist(paths: &StatePaths, spec: &LabSpec, node: &NodeRecord) -> Value 
                 "type": "host-local",
                 "ranges": [[{"subnet": EGRESS_V4_RANGE.to_string()}]],
                 "routes": [{"dst": "0.0.0.0/0"}],
-                "dataDir": dir.join("egress-v4-ipam").display().to_string(),
+                // The original's directory name, under the node's own directory.
+                "dataDir": dir
+                    .join(
+                        std::path::Path::new(vpcni_layout::egress::V4_DATA_DIR)
+                            .file_name()
+                            .unwrap_or_default(),
+                    )
+                    .display()
+                    .to_string(),
             },
         }));
     }

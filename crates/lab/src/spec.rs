@@ -32,7 +32,10 @@ pub const INTERNET_IP_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 
 /// announces its router's link-local address by router advertisement; the lab configures it statically).
 pub const ROUTER_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0xec2, 1);
 /// IPv6 labs: the range the egress plugin gives pods their node-local IPv4 address from (the original's).
-pub const EGRESS_V4_RANGE: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(169, 254, 172, 0), 22);
+pub const EGRESS_V4_RANGE: Ipv4Net = Ipv4Net::new_assert(
+    vpcni_layout::egress::V4_RANGE,
+    vpcni_layout::egress::V4_RANGE_PREFIX,
+);
 /// Node `i` (1-based) has public address 198.51.100.(10 + i) (TEST-NET-2).
 pub const PUBLIC_BASE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 10);
 /// Where ipamd's introspection listens inside each node namespace (its default).
@@ -42,7 +45,7 @@ pub const ENI_MTU: u32 = 9001;
 /// The most nodes one lab holds (public addresses run from .11 to .60).
 pub const MAX_NODES: u32 = 50;
 /// The chained egress plugin of IPv6 labs (the original's `egress-cni`).
-pub const EGRESS_PLUGIN: &str = "vpcni-egress";
+pub const EGRESS_PLUGIN: &str = vpcni_layout::egress::PLUGIN_TYPE;
 /// Default namespace-name prefix.
 pub const DEFAULT_PREFIX: &str = "vpcni-";
 /// Default state directory.
