@@ -15,16 +15,14 @@
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
 
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
-use rtnetlink::packet_route::link::{InfoData, InfoVeth};
 use rtnetlink::packet_route::route::RouteScope;
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::DataplaneError;
-use crate::netlink::{connect, format_mac, in_netns, link_by_name, mac_of, netlink_error, random_mac};
-use crate::pod::{HOST_VETH_IPV6_SETTINGS, ipv6_addresses, pod_link_up, settle};
+use crate::netlink::{connect, create_veth_pair, format_mac, in_netns, link_by_name, netlink_error};
+use crate::pod::{host_veth_ipv6_settings, ipv6_addresses, pod_link_up, settle};
 use crate::sysctl::{self, ipv6_conf_key};
 
 /// What to wire.
@@ -79,13 +77,6 @@ async fn wire(host: &Handle, spec: &EgressSpec) -> Result<EgressWired, Dataplane
     })?;
     // A repeated ADD: start from nothing, on both sides.
     remove_pod_end(&spec.netns, &spec.ifname)?;
-    if let Some(stale) = link_by_name(host, &spec.host_veth).await? {
-        host.link()
-            .del(stale.header.index)
-            .execute()
-            .await
-            .map_err(netlink_error("removing a stale egress veth"))?;
-    }
     if spec.address.is_ipv6() {
         let pod_ifname = spec.pod_ifname.clone();
         // As the original: the pod's IPv6 leaves through v6if0 only.
@@ -93,30 +84,10 @@ async fn wire(host: &Handle, spec: &EgressSpec) -> Result<EgressWired, Dataplane
             Box::pin(async move { sysctl::write(&ipv6_conf_key(&pod_ifname, "disable_ipv6")?, "1") })
         })?;
     }
-    let peer = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(spec.ifname.clone())
-        .mtu(spec.mtu)
-        .setns_by_fd(netns.as_raw_fd())
-        .build();
-    let veth = LinkVeth::new(&spec.host_veth, &spec.ifname)
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-        .mtu(spec.mtu)
-        .address(random_mac())
-        .build();
-    host.link()
-        .add(veth)
-        .execute()
-        .await
-        .map_err(netlink_error(format!("creating veth {}", spec.host_veth)))?;
-    let host_link = link_by_name(host, &spec.host_veth)
-        .await?
-        .ok_or_else(|| DataplaneError::LinkNotFound(spec.host_veth.clone()))?;
-    let host_index = host_link.header.index;
-    let host_mac = mac_of(&host_link);
+    let (host_index, host_mac) =
+        create_veth_pair(host, &netns, &spec.host_veth, &spec.ifname, spec.mtu).await?;
     if spec.address.is_ipv6() {
-        for (setting, value) in HOST_VETH_IPV6_SETTINGS {
-            sysctl::write(&ipv6_conf_key(&spec.host_veth, setting)?, value)?;
-        }
+        host_veth_ipv6_settings(&spec.host_veth)?;
     }
     host.link()
         .set(LinkUnspec::new_with_index(host_index).up().build())

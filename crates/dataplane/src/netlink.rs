@@ -2,12 +2,12 @@
 
 use std::fs::File;
 use std::net::IpAddr;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 
 use futures::TryStreamExt;
-use rtnetlink::Handle;
-use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage};
+use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
 use rtnetlink::packet_route::rule::{RuleAttribute, RuleMessage};
+use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth};
 
 use crate::DataplaneError;
 
@@ -158,4 +158,42 @@ pub fn random_mac() -> Vec<u8> {
     }
     bytes[0] = (bytes[0] | 0x02) & 0xfe;
     bytes.to_vec()
+}
+
+/// Creates a veth pair: `host_veth` in the current namespace (a random MAC of ours), its peer `ifname` in the
+/// namespace `netns`, both with `mtu`; a host veth of that name left by an earlier pod is deleted first (it
+/// would block ours). Returns the host end's index and MAC. Neither end is brought up.
+pub async fn create_veth_pair(
+    host: &Handle,
+    netns: &File,
+    host_veth: &str,
+    ifname: &str,
+    mtu: u32,
+) -> Result<(u32, Vec<u8>), DataplaneError> {
+    if let Some(stale) = link_by_name(host, host_veth).await? {
+        host.link()
+            .del(stale.header.index)
+            .execute()
+            .await
+            .map_err(netlink_error(format!("removing a stale veth {host_veth}")))?;
+    }
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(ifname.to_owned())
+        .mtu(mtu)
+        .setns_by_fd(netns.as_raw_fd())
+        .build();
+    let veth = LinkVeth::new(host_veth, ifname)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .mtu(mtu)
+        .address(random_mac())
+        .build();
+    host.link()
+        .add(veth)
+        .execute()
+        .await
+        .map_err(netlink_error(format!("creating veth {host_veth}")))?;
+    let host_link = link_by_name(host, host_veth)
+        .await?
+        .ok_or_else(|| DataplaneError::LinkNotFound(host_veth.to_owned()))?;
+    Ok((host_link.header.index, mac_of(&host_link)))
 }

@@ -12,20 +12,19 @@
 
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage};
-use rtnetlink::packet_route::link::{InfoData, InfoVeth, LinkFlags};
+use rtnetlink::packet_route::link::LinkFlags;
 use rtnetlink::packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourState};
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope};
 use rtnetlink::packet_route::rule::RuleAction;
-use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::DataplaneError;
 use crate::netlink::{
-    connect, format_mac, in_netns, link_by_name, mac_of, netlink_error, random_mac, rules_for,
+    connect, create_veth_pair, format_mac, in_netns, link_by_name, mac_of, netlink_error, rules_for,
 };
 use crate::sysctl::{self, ipv6_conf_key};
 
@@ -77,34 +76,8 @@ async fn wire(host: &Handle, spec: &PodSpec) -> Result<Wired, DataplaneError> {
         path: spec.netns.clone(),
         source,
     })?;
-    // A veth left behind by an earlier pod of the same name would block ours.
-    if let Some(stale) = link_by_name(host, &spec.host_veth).await? {
-        host.link()
-            .del(stale.header.index)
-            .execute()
-            .await
-            .map_err(netlink_error("removing a stale host veth"))?;
-    }
-    let peer = LinkMessageBuilder::<LinkUnspec>::new()
-        .name(spec.ifname.clone())
-        .mtu(spec.mtu)
-        .setns_by_fd(netns.as_raw_fd())
-        .build();
-    let veth = LinkVeth::new(&spec.host_veth, &spec.ifname)
-        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
-        .mtu(spec.mtu)
-        .address(random_mac())
-        .build();
-    host.link()
-        .add(veth)
-        .execute()
-        .await
-        .map_err(netlink_error(format!("creating veth {}", spec.host_veth)))?;
-    let host_link = link_by_name(host, &spec.host_veth)
-        .await?
-        .ok_or_else(|| DataplaneError::LinkNotFound(spec.host_veth.clone()))?;
-    let host_index = host_link.header.index;
-    let host_mac = mac_of(&host_link);
+    let (host_index, host_mac) =
+        create_veth_pair(host, &netns, &spec.host_veth, &spec.ifname, spec.mtu).await?;
     if spec.ip.is_ipv6() {
         // Before the link comes up, as the original does: nothing the kernel does on link-up (router
         // solicitations, DAD of the link-local address) runs with the defaults.
@@ -291,7 +264,7 @@ pub const HOST_VETH_IPV6_SETTINGS: [(&str, &str); 4] = [
     ("accept_dad", "0"),
 ];
 
-fn host_veth_ipv6_settings(host_veth: &str) -> Result<(), DataplaneError> {
+pub(crate) fn host_veth_ipv6_settings(host_veth: &str) -> Result<(), DataplaneError> {
     for (setting, value) in HOST_VETH_IPV6_SETTINGS {
         sysctl::write(&ipv6_conf_key(host_veth, setting)?, value).map_err(|error| {
             DataplaneError::System(format!(
