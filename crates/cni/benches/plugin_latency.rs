@@ -6,7 +6,11 @@
 //! ```sh
 //! cargo build --release -p vpcni-ipamd -p vpcnictl      # the daemon and the simulator, optimised
 //! cargo bench -p vpcni-cni --bench plugin_latency -- --pods 200
+//! cargo bench -p vpcni-cni --bench plugin_latency -- --pods 200 --ipv6   # IPv6 pods, both plugins
 //! ```
+//!
+//! `--ipv6`: vpcni's node is a dual-stack VPC with ipamd in IPv6 mode (pods get /128s of the node's /80),
+//! and `host-local` hands `ptp` addresses from an IPv6 /64.
 //!
 //! Runs as root. Each plugin gets a testbed node of its own (a network namespace with eth0 as the primary
 //! ENI; vpcni's with the EC2 simulator and ipamd, its pool filled before timing starts); every pod is a
@@ -26,6 +30,7 @@ use vpcni_testbed::{PodNetns, TestNode, in_netns};
 struct Options {
     pods: usize,
     checkpoint_on_disk: bool,
+    ipv6: bool,
     reference_dir: PathBuf,
 }
 
@@ -33,6 +38,7 @@ fn options() -> Options {
     let mut options = Options {
         pods: 200,
         checkpoint_on_disk: false,
+        ipv6: false,
         reference_dir: PathBuf::from("/usr/lib/cni"),
     };
     let mut args = std::env::args().skip(1);
@@ -40,6 +46,7 @@ fn options() -> Options {
         match arg.as_str() {
             "--pods" => options.pods = args.next().and_then(|n| n.parse().ok()).expect("--pods N"),
             "--checkpoint-on-disk" => options.checkpoint_on_disk = true,
+            "--ipv6" => options.ipv6 = true,
             "--reference-dir" => {
                 options.reference_dir = args.next().map(PathBuf::from).expect("--reference-dir DIR")
             }
@@ -157,6 +164,9 @@ fn main() {
             &shm.join("ipam.json").display().to_string(),
         );
     }
+    if options.ipv6 {
+        builder = builder.ipv6();
+    }
     let vpcni_node = builder
         .instance_type("m5.4xlarge")
         .ipamd_env("WARM_IP_TARGET", &(n + 5).to_string())
@@ -171,7 +181,11 @@ fn main() {
     let vpcni_bin = PathBuf::from(env!("CARGO_BIN_EXE_vpcni"));
     let cni_path = vpcni_bin.parent().unwrap().display().to_string();
     let mut vpcni = subject(
-        "vpcni + ipamd",
+        if options.ipv6 {
+            "vpcni + ipamd, IPv6"
+        } else {
+            "vpcni + ipamd"
+        },
         &vpcni_bin,
         &cni_path,
         vpcni_node,
@@ -186,14 +200,23 @@ fn main() {
         .start()
         .expect("ptp node");
     let data_dir = ptp_node.dir().join("host-local");
+    let subnet = if options.ipv6 {
+        "fd00:99::/64"
+    } else {
+        "10.99.0.0/16"
+    };
     let ptp_config = json!({
         "cniVersion": "1.0.0", "name": "bench", "type": "ptp", "ipMasq": false, "mtu": 9001,
-        "ipam": { "type": "host-local", "subnet": "10.99.0.0/16", "dataDir": data_dir },
+        "ipam": { "type": "host-local", "subnet": subnet, "dataDir": data_dir },
     });
     let reference = options.reference_dir.join("ptp");
     let reference_path = options.reference_dir.display().to_string();
     let mut ptp = subject(
-        "ptp + host-local",
+        if options.ipv6 {
+            "ptp + host-local, IPv6"
+        } else {
+            "ptp + host-local"
+        },
         &reference,
         &reference_path,
         ptp_node,
