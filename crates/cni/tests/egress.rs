@@ -1,5 +1,6 @@
 //! The conflist chain `vpcni` then `vpcni-egress`, through the real binaries, on a test node made of network
-//! namespaces: a node (with a stand-in ipamd, as in `ipv6.rs`), pods, and an "outside" namespace on the
+//! namespaces: a node (with the stand-in ipamd of
+//! `common/netns.rs`, shared with `ipv6.rs`), pods, and an "outside" namespace on the
 //! node's uplink standing for everything beyond the node, with a listener that records who connected.
 //!
 //! IPv6 pods reach an IPv4 address outside through `v4if0`, SNATed to the node's IPv4 address; two pods get
@@ -13,23 +14,15 @@
 
 mod common;
 
-use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsFd;
+use std::ops::Deref;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::netns::{NODE_PREFIX, Netns, exec, ip, json, with_prev};
 use serde_json::{Value, json};
-use tonic::{Request, Response, Status};
-use vpcni_rpc::cni_backend_server::{CniBackend, CniBackendServer};
-use vpcni_rpc::{
-    AddNetworkReply, AddNetworkRequest, DelNetworkReply, DelNetworkRequest, IpAllocationMetadata,
-};
 
 /// The node's primary IPv4 address and IPv6 address, on its uplink.
 const NODE_V4: &str = "10.99.0.1";
@@ -37,168 +30,37 @@ const NODE_V6: &str = "2600:1f14:abc:ff00::1";
 /// The outside's addresses on the same link.
 const OUTSIDE_V4: &str = "10.99.0.2";
 const OUTSIDE_V6: &str = "2600:1f14:abc:ff00::2";
-/// The node's /80, for IPv6 pods.
-const NODE_PREFIX: &str = "2600:1f14:abc:de00:1f2e";
 /// How long a condition may take before the test fails.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-fn unique(kind: &str) -> String {
-    format!(
-        "vt-eg{kind}-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    )
-}
-
-fn run(program: &str, args: &[&str]) -> String {
-    let output = Command::new(program).args(args).output().unwrap();
-    assert!(
-        output.status.success(),
-        "{program} {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn ip(netns: &str, args: &[&str]) -> String {
-    let mut all = vec!["-n", netns];
-    all.extend(args);
-    run("ip", &all)
-}
-
-fn exec(netns: &str, args: &[&str]) -> String {
-    let mut all = vec!["netns", "exec", netns];
-    all.extend(args);
-    run("ip", &all)
-}
-
-/// A network namespace, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new(kind: &str) -> Self {
-        let name = unique(kind);
-        run("ip", &["netns", "add", &name]);
-        ip(&name, &["link", "set", "lo", "up"]);
-        Self(name)
-    }
-
-    fn path(&self) -> String {
-        format!("/var/run/netns/{}", self.0)
-    }
-
-    /// Runs `work` on a thread inside this namespace (sockets it makes stay in it).
-    fn enter<T: Send>(&self, work: impl FnOnce() -> T + Send) -> T {
-        let file = File::open(self.path()).unwrap();
-        std::thread::scope(|scope| {
-            scope
-                .spawn(move || {
-                    nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
-                    work()
-                })
-                .join()
-                .unwrap()
-        })
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.0])
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// A stand-in ipamd: IPv6 pods from the node's /80, IPv4 pods (names starting `v4`) from 10.0.1.0/24.
-#[derive(Default)]
-struct Ipamd {
-    held: Mutex<HashMap<String, (String, String)>>,
-    next: AtomicUsize,
-}
-
-struct Shared(Arc<Ipamd>);
-
-#[tonic::async_trait]
-impl CniBackend for Shared {
-    async fn add_network(
-        &self,
-        request: Request<AddNetworkRequest>,
-    ) -> Result<Response<AddNetworkReply>, Status> {
-        let request = request.into_inner();
-        let mut held = self.0.held.lock().unwrap();
-        let (ipv4, ipv6) = held
-            .entry(request.container_id.clone())
-            .or_insert_with(|| {
-                let n = self.0.next.fetch_add(1, Ordering::SeqCst) + 10;
-                if request.k8s_pod_name.starts_with("v4") {
-                    (format!("10.0.1.{n}"), String::new())
-                } else {
-                    (String::new(), format!("{NODE_PREFIX}::{n:x}"))
-                }
-            })
-            .clone();
-        Ok(Response::new(AddNetworkReply {
-            success: true,
-            ip_allocation_metadata: vec![IpAllocationMetadata {
-                i_pv4_addr: ipv4,
-                i_pv6_addr: ipv6,
-                device_number: 0,
-                route_table_id: 254,
-            }],
-            ..Default::default()
-        }))
-    }
-
-    async fn del_network(
-        &self,
-        request: Request<DelNetworkRequest>,
-    ) -> Result<Response<DelNetworkReply>, Status> {
-        let request = request.into_inner();
-        let held = self.0.held.lock().unwrap().remove(&request.container_id);
-        Ok(Response::new(DelNetworkReply {
-            success: true,
-            found: held.is_some(),
-            ip_allocation_metadata: held
-                .into_iter()
-                .map(|(ipv4, ipv6)| IpAllocationMetadata {
-                    i_pv4_addr: ipv4,
-                    i_pv6_addr: ipv6,
-                    route_table_id: 254,
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }))
-    }
-}
-
-/// A test node: its namespace with an uplink to the outside namespace, forwarding on for IPv6 (as the init
-/// container sets it; the egress plugin itself switches IPv4 forwarding on, as the original's), a stand-in
-/// ipamd, and a directory for sockets, logs and the egress stores.
+/// A test node (`common::netns::Node`: its namespace, forwarding on for IPv6 as the init container sets it,
+/// the stand-in ipamd, and a directory for sockets, logs and the egress stores) with an uplink to the outside
+/// namespace. The egress plugin itself switches IPv4 forwarding on, as the original's.
 struct Node {
-    netns: Netns,
+    node: common::netns::Node,
     outside: Netns,
-    dir: PathBuf,
-    _runtime: tokio::runtime::Runtime,
+}
+
+impl Deref for Node {
+    type Target = common::netns::Node;
+
+    fn deref(&self) -> &Self::Target {
+        &self.node
+    }
 }
 
 impl Node {
     fn start() -> Self {
-        let netns = Netns::new("n");
+        let node = common::netns::Node::start();
         let outside = Netns::new("o");
-        exec(&netns.0, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
         ip(
-            &netns.0,
+            &node.netns.0,
             &[
                 "link", "add", "up0", "type", "veth", "peer", "name", "out0", "netns", &outside.0,
             ],
         );
         for (ns, link, v4, v6) in [
-            (&netns.0, "up0", NODE_V4, NODE_V6),
+            (&node.netns.0, "up0", NODE_V4, NODE_V6),
             (&outside.0, "out0", OUTSIDE_V4, OUTSIDE_V6),
         ] {
             ip(ns, &["addr", "add", &format!("{v4}/24"), "dev", link]);
@@ -208,40 +70,14 @@ impl Node {
             );
             ip(ns, &["link", "set", link, "up"]);
         }
-        let dir = std::env::temp_dir().join(unique("d"));
-        std::fs::create_dir_all(&dir).unwrap();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
-        let listener = {
-            let _guard = runtime.enter();
-            tokio::net::UnixListener::bind(dir.join("ipamd.sock")).unwrap()
-        };
-        runtime.spawn(
-            tonic::transport::Server::builder()
-                .add_service(CniBackendServer::new(Shared(Arc::new(Ipamd::default()))))
-                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener)),
-        );
-        Self {
-            netns,
-            outside,
-            dir,
-            _runtime: runtime,
-        }
+        Self { node, outside }
     }
 
+    /// The `vpcni` entry with the MTU as a string, as the node's conflist has it.
     fn main_config(&self, version: &str) -> Value {
-        json!({
-            "cniVersion": version,
-            "name": "vpcni",
-            "type": "vpcni",
-            "mtu": "9001",
-            "ipamdSocket": self.dir.join("ipamd.sock").display().to_string(),
-            "pluginLogFile": self.dir.join("plugin.log").display().to_string(),
-            "pluginLogLevel": "debug",
-        })
+        let mut config = self.config(version);
+        config["mtu"] = json!("9001");
+        config
     }
 
     fn v4_data_dir(&self) -> PathBuf {
@@ -284,51 +120,6 @@ impl Node {
             "dataDir": self.v6_data_dir().display().to_string(),
         });
         config
-    }
-
-    /// Runs a plugin binary inside the node's namespace as a runtime would.
-    fn plugin(&self, binary: &str, command: &str, pod: &str, netns: Option<&str>, config: &Value) -> Output {
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.netns.0])
-            .arg(binary)
-            .env_clear()
-            .envs([
-                ("CNI_COMMAND", command),
-                ("CNI_CONTAINERID", &format!("ctr-{pod}")),
-                ("CNI_NETNS", netns.unwrap_or("")),
-                ("CNI_IFNAME", "eth0"),
-                ("CNI_PATH", "/opt/cni/bin"),
-                (
-                    "CNI_ARGS",
-                    &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME={pod}"),
-                ),
-                ("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-            ])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        // The plugin may refuse before reading everything; its answer is what the test checks.
-        let _ = child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(config.to_string().as_bytes());
-        let output = child.wait_with_output().unwrap();
-        assert!(
-            !String::from_utf8_lossy(&output.stderr).contains("panicked"),
-            "{command} {pod}: {output:?}"
-        );
-        output
-    }
-
-    fn main(&self, command: &str, pod: &str, netns: Option<&str>, config: &Value) -> Output {
-        self.plugin(env!("CARGO_BIN_EXE_vpcni"), command, pod, netns, config)
-    }
-
-    fn egress(&self, command: &str, pod: &str, netns: Option<&str>, config: &Value) -> Output {
-        self.plugin(env!("CARGO_BIN_EXE_vpcni-egress"), command, pod, netns, config)
     }
 
     /// ADD through the chain: `vpcni`, then `vpcni-egress` with its result as prevResult.
@@ -391,28 +182,12 @@ impl Node {
     }
 }
 
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct EgressState {
     rules: BTreeSet<String>,
     reject: BTreeSet<String>,
     veths: BTreeSet<String>,
     files: BTreeSet<String>,
-}
-
-fn json(output: &Output) -> Value {
-    serde_json::from_slice(&output.stdout).unwrap_or(Value::Null)
-}
-
-fn with_prev(config: &Value, result: &Value) -> Value {
-    let mut config = config.clone();
-    config["prevResult"] = result.clone();
-    config
 }
 
 /// The result's address on interface `ifname`, without its prefix length, and the prefix length.

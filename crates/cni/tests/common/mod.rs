@@ -1,7 +1,9 @@
-//! What the plugin tests share: the node's pod-related state, to prove a call left nothing behind.
+//! What the plugin tests share: the node's pod-related state, to prove a call left nothing behind; the
+//! spec's checks of a result (`spec_result`); and the namespace node with a stand-in ipamd (`netns`).
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test binary uses a part; panics report failures
 
+pub mod netns;
 pub mod spec_result;
 
 use std::collections::BTreeSet;
