@@ -23,13 +23,14 @@ pub struct DownReport {
     pub state_removed: bool,
 }
 
-/// Takes down the lab with state in `state_dir` and namespaces under `prefix`, also when its state file is
-/// gone (namespaces are then found by name). Safe to run twice.
+/// Takes down the lab with state in `state_dir`, also when its state file is gone (namespaces are then
+/// found by name under `prefix`). The state records the prefix the lab was made with, and that one wins:
+/// `lab up --prefix x` then `lab down` without it must still remove the lab's namespaces. Safe to run twice.
 pub fn down_at(state_dir: &Path, prefix: &str) -> Result<DownReport, LabError> {
     let paths = StatePaths::new(state_dir);
-    let names = Names::new(prefix);
     let mut report = DownReport::default();
     let state = LabState::load(&paths).ok().flatten();
+    let names = Names::new(state.as_ref().map_or(prefix, |state| state.spec.prefix.as_str()));
     if let Some(state) = &state {
         let dir = paths.dir.display().to_string();
         let pids = state

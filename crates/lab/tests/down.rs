@@ -148,3 +148,24 @@ fn down_cleans_a_lab_whose_state_is_gone_by_its_names() {
     assert_nothing_left(&before, &prefix, &state_dir);
     drop(lab); // its own down now finds nothing, and must not fail
 }
+
+/// `lab up --prefix x` then `lab down` without `--prefix`: the state names the prefix, and the lab's
+/// namespaces go (they were left behind, with "0 namespaces removed", when only the flag counted).
+#[test]
+fn down_takes_the_prefix_from_the_labs_state() {
+    let before = snapshot();
+    let mut lab = TestLab::up(1, "t3.small", |_| {});
+    let prefix = lab.state().spec.prefix.clone();
+    let state_dir = lab.paths().dir.clone();
+    lab.pods("node-1", 1);
+
+    // A prefix no lab uses, standing for the default the command line would give.
+    let report = vpcni_lab::down_at(&state_dir, "vt-no-such-lab-").unwrap();
+    assert!(report.namespaces.len() >= 4, "{report:?}");
+    assert!(
+        report.namespaces.iter().all(|n| n.starts_with(&prefix)),
+        "{report:?}"
+    );
+    assert_nothing_left(&before, &prefix, &state_dir);
+    drop(lab); // its own down now finds nothing, and must not fail
+}
