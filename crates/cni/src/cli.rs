@@ -1,13 +1,18 @@
-//! What both plugin binaries (`vpcni`, `vpcni-egress`) share: the one writer of stdout, error results, and
-//! the version VERSION answers in.
+//! What both plugin binaries (`vpcni`, `vpcni-egress`) share: the one writer of stdout, error results,
+//! the version VERSION answers in, and the start of a call ([`start`]).
 
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
-use vpcni_cni::spec::{CniError, SUPPORTED_VERSIONS};
+use vpcni_cni::spec::{
+    CniError, Command, Invocation, NetConf, SUPPORTED_VERSIONS, read_config_bytes, version_reply,
+};
+
+/// The newest version we speak: the answer's version when the caller's is not known.
+const NEWEST: &str = "1.1.0";
 
 /// VERSION answers in the version the runtime's stdin names, when we speak it; the newest otherwise.
-pub fn requested_version() -> String {
+fn requested_version() -> String {
     let mut text = String::new();
     // VERSION needs no stdin (the spec sends one, runtimes may not): unreadable means "not named".
     if std::io::stdin()
@@ -22,7 +27,7 @@ pub fn requested_version() -> String {
         .ok()
         .and_then(|v| v.get("cniVersion")?.as_str().map(str::to_owned))
         .filter(|v| SUPPORTED_VERSIONS.contains(&v.as_str()))
-        .unwrap_or_else(|| "1.1.0".to_owned())
+        .unwrap_or_else(|| NEWEST.to_owned())
 }
 
 /// The plugin's one writer of stdout: the result, or the error result.
@@ -42,28 +47,18 @@ pub fn fail(error: &CniError, version: &str) -> ExitCode {
     ExitCode::from(u8::try_from(error.code.code()).unwrap_or(1).max(1))
 }
 
-/// Reads at most [`vpcni_cni::spec::MAX_CONFIG_BYTES`] of stdin.
-#[allow(dead_code)] // vpcni reads its configuration through read_config
-pub fn read_stdin() -> Result<Vec<u8>, CniError> {
-    use vpcni_cni::spec::{ErrorCode, MAX_CONFIG_BYTES};
-    let mut bytes = Vec::new();
-    std::io::stdin()
-        .lock()
-        .take(MAX_CONFIG_BYTES as u64 + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| {
-            CniError::new(
-                ErrorCode::IoFailure,
-                "could not read the network configuration from stdin",
-                e.to_string(),
-            )
-        })?;
-    if bytes.len() > MAX_CONFIG_BYTES {
-        return Err(CniError::new(
-            ErrorCode::DecodeFailure,
-            "network configuration on stdin is too large",
-            format!("more than {MAX_CONFIG_BYTES} bytes"),
-        ));
+/// How both plugins start: the invocation from `CNI_*`, VERSION answered, and the configuration read from
+/// stdin (at most [`vpcni_cni::spec::MAX_CONFIG_BYTES`]) and parsed; also returned unparsed, for a plugin with
+/// fields of its own. `Err` is the exit code of a call already answered: VERSION, or an error result.
+pub fn start() -> Result<(Invocation, NetConf, Vec<u8>), ExitCode> {
+    // Without a configuration we do not know the caller's version; errors before it answer in the newest.
+    let invocation =
+        Invocation::from_env(|name| std::env::var(name).ok()).map_err(|error| fail(&error, NEWEST))?;
+    if invocation.command == Command::Version {
+        return Err(emit(&version_reply(&requested_version())));
     }
-    Ok(bytes)
+    let (config, bytes) = read_config_bytes(std::io::stdin().lock())
+        .and_then(|bytes| Ok((NetConf::parse(&bytes)?, bytes)))
+        .map_err(|error| fail(&error, NEWEST))?;
+    Ok((invocation, config, bytes))
 }

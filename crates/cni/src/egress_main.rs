@@ -11,22 +11,14 @@ mod cli;
 
 use std::process::ExitCode;
 
-use cli::{emit, fail, read_stdin, requested_version};
+use cli::{emit, fail, start};
 use vpcni_cni::egress::EgressConf;
-use vpcni_cni::spec::{CniError, Command, ErrorCode, Invocation, NetConf, version_reply};
+use vpcni_cni::spec::{CniError, ErrorCode};
 
 fn main() -> ExitCode {
-    let invocation = match Invocation::from_env(|name| std::env::var(name).ok()) {
-        Ok(invocation) => invocation,
-        Err(error) => return fail(&error, "1.1.0"),
-    };
-    if invocation.command == Command::Version {
-        return emit(&version_reply(&requested_version()));
-    }
-    let (bytes, config) = match read_stdin().and_then(|bytes| Ok((NetConf::parse(&bytes)?, bytes))) {
-        Ok((config, bytes)) => (bytes, config),
-        // Without a configuration we do not know the caller's version; answer in the newest.
-        Err(error) => return fail(&error, "1.1.0"),
+    let (invocation, config, bytes) = match start() {
+        Ok(started) => started,
+        Err(answered) => return answered,
     };
     let egress = match egress_fields(&bytes) {
         Ok(egress) => egress,

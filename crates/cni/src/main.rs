@@ -11,21 +11,12 @@ mod cli;
 
 use std::process::ExitCode;
 
-use cli::{emit, fail, requested_version};
-use vpcni_cni::spec::{Command, Invocation, read_config, version_reply};
+use cli::{emit, fail, start};
 
 fn main() -> ExitCode {
-    let invocation = match Invocation::from_env(|name| std::env::var(name).ok()) {
-        Ok(invocation) => invocation,
-        // Without a configuration we do not know the caller's version; answer in the newest.
-        Err(error) => return fail(&error, "1.1.0"),
-    };
-    if invocation.command == Command::Version {
-        return emit(&version_reply(&requested_version()));
-    }
-    let config = match read_config(std::io::stdin().lock()) {
-        Ok(config) => config,
-        Err(error) => return fail(&error, "1.1.0"),
+    let (invocation, config, _) = match start() {
+        Ok(started) => started,
+        Err(answered) => return answered,
     };
     vpcni_cni::logging::init(&config.plugin_log_file, &config.plugin_log_level);
     tracing::info!(

@@ -17,7 +17,7 @@ use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
-use rtnetlink::packet_route::route::RouteScope;
+use rtnetlink::packet_route::route::{RouteMessage, RouteScope};
 use rtnetlink::{Handle, LinkUnspec, RouteMessageBuilder};
 
 use crate::DataplaneError;
@@ -107,21 +107,9 @@ async fn wire(host: &Handle, spec: &EgressSpec) -> Result<EgressWired, Dataplane
                 .execute()
                 .await
                 .map_err(netlink_error(format!("adding {gateway}/32 to the host veth")))?;
-            let mac = in_netns(&spec.netns, move |pod| {
+            in_netns(&spec.netns, move |pod| {
                 Box::pin(async move { wire_pod_v4(&pod, &ifname, address, prefix_len, gateway).await })
-            })?;
-            let route = RouteMessageBuilder::<Ipv4Addr>::new()
-                .destination_prefix(address, 32)
-                .output_interface(host_index)
-                .scope(RouteScope::Link)
-                .build();
-            host.route()
-                .add(route)
-                .replace()
-                .execute()
-                .await
-                .map_err(netlink_error(format!("adding the node's route to {address}")))?;
-            mac
+            })?
         }
         (IpAddr::V6(address), _) => {
             // The host end makes its link-local address when the pair's carrier comes up: the pod end first.
@@ -133,20 +121,9 @@ async fn wire(host: &Handle, spec: &EgressSpec) -> Result<EgressWired, Dataplane
                 })
             })?;
             let link_local = host_link_local(host, host_index, &spec.host_veth).await?;
-            let mac = in_netns(&spec.netns, move |pod| {
+            in_netns(&spec.netns, move |pod| {
                 Box::pin(async move { wire_pod_v6(&pod, &ifname, address, prefix_len, link_local).await })
-            })?;
-            let route = RouteMessageBuilder::<Ipv6Addr>::new()
-                .destination_prefix(address, 128)
-                .output_interface(host_index)
-                .build();
-            host.route()
-                .add(route)
-                .replace()
-                .execute()
-                .await
-                .map_err(netlink_error(format!("adding the node's route to {address}")))?;
-            mac
+            })?
         }
         (IpAddr::V4(address), IpAddr::V6(gateway)) => {
             return Err(DataplaneError::System(format!(
@@ -154,10 +131,56 @@ async fn wire(host: &Handle, spec: &EgressSpec) -> Result<EgressWired, Dataplane
             )));
         }
     };
+    replace_route(
+        host,
+        node_route(spec.address, host_index),
+        format!("adding the node's route to {}", spec.address),
+    )
+    .await?;
     Ok(EgressWired {
         host_mac: format_mac(&host_mac),
         container_mac,
     })
+}
+
+/// The node's route to the pod's egress address: `<addr>/32 dev <host end> scope link` or
+/// `<addr>/128 dev <host end>`.
+fn node_route(address: IpAddr, host_index: u32) -> RouteMessage {
+    match address {
+        IpAddr::V4(address) => RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(address, 32)
+            .output_interface(host_index)
+            .scope(RouteScope::Link)
+            .build(),
+        IpAddr::V6(address) => RouteMessageBuilder::<Ipv6Addr>::new()
+            .destination_prefix(address, 128)
+            .output_interface(host_index)
+            .build(),
+    }
+}
+
+/// Adds a route, replacing one a repeated ADD left.
+async fn replace_route(handle: &Handle, route: RouteMessage, what: String) -> Result<(), DataplaneError> {
+    handle
+        .route()
+        .add(route)
+        .replace()
+        .execute()
+        .await
+        .map_err(netlink_error(what))
+}
+
+/// Deletes the link `name` if it is there.
+async fn remove_link(handle: &Handle, name: &str, what: String) -> Result<(), DataplaneError> {
+    if let Some(link) = link_by_name(handle, name).await? {
+        handle
+            .link()
+            .del(link.header.index)
+            .execute()
+            .await
+            .map_err(netlink_error(what))?;
+    }
+    Ok(())
 }
 
 /// Adds an address without the kernel's on-link route for its prefix (`noprefixroute`) and without DAD.
@@ -211,12 +234,7 @@ async fn wire_pod_v4(
             .build(),
     ];
     for route in routes {
-        pod.route()
-            .add(route)
-            .replace()
-            .execute()
-            .await
-            .map_err(netlink_error(format!("adding an egress route on {ifname}")))?;
+        replace_route(pod, route, format!("adding an egress route on {ifname}")).await?;
     }
     Ok(format_mac(&mac))
 }
@@ -234,14 +252,7 @@ async fn wire_pod_v6(
         .gateway(host_link_local)
         .output_interface(index)
         .build();
-    pod.route()
-        .add(route)
-        .replace()
-        .execute()
-        .await
-        .map_err(netlink_error(format!(
-            "adding the IPv6 default route on {ifname}"
-        )))?;
+    replace_route(pod, route, format!("adding the IPv6 default route on {ifname}")).await?;
     Ok(format_mac(&mac))
 }
 
@@ -277,29 +288,13 @@ pub async fn teardown_egress(
         remove_pod_end(netns, ifname)?;
     }
     let host = connect()?;
-    if let Some(link) = link_by_name(&host, host_veth).await? {
-        host.link()
-            .del(link.header.index)
-            .execute()
-            .await
-            .map_err(netlink_error(format!("removing the egress veth {host_veth}")))?;
-    }
-    Ok(())
+    remove_link(&host, host_veth, format!("removing the egress veth {host_veth}")).await
 }
 
 /// Deletes `ifname` in the pod's namespace if it is there (the pair goes with it).
 fn remove_pod_end(netns: &str, ifname: &str) -> Result<(), DataplaneError> {
     let ifname = ifname.to_owned();
     in_netns(netns, move |pod| {
-        Box::pin(async move {
-            if let Some(link) = link_by_name(&pod, &ifname).await? {
-                pod.link()
-                    .del(link.header.index)
-                    .execute()
-                    .await
-                    .map_err(netlink_error(format!("removing {ifname} in the pod")))?;
-            }
-            Ok(())
-        })
+        Box::pin(async move { remove_link(&pod, &ifname, format!("removing {ifname} in the pod")).await })
     })
 }

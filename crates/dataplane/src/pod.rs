@@ -171,23 +171,8 @@ async fn wire_pod_v4(
         .execute()
         .await
         .map_err(netlink_error("adding the gateway route"))?;
-    let default_route = RouteMessageBuilder::<Ipv4Addr>::new()
-        .gateway(GATEWAY)
-        .output_interface(index)
-        .protocol(RouteProtocol::Boot)
-        .build();
-    pod.route()
-        .add(default_route)
-        .execute()
-        .await
-        .map_err(netlink_error("adding the default route"))?;
-    pod.neighbours()
-        .add(index, IpAddr::V4(GATEWAY))
-        .link_layer_address(gateway_mac)
-        .state(NeighbourState::Permanent)
-        .execute()
-        .await
-        .map_err(netlink_error("adding the gateway's ARP entry"))?;
+    add_default_route(pod, index, IpAddr::V4(GATEWAY)).await?;
+    add_gateway_neighbour(pod, index, IpAddr::V4(GATEWAY), gateway_mac).await?;
     Ok(format_mac(&mac))
 }
 
@@ -224,28 +209,61 @@ async fn wire_pod_v6(
     add.execute()
         .await
         .map_err(netlink_error(format!("adding {ip}/128")))?;
-    let default_route = RouteMessageBuilder::<Ipv6Addr>::new()
-        .gateway(GATEWAY_V6)
-        .output_interface(index)
-        .protocol(RouteProtocol::Boot)
-        .build();
-    pod.route()
-        .add(default_route)
-        .execute()
-        .await
-        .map_err(netlink_error("adding the IPv6 default route"))?;
-    pod.neighbours()
-        .add(index, IpAddr::V6(GATEWAY_V6))
-        .link_layer_address(gateway_mac)
-        .state(NeighbourState::Permanent)
-        .execute()
-        .await
-        .map_err(netlink_error("adding the gateway's neighbour entry"))?;
+    add_default_route(pod, index, IpAddr::V6(GATEWAY_V6)).await?;
+    add_gateway_neighbour(pod, index, IpAddr::V6(GATEWAY_V6), gateway_mac).await?;
     // The kernel makes eth0's link-local address (and its fe80::/64 route) when the link's carrier comes up,
     // from its link watcher: wait for it too, unless the namespace makes none (addr_gen_mode 1, "none").
     let link_local = sysctl::read(&ipv6_conf_key(ifname, "addr_gen_mode")?).map_or(true, |mode| mode != "1");
     wait_for_pod_address(pod, index, ifname, ip, link_local).await?;
     Ok(format_mac(&mac))
+}
+
+/// The pod's `default via <gateway> dev <index>`, protocol boot, in the gateway's family.
+async fn add_default_route(pod: &Handle, index: u32, gateway: IpAddr) -> Result<(), DataplaneError> {
+    let (route, what) = match gateway {
+        IpAddr::V4(gateway) => (
+            RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(gateway)
+                .output_interface(index)
+                .protocol(RouteProtocol::Boot)
+                .build(),
+            "adding the default route",
+        ),
+        IpAddr::V6(gateway) => (
+            RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(gateway)
+                .output_interface(index)
+                .protocol(RouteProtocol::Boot)
+                .build(),
+            "adding the IPv6 default route",
+        ),
+    };
+    pod.route()
+        .add(route)
+        .execute()
+        .await
+        .map_err(netlink_error(what))
+}
+
+/// A permanent neighbour entry (ARP for IPv4) for the pod's gateway, pointing at the host veth's MAC.
+async fn add_gateway_neighbour(
+    pod: &Handle,
+    index: u32,
+    gateway: IpAddr,
+    gateway_mac: &[u8],
+) -> Result<(), DataplaneError> {
+    let what = if gateway.is_ipv4() {
+        "adding the gateway's ARP entry"
+    } else {
+        "adding the gateway's neighbour entry"
+    };
+    pod.neighbours()
+        .add(index, gateway)
+        .link_layer_address(gateway_mac)
+        .state(NeighbourState::Permanent)
+        .execute()
+        .await
+        .map_err(netlink_error(what))
 }
 
 /// How long ADD waits for IPv6 addresses to become usable, as the original (10 s). With DAD off on both

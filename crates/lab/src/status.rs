@@ -269,77 +269,69 @@ pub fn table(rows: &[Vec<String>]) -> String {
     out
 }
 
+/// A table's header row.
+fn header(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// A cell for a value that may be missing: `-` then.
+fn or_dash(value: Option<impl ToString>) -> String {
+    value.map_or_else(|| "-".into(), |v| v.to_string())
+}
+
+/// The columns every node table starts with.
+const NODE_COLUMNS: [&str; 5] = ["NODE", "INSTANCE", "TYPE", "PRIMARY IP", "PUBLIC IP"];
+
 impl LabStatus {
-    /// The pod table, as `kubectl get pod -o wide`.
+    /// The pod table, as `kubectl get pod -o wide`; an IPv6 lab's shows the pod's IPv6 address and its IPv4
+    /// egress address where an IPv4 lab's shows the pod's IP.
     pub fn pods_table(&self) -> String {
-        if self.internet.ipv6.is_some() {
-            return self.pods_table_v6();
-        }
-        let mut rows = vec![
-            vec!["NAME", "IP", "NODE", "ENI", "DEVICE"]
-                .into_iter()
-                .map(str::to_owned)
-                .collect::<Vec<_>>(),
-        ];
+        let ipv6 = self.internet.ipv6.is_some();
+        let mut rows = vec![if ipv6 {
+            header(&["NAME", "IPV6", "EGRESS IPV4", "NODE", "ENI", "DEVICE"])
+        } else {
+            header(&["NAME", "IP", "NODE", "ENI", "DEVICE"])
+        }];
         for pod in &self.pods {
-            rows.push(vec![
-                pod.name.clone(),
-                pod.ip.to_string(),
+            let mut row = vec![pod.name.clone()];
+            if ipv6 {
+                row.extend([or_dash(pod.ipv6), or_dash(pod.egress_ipv4)]);
+            } else {
+                row.push(pod.ip.to_string());
+            }
+            row.extend([
                 pod.node.clone(),
-                pod.eni.clone().unwrap_or_else(|| "-".into()),
-                pod.device_number.map_or_else(|| "-".into(), |d| d.to_string()),
+                or_dash(pod.eni.as_deref()),
+                or_dash(pod.device_number),
             ]);
+            rows.push(row);
         }
         table(&rows)
     }
 
-    /// The pod table of an IPv6 lab: the pod's IPv6 address and its IPv4 egress address.
-    fn pods_table_v6(&self) -> String {
-        let mut rows = vec![
-            vec!["NAME", "IPV6", "EGRESS IPV4", "NODE", "ENI", "DEVICE"]
-                .into_iter()
-                .map(str::to_owned)
-                .collect::<Vec<_>>(),
+    /// The cells of [`NODE_COLUMNS`] for a node, and its pod count.
+    fn node_cells(&self, node: &NodeStatus) -> (Vec<String>, usize) {
+        let pods = self.pods.iter().filter(|p| p.node == node.name).count();
+        let cells = vec![
+            node.name.clone(),
+            node.instance_id.clone(),
+            node.instance_type.clone(),
+            node.primary_ip.to_string(),
+            node.public_ip.to_string(),
         ];
-        for pod in &self.pods {
-            rows.push(vec![
-                pod.name.clone(),
-                pod.ipv6.map_or_else(|| "-".into(), |ip| ip.to_string()),
-                pod.egress_ipv4.map_or_else(|| "-".into(), |ip| ip.to_string()),
-                pod.node.clone(),
-                pod.eni.clone().unwrap_or_else(|| "-".into()),
-                pod.device_number.map_or_else(|| "-".into(), |d| d.to_string()),
-            ]);
-        }
-        table(&rows)
+        (cells, pods)
     }
 
     /// The node table of an IPv6 lab: addresses of both families and the /80 pods come from.
     fn nodes_table_v6(&self) -> String {
-        let mut rows = vec![
-            [
-                "NODE",
-                "INSTANCE",
-                "TYPE",
-                "PRIMARY IP",
-                "PUBLIC IP",
-                "IPV6",
-                "/80 PREFIXES",
-                "PODS",
-            ]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect::<Vec<_>>(),
-        ];
+        let mut rows = vec![header(
+            &[&NODE_COLUMNS[..], &["IPV6", "/80 PREFIXES", "PODS"]].concat(),
+        )];
         for node in &self.nodes {
             let prefixes = node.ipv6_prefixes.as_deref().unwrap_or_default();
-            rows.push(vec![
-                node.name.clone(),
-                node.instance_id.clone(),
-                node.instance_type.clone(),
-                node.primary_ip.to_string(),
-                node.public_ip.to_string(),
-                node.ipv6.map_or_else(|| "-".into(), |ip| ip.to_string()),
+            let (mut row, pods) = self.node_cells(node);
+            row.extend([
+                or_dash(node.ipv6),
                 if prefixes.is_empty() {
                     "-".into()
                 } else {
@@ -349,12 +341,9 @@ impl LabStatus {
                         .collect::<Vec<_>>()
                         .join(",")
                 },
-                self.pods
-                    .iter()
-                    .filter(|p| p.node == node.name)
-                    .count()
-                    .to_string(),
+                pods.to_string(),
             ]);
+            rows.push(row);
         }
         table(&rows)
     }
@@ -364,36 +353,19 @@ impl LabStatus {
         if self.internet.ipv6.is_some() {
             return self.nodes_table_v6();
         }
-        let mut rows = vec![
-            [
-                "NODE",
-                "INSTANCE",
-                "TYPE",
-                "PRIMARY IP",
-                "PUBLIC IP",
-                "ENIS",
-                "IPS",
-                "PODS",
-                "FREE",
-            ]
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect::<Vec<_>>(),
-        ];
+        let mut rows = vec![header(
+            &[&NODE_COLUMNS[..], &["ENIS", "IPS", "PODS", "FREE"]].concat(),
+        )];
         for node in &self.nodes {
             let ips: usize = node.enis.iter().map(EniStatus::pod_addresses).sum();
-            let pods = self.pods.iter().filter(|p| p.node == node.name).count();
-            rows.push(vec![
-                node.name.clone(),
-                node.instance_id.clone(),
-                node.instance_type.clone(),
-                node.primary_ip.to_string(),
-                node.public_ip.to_string(),
+            let (mut row, pods) = self.node_cells(node);
+            row.extend([
                 node.enis.len().to_string(),
                 ips.to_string(),
                 pods.to_string(),
                 ips.saturating_sub(pods).to_string(),
             ]);
+            rows.push(row);
         }
         table(&rows)
     }
@@ -401,7 +373,7 @@ impl LabStatus {
     /// Per ENI: node, device, primary address, pod addresses, pods on it.
     pub fn enis_table(&self) -> String {
         let ipv6 = self.internet.ipv6.is_some();
-        let header: &[&str] = if ipv6 {
+        let names: &[&str] = if ipv6 {
             &[
                 "ENI",
                 "NODE",
@@ -414,7 +386,7 @@ impl LabStatus {
         } else {
             &["ENI", "NODE", "DEVICE", "PRIMARY IP", "IPS", "PREFIXES", "PODS"]
         };
-        let mut rows = vec![header.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()];
+        let mut rows = vec![header(names)];
         for node in &self.nodes {
             for eni in &node.enis {
                 let pods = self
@@ -423,10 +395,7 @@ impl LabStatus {
                     .filter(|p| p.eni.as_deref() == Some(eni.id.as_str()))
                     .count();
                 let (addresses, prefixes) = if ipv6 {
-                    (
-                        eni.ipv6s.first().map_or_else(|| "-".into(), ToString::to_string),
-                        eni.ipv6_prefixes.len().to_string(),
-                    )
+                    (or_dash(eni.ipv6s.first()), eni.ipv6_prefixes.len().to_string())
                 } else {
                     (eni.pod_addresses().to_string(), eni.prefixes.len().to_string())
                 };
@@ -434,7 +403,7 @@ impl LabStatus {
                     eni.id.clone(),
                     node.name.clone(),
                     eni.device_number.to_string(),
-                    eni.ips.first().map_or_else(|| "-".into(), ToString::to_string),
+                    or_dash(eni.ips.first()),
                     addresses,
                     prefixes,
                     pods.to_string(),

@@ -79,7 +79,12 @@ fn invalid(msg: impl Into<String>, details: impl Into<String>) -> CniError {
 }
 
 /// Reads at most [`MAX_CONFIG_BYTES`] from `input` and parses it.
-pub fn read_config(mut input: impl Read) -> Result<NetConf, CniError> {
+pub fn read_config(input: impl Read) -> Result<NetConf, CniError> {
+    NetConf::parse(&read_config_bytes(input)?)
+}
+
+/// Reads at most [`MAX_CONFIG_BYTES`] from `input`, unparsed (for a plugin that reads fields of its own too).
+pub fn read_config_bytes(mut input: impl Read) -> Result<Vec<u8>, CniError> {
     let mut bytes = Vec::new();
     input
         .by_ref()
@@ -99,7 +104,7 @@ pub fn read_config(mut input: impl Read) -> Result<NetConf, CniError> {
             format!("more than {MAX_CONFIG_BYTES} bytes"),
         ));
     }
-    NetConf::parse(&bytes)
+    Ok(bytes)
 }
 
 impl NetConf {

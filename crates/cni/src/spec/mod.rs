@@ -9,7 +9,7 @@ mod error;
 mod result;
 mod version;
 
-pub use config::{MAX_CONFIG_BYTES, NetConf, RuntimeConfig, ValidAttachment, read_config};
+pub use config::{MAX_CONFIG_BYTES, NetConf, RuntimeConfig, ValidAttachment, read_config, read_config_bytes};
 pub use env::{CniArgs, Command, Invocation};
 pub use error::{CniError, ErrorCode};
 pub use result::{CniResult, Interface, IpConfig, Route};
