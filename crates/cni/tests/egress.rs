@@ -211,10 +211,7 @@ fn listen(netns: &Netns, address: &str) -> TcpListener {
             // The address may still be settling (IPv6); try until the deadline.
             match TcpListener::bind(address) {
                 Ok(listener) => return listener,
-                Err(error) if Instant::now() < deadline => {
-                    let _ = error;
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
                 Err(error) => panic!("listening on {address}: {error}"),
             }
         }

@@ -137,11 +137,16 @@ pub(crate) async fn pod_link_up(pod: &Handle, ifname: &str) -> Result<(u32, Vec<
         .await
         .map_err(netlink_error(format!("bringing {ifname} up")))?;
     if let Some(lo) = link_by_name(pod, "lo").await? {
-        let _ = pod
+        // Runtimes bring the pod's loopback up themselves as well; the pod's network does not depend on it,
+        // so a failure here is logged rather than failing ADD.
+        if let Err(error) = pod
             .link()
             .set(LinkUnspec::new_with_index(lo.header.index).up().build())
             .execute()
-            .await;
+            .await
+        {
+            tracing::warn!("bringing the pod's loopback up: {error}");
+        }
     }
     Ok((index, mac_of(&link)))
 }
