@@ -77,9 +77,17 @@ fn check_accepted(config: &Config) {
             "prefix delegation that allocates nothing"
         );
     }
+    if pool.ipv6 {
+        assert!(
+            pool.prefix_delegation && !pool.custom_networking,
+            "IPv6 mode without prefix delegation or with custom networking"
+        );
+    }
     let network = &config.network;
-    assert!((576..=9001).contains(&network.eni_mtu), "{}", network.eni_mtu);
-    assert!((576..=9001).contains(&network.pod_mtu), "{}", network.pod_mtu);
+    // IPv6's minimum link MTU is 1280.
+    let min_mtu = if pool.ipv6 { 1280 } else { 576 };
+    assert!((min_mtu..=9001).contains(&network.eni_mtu), "{}", network.eni_mtu);
+    assert!((min_mtu..=9001).contains(&network.pod_mtu), "{}", network.pod_mtu);
     assert_ne!(network.connmark, 0);
     let prefix = &network.veth_prefix;
     assert!(
@@ -175,7 +183,12 @@ fuzz_target!(|data: &[u8]| {
             for invalid in &error.0 {
                 assert!(VARIABLES.contains(&invalid.variable), "{invalid}");
                 assert!(invalid.to_string().starts_with(&format!("{}=", invalid.variable)));
-                let depends = invalid.variable == "WARM_PREFIX_TARGET" && set("ENABLE_PREFIX_DELEGATION");
+                // Named because another variable's value asks something of them: WARM_PREFIX_TARGET under
+                // prefix delegation; ENABLE_IPv4 (default true) and ENABLE_PREFIX_DELEGATION (default false)
+                // under ENABLE_IPv6, which needs the one false and the other true.
+                let depends = (invalid.variable == "WARM_PREFIX_TARGET" && set("ENABLE_PREFIX_DELEGATION"))
+                    || (matches!(invalid.variable, "ENABLE_IPv4" | "ENABLE_PREFIX_DELEGATION")
+                        && set("ENABLE_IPv6"));
                 assert!(
                     set(invalid.variable) || depends || invalid.variable == "VPCNI_EC2_BACKEND",
                     "error for a variable not set: {invalid}"
