@@ -127,6 +127,11 @@ impl World {
         let subnet = sim
             .create_subnet(&vpc, subnet.parse().unwrap(), "us-west-2a", Tags::new())
             .unwrap();
+        Self::with_instance(sim, vpc, subnet, instance_type)
+    }
+
+    /// One instance of `instance_type` in `subnet`, with a fresh state directory.
+    fn with_instance(sim: Simulator, vpc: String, subnet: String, instance_type: &str) -> Self {
         let instance = sim
             .run_instance(instance_type, &subnet, None, Tags::new())
             .unwrap();
@@ -156,16 +161,7 @@ impl World {
                 Tags::new(),
             )
             .unwrap();
-        let instance = sim
-            .run_instance(instance_type, &subnet, None, Tags::new())
-            .unwrap();
-        Self {
-            sim,
-            instance,
-            subnet,
-            vpc,
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Self::with_instance(sim, vpc, subnet, instance_type)
     }
 
     pub fn checkpoint(&self) -> std::path::PathBuf {
