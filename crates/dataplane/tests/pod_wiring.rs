@@ -108,7 +108,14 @@ fn a_pod_on_a_secondary_eni_gets_its_from_rule_and_teardown_works_without_the_ne
     });
     let rules = ip(&node, &["rule"]);
     assert!(rules.contains("1536:\tfrom 10.0.0.30 lookup 3"), "{rules}");
-    let _ = Command::new("ip").args(["netns", "del", &ns.0[1]]).status();
+    assert!(
+        Command::new("ip")
+            .args(["netns", "del", &ns.0[1]])
+            .status()
+            .unwrap()
+            .success(),
+        "deleting the pod's namespace before its teardown"
+    );
     on_node(ns.path(0), || {
         block_on(teardown_pod("enit0000000002", Some(Ipv4Addr::new(10, 0, 0, 30)))).unwrap()
     });
@@ -317,7 +324,14 @@ fn ipv6_pods_are_usable_when_setup_returns_and_teardown_leaves_nothing() {
         block_on(teardown_pod("enit6000000001", Some(first_ip))).unwrap()
     });
     // The second pod's namespace is gone before its teardown.
-    let _ = Command::new("ip").args(["netns", "del", &pods[1].2]).status();
+    assert!(
+        Command::new("ip")
+            .args(["netns", "del", &pods[1].2])
+            .status()
+            .unwrap()
+            .success(),
+        "deleting the pod's namespace before its teardown"
+    );
     let second_ip: std::net::IpAddr = pods[1].1.parse().unwrap();
     on_node(ns.path(0), move || {
         block_on(teardown_pod("enit6000000002", Some(second_ip))).unwrap()

@@ -291,6 +291,7 @@ mod tests {
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("vpcni-egress-store-{name}-{}", std::process::id()));
+        // A leftover of an earlier run, if any; none is the usual case.
         let _ = std::fs::remove_dir_all(&dir);
         dir
     }
@@ -345,6 +346,7 @@ mod tests {
         assert_eq!(d.to_string(), "169.254.172.6");
         assert_eq!(store.release("old-pod", "eth0").unwrap().len(), 1);
         assert!(!data.join("aws-cni/169.254.172.5").exists());
+        // Clean-up of the test's own directory; a failure leaves a file in /tmp and nothing else.
         let _ = std::fs::remove_dir_all(&data);
     }
 
@@ -367,6 +369,7 @@ mod tests {
             store.allocate(&range, "c9", "eth0"),
             Err(StoreError::Exhausted(_))
         ));
+        // Clean-up of the test's own directory; a failure leaves a file in /tmp and nothing else.
         let _ = std::fs::remove_dir_all(&data);
     }
 }

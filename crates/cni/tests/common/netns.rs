@@ -97,6 +97,8 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        // A test may have deleted it already (DEL without the netns); one left behind by a failure here
+        // shows in `ip netns list` after the run.
         let _ = Command::new("ip")
             .args(["netns", "del", &self.0])
             .stderr(Stdio::null())
@@ -302,6 +304,7 @@ impl Node {
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // Clean-up of the test's own directory; a failure leaves a file in /tmp and nothing else.
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
