@@ -106,6 +106,10 @@ impl Drop for EndpointHandle {
 struct Ec2State {
     sim: Simulator,
     state_file: Option<PathBuf>,
+    /// Held from snapshot to rename: saves of concurrent requests then land in the order their snapshots
+    /// were taken, so the file ends with the newest (without it, an older snapshot written last hid a
+    /// change, and both wrote the same temporary file).
+    save_lock: Arc<Mutex<()>>,
     default_instance: Arc<Mutex<Option<String>>>,
     requests: Arc<AtomicU64>,
 }
@@ -191,6 +195,7 @@ pub async fn serve_with_clock(
     let ec2_state = Ec2State {
         sim: sim.clone(),
         state_file,
+        save_lock: Arc::default(),
         default_instance: default_instance.clone(),
         requests: Arc::default(),
     };
@@ -275,6 +280,11 @@ async fn ec2_request(State(state): State<Ec2State>, RawQuery(query): RawQuery, b
             if !action.starts_with("Describe")
                 && let Some(path) = &state.state_file
             {
+                // A panic elsewhere while holding it leaves nothing half-done that matters here.
+                let _saving = state
+                    .save_lock
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
                 save_state(path, &state.sim);
             }
             tracing::debug!(%action, "ok");

@@ -82,6 +82,36 @@ async fn the_account_survives_a_restart_with_a_state_dir() {
     assert_eq!(second.sim.instances().len(), 1);
 }
 
+/// Concurrent changes all reach the saved file. Each request saves a snapshot after its change; saves that
+/// overlapped could land out of order (an older snapshot renamed last hid a newer change: a lab's
+/// `status` then missed a node's /80), and both wrote the same temporary file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_changes_all_reach_the_saved_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = start(Some(dir.path().to_owned()), Some(TOPOLOGY)).await;
+    let subnet = endpoint.created.subnets["a"].clone();
+    let body: &'static str = Box::leak(
+        format!("Action=CreateNetworkInterface&SubnetId={subnet}&Description=concurrent").into_boxed_str(),
+    );
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        requests.spawn(post(endpoint.ec2_addr, body));
+    }
+    while let Some(answer) = requests.join_next().await {
+        let (status, text) = answer.unwrap();
+        assert_eq!(status, 200, "{text}");
+    }
+    let created = endpoint.sim.snapshot().enis.len();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("ec2-state.json")).unwrap()).unwrap();
+    let saved_enis = saved["enis"].as_object().map_or(0, serde_json::Map::len);
+    assert_eq!(
+        saved_enis, created,
+        "the saved state misses changes the simulator holds"
+    );
+    endpoint.shutdown();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn xml_answers_carry_the_namespace_and_errors_are_ec2s() {
     let handle = start(None, None).await;
